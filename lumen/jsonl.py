@@ -1,0 +1,66 @@
+"""Append whole JSON lines to a log, one locked write() per batch (DESIGN.md section 2).
+
+Two writers of one file (merge and URE share the v2 log) never interleave: each batch
+is written under an exclusive `fcntl.flock`. The file is opened by path on every
+flush, so a rename-based rotation is picked up at the next batch.
+"""
+import fcntl
+import os
+from pathlib import Path
+
+import orjson
+
+
+def dumps(obj) -> bytes:
+    """One event as a line of UTF-8 JSON, newline included."""
+    return orjson.dumps(obj) + b"\n"
+
+
+def append_lines(path, lines) -> int:
+    """Append already-encoded lines (each ending in b"\\n") as one write; returns bytes written."""
+    data = b"".join(lines)
+    if not data:
+        return 0
+    if not data.endswith(b"\n"):
+        raise ValueError(f"{path}: refusing to append a partial line")
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        view = memoryview(data)
+        while view:  # os.write may be short for very large batches
+            n = os.write(fd, view)
+            view = view[n:]
+    finally:
+        os.close(fd)  # closing releases the lock
+    return len(data)
+
+
+class JsonlWriter:
+    """Buffers events and appends them in batches to `path`."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._buf = []
+        self.lines_written = 0
+        self.batches_written = 0
+
+    def add(self, obj) -> None:
+        self._buf.append(dumps(obj))
+
+    def add_line(self, line: bytes) -> None:
+        self._buf.append(line if line.endswith(b"\n") else line + b"\n")
+
+    def __len__(self):
+        return len(self._buf)
+
+    def flush(self) -> int:
+        if not self._buf:
+            return 0
+        n = len(self._buf)
+        append_lines(self.path, self._buf)
+        self._buf = []
+        self.lines_written += n
+        self.batches_written += 1
+        return n
