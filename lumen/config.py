@@ -88,3 +88,43 @@ def load(path, name=None, env=None, overrides=None):
         _set(cfg, tuple(dotted.split(".")), value)
         _check(cfg, schema, f"{path} (with --{dotted.split('.')[-1].replace('_', '-')}={value})")
     return cfg
+
+
+def get(cfg, dotted):
+    node = cfg
+    for k in dotted.split("."):
+        node = node[k]
+    return node
+
+
+def main(argv=None):
+    """`python -m lumen.config get FILE KEY` prints one resolved value (env applied);
+    `python -m lumen.config check FILE...` validates configs. Exit 2 on a bad config."""
+    import argparse
+    import sys
+    ap = argparse.ArgumentParser(prog="python -m lumen.config", description=main.__doc__)
+    sub = ap.add_subparsers(dest="action", required=True)
+    g = sub.add_parser("get")
+    g.add_argument("file")
+    g.add_argument("key")
+    c = sub.add_parser("check")
+    c.add_argument("files", nargs="+")
+    a = ap.parse_args(argv)
+    try:
+        if a.action == "get":
+            print(get(load(a.file), a.key))
+        else:
+            for f in a.files:
+                load(f)
+                print(f"[config] {f}: OK")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyError as e:
+        print(f"error: {a.file}: no key {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """Start, stop and list Lumen's background processes by PID file (DESIGN.md section 3).
 
     python -m lumen.ctl start NAME [--port P] [--host H] [--timeout S] -- CMD ARGS...
-    python -m lumen.ctl stop NAME [NAME ...]
+    python -m lumen.ctl stop NAME [NAME ...] | --all
     python -m lumen.ctl status
 
 `start` returns once the process is healthy: its PID file exists (it writes it when
@@ -140,19 +140,26 @@ def main(argv=None):
     s.add_argument("--port", type=int)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--timeout", type=float, default=20.0)
-    s.add_argument("cmd", nargs=argparse.REMAINDER)
     t = sub.add_parser("stop", help="stop by PID file: SIGTERM, wait, SIGKILL after --timeout")
-    t.add_argument("names", nargs="+")
+    t.add_argument("names", nargs="*")
+    t.add_argument("--all", action="store_true", help="every process with a PID file in run/")
     t.add_argument("--timeout", type=float, default=15.0)
     sub.add_parser("status", help="each process: pid, alive, port, log")
-    a = ap.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = argv[argv.index("--") + 1:] if "--" in argv else []
+    a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     if a.action == "start":
-        cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
         if not cmd:
             ap.error("start needs a command after --")
         return start(a.name, cmd, a.port, a.host, a.timeout)
     if a.action == "stop":
-        return max(stop(n, a.timeout) for n in a.names)
+        names = list(a.names)
+        if a.all and RUN.exists():
+            names += sorted({p.stem for p in RUN.glob("*.pid")} - set(names))
+        if not names:
+            print("[ctl] nothing to stop")
+            return 0
+        return max(stop(n, a.timeout) for n in names)
     return status()
 
 

@@ -21,7 +21,7 @@ produced in a second. SIGTERM/SIGINT flush the batch and exit 0.
 
 Departures from the blueprint: a batch per flush instead of a file open per event; the
 config's batch_size, flush_ms and value_hasher are honoured; iteration numbers continue
-across restarts (`logs/.state/rmb_emitter.json`).
+across restarts (`logs/.state/<name>.json`).
 """
 import argparse
 import queue
@@ -38,7 +38,7 @@ from lumen.proc import Lifecycle, cli_main
 from lumen.rejects import Rejects
 from rmb.profiles import PROFILES, EventFactory, gate
 
-STATE = "logs/.state/rmb_emitter.json"
+STATE_DIR = "logs/.state"
 
 
 def build_parser():
@@ -212,7 +212,7 @@ def main(argv=None):
                   file=sys.stderr)
             return 2
     em = Emitter(cfg)
-    state = checkpoint.load_json(STATE) or {}
+    state = checkpoint.load_json(f"{STATE_DIR}/{args.name}.json") or {}
     with Lifecycle(args.name) as life:
         life.ready()
         if not args.quiet:
@@ -237,7 +237,7 @@ def main(argv=None):
         finally:
             em.flush()
             if args.source == "sim":
-                checkpoint.save_json(STATE, state)
+                checkpoint.save_json(f"{STATE_DIR}/{args.name}.json", state)
         dt = time.monotonic() - t0
         if not args.quiet:
             rej = em.rejects.total

@@ -1,0 +1,91 @@
+# Lumen — the Makefile is the menu: `make help` lists every target.
+# Code and configs are found next to this Makefile ($(ROOT)); state (logs/, run/, data/)
+# lives in the current directory, so `make -f /path/to/Makefile ...` runs a private stack.
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+export PATH := $(VENV)/bin:$(PATH)
+CTL := $(PY) -m lumen.ctl
+CONFIG_RMB ?= $(ROOT)/configs/rmb_v17.yaml
+# Resolved from the config (env overrides such as RMB_EXPORTER_PORT applied).
+RMB_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_RMB) exporter.port)
+N ?= 100
+SHELL := /bin/bash
+
+.DEFAULT_GOAL := help
+.PHONY: help venv up down status test bench lint clean \
+	trackB.start trackB.stop rmb.emit rmb.verify rmb.dev serve.rmb.emit exporter.v17.rmb \
+	validate.v17.schema rmb.bridge smoke.v17
+
+help: ## list every target with a one-line description
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: $(ROOT)/pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -e '$(ROOT)[test]'
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv and install Lumen with its dependencies
+
+# ---------------------------------------------------------------- the stack
+up: venv ## set up, start the stack on the default configs, print where to look
+	@$(MAKE) -s -f $(ROOT)/Makefile trackB.start
+	@echo
+	@echo "Lumen is up:"
+	@echo "  metrics   http://127.0.0.1:$(RMB_PORT)/metrics"
+	@echo "  events    logs/rmb_events.jsonl   (rejects: logs/rejects/)"
+	@echo "  processes make status   (logs in logs/proc/)   stop: make down"
+
+down: ## stop every process started here (by PID file)
+	@$(CTL) stop --all
+
+status: venv ## each process: pid, alive, port, log file
+	@$(CTL) status
+
+test: venv ## set up and run the whole test suite
+	@$(PY) -m pytest $(ROOT)/tests $(PYTEST_ARGS)
+
+bench: venv ## measure throughput and latency of each stage (table in bench/results.md)
+	@$(PY) $(ROOT)/bench/bench.py
+
+lint: venv ## check Python syntax of every module (changes nothing)
+	@$(PY) -m compileall -q $(ROOT)/lumen $(ROOT)/rmb $(ROOT)/exporters $(ROOT)/tools >/dev/null && echo "[lint] OK"
+
+clean: down ## stop everything and remove logs/, run/, data/ here
+	@rm -rf logs run data
+
+# ------------------------------------------------------ Track B — Resonance Memory Bridge
+validate.v17.schema: venv ## validate schemas, configs and tests/fixtures/rmb_sample.json
+	@$(PY) $(ROOT)/tools/validate_v17_schema.py
+
+trackB.start: validate.v17.schema ## start RMB exporter + emitter in the background
+	@echo "[trackB] starting RMB exporter + emitter"
+	@$(CTL) start rmb_exporter --port $(RMB_PORT) -- \
+		$(PY) -u $(ROOT)/exporters/rmb_exporter_v17.py --config $(CONFIG_RMB)
+	@$(CTL) start rmb_emitter -- $(PY) -u $(ROOT)/rmb/rmb_emitter.py --config $(CONFIG_RMB)
+	@echo "[trackB] RESULT = STARTED"
+
+trackB.stop: venv ## stop RMB exporter + emitter (by PID file)
+	@$(CTL) stop rmb_emitter rmb_exporter
+	@echo "[trackB] RESULT = STOPPED"
+
+serve.rmb.emit: venv ## run the emitter in the foreground (Ctrl-C stops it)
+	$(PY) -u $(ROOT)/rmb/rmb_emitter.py --config $(CONFIG_RMB)
+
+exporter.v17.rmb: venv ## run the exporter in the foreground on :9409
+	$(PY) -u $(ROOT)/exporters/rmb_exporter_v17.py --config $(CONFIG_RMB) --port $(RMB_PORT)
+
+rmb.emit: venv ## emit a bounded batch of N events (default 100) at full speed
+	@$(PY) -u $(ROOT)/rmb/rmb_emitter.py --config $(CONFIG_RMB) --count $(N) --unthrottled --name rmb_emit
+
+rmb.verify: venv ## validate the blueprint's sample event: [rmb.verify] RESULT = OK
+	@cd $(ROOT) && bash scripts/rmb.verify.sh
+
+rmb.dev: venv ## dev loop: exporter in the background, verify, emitter in the foreground
+	@bash $(ROOT)/scripts/rmb.dev.sh
+
+rmb.bridge: venv ## apply committed memory-bridge ops to the key-value store (data/rmb_bridge.db)
+	@$(PY) -u $(ROOT)/rmb/bridge_v17.py --config $(CONFIG_RMB) apply
+
+smoke.v17: venv ## stop/start/verify in one go (scripts/smoke.v17.sh)
+	@bash $(ROOT)/scripts/smoke.v17.sh
