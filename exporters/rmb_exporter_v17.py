@@ -29,11 +29,11 @@ from datetime import datetime
 
 import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from lumen import config, events
-from lumen.httpserve import serve
+from lumen.httpserve import METRICS_CONTENT_TYPE, serve
 from lumen.proc import Lifecycle, cli_main
 from lumen.rejects import Rejects
 from lumen.tail import Tailer
@@ -231,7 +231,7 @@ class RmbExporter:
     def app(self, method, path, query):
         if path != "/metrics":
             return 404, [("Content-Type", "text/plain; charset=utf-8")], b"not found\n"
-        return 200, [("Content-Type", CONTENT_TYPE_LATEST)], generate_latest(self.registry)
+        return 200, [("Content-Type", METRICS_CONTENT_TYPE)], generate_latest(self.registry)
 
 
 def main(argv=None):

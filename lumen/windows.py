@@ -1,0 +1,100 @@
+"""Time windows measured on event timestamps, not line counts (DESIGN.md section 2).
+
+- `parse_ts`: RFC 3339 text -> Unix seconds.
+- `EventWindow(span_s)`: per-event values in the last `span_s` seconds of event time:
+  count, rollbacks, rollback ratio, mean and population stddev, in O(1) per event.
+- `CounterWindow(span_s)`: samples of cumulative counters; the ratio over the window is
+  delta(rollbacks) / delta(events), what Prometheus' `increase()` gives, never a sum of
+  cumulative totals.
+A window with no data answers None ("undefined"), never 0.
+"""
+import math
+from collections import deque
+from datetime import datetime, timezone
+
+
+def parse_ts(ts):
+    """Unix seconds of an RFC 3339 timestamp ('Z' or an offset; naive means UTC)."""
+    d = datetime.fromisoformat(ts.replace("Z", "+00:00") if ts.endswith("Z") else ts)
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=timezone.utc)
+    return d.timestamp()
+
+
+class EventWindow:
+    def __init__(self, span_s):
+        self.span_s = float(span_s)
+        self._buf = deque()  # (t, value, is_rollback)
+        self._sum = self._sumsq = 0.0
+        self._rollbacks = 0
+        self.newest = None
+
+    def add(self, t, value, rollback=False):
+        if self.newest is None or t > self.newest:
+            self.newest = t
+        self._buf.append((t, value, rollback))
+        self._sum += value
+        self._sumsq += value * value
+        self._rollbacks += bool(rollback)
+        self.expire(self.newest)
+
+    def expire(self, now):
+        """Drop events older than `now - span_s` (now: newest event time, or a clock)."""
+        cut = now - self.span_s
+        buf = self._buf
+        while buf and buf[0][0] < cut:
+            _, v, rb = buf.popleft()
+            self._sum -= v
+            self._sumsq -= v * v
+            self._rollbacks -= bool(rb)
+        if not buf:
+            self._sum = self._sumsq = 0.0
+
+    @property
+    def count(self):
+        return len(self._buf)
+
+    @property
+    def rollbacks(self):
+        return self._rollbacks
+
+    def ratio(self):
+        return self._rollbacks / len(self._buf) if self._buf else None
+
+    def mean(self):
+        return self._sum / len(self._buf) if self._buf else None
+
+    def stddev(self):
+        n = len(self._buf)
+        if n < 2:
+            return None
+        var = self._sumsq / n - (self._sum / n) ** 2
+        return math.sqrt(var) if var > 0 else 0.0
+
+
+class CounterWindow:
+    def __init__(self, span_s):
+        self.span_s = float(span_s)
+        self._samples = deque()  # (t, events_total, rollbacks_total)
+
+    def add(self, t, events_total, rollbacks_total):
+        self._samples.append((t, events_total, rollbacks_total))
+        cut = t - self.span_s
+        # Keep one sample at or before the cut, so the delta spans the whole window.
+        while len(self._samples) > 1 and self._samples[1][0] <= cut:
+            self._samples.popleft()
+
+    def deltas(self):
+        if len(self._samples) < 2:
+            return None
+        t0, e0, r0 = self._samples[0]
+        t1, e1, r1 = self._samples[-1]
+        if e1 < e0 or r1 < r0:  # counter reset: count from zero, as increase() does
+            e0 = r0 = 0
+        return e1 - e0, r1 - r0
+
+    def ratio(self):
+        d = self.deltas()
+        if d is None or d[0] <= 0:
+            return None
+        return d[1] / d[0]

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""The memory bridge: applies the `memory_bridge` ops of committed v1 events to a KV store.
+
+Listed in blueprint section 1 but never written there; milestone M3 (section 34) names
+SQLite as the store. Reads `paths.queue` through the shared tailer (consumer `rmb_bridge`)
+and keeps `memory_bridge.store` (default `data/rmb_bridge.db`, WAL mode):
+
+    kv(key PRIMARY KEY, slot_id, value_hash, ts, iter)
+
+Only events whose `event_type` is `commit` change the store: UPSERT writes the key, DELETE
+removes it. observe/decide events propose nothing and rollbacks (including events the
+safety gates turned into rollbacks) are never applied. Ops are applied in log order, so
+replaying a stretch of the log again leaves the same state (the checkpoint is moved only
+after the SQLite transaction commits).
+
+    bridge_v17.py apply [--follow]   catch up with the log (and keep following)
+    bridge_v17.py rebuild            drop the store and replay the log from its oldest
+                                     rotated file (<queue>.N ... <queue>.1, then the live file)
+    bridge_v17.py get KEY            the stored value of KEY (exit 1 when absent)
+    bridge_v17.py slot SLOT_ID       the keys held in a slot
+
+Bad lines are quarantined to `logs/rejects/rmb_events.jsonl` and counted, as every consumer does.
+"""
+import argparse
+import json
+import os
+import sqlite3
+import sys
+from pathlib import Path
+
+from lumen import checkpoint, config, events
+from lumen.proc import Lifecycle, cli_main
+from lumen.rejects import Rejects
+from lumen.tail import MAX_ROTATED, Tailer, _fingerprint_path
+
+CONSUMER = "rmb_bridge"
+DEFAULT_STORE = "data/rmb_bridge.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+  key TEXT PRIMARY KEY, slot_id TEXT NOT NULL, value_hash TEXT NOT NULL,
+  ts TEXT NOT NULL, iter INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS kv_slot ON kv(slot_id, key);
+"""
+
+
+def open_store(path):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.executescript(SCHEMA)
+    return db
+
+
+def apply_events(db, evts):
+    """Apply committed ops in order; returns (upserts, deletes)."""
+    ups = dels = 0
+    for e in evts:
+        if e["event_type"] != "commit":
+            continue
+        mb = e["memory_bridge"]
+        if mb["op"] == "UPSERT":
+            db.execute("INSERT OR REPLACE INTO kv(key, slot_id, value_hash, ts, iter) "
+                       "VALUES (?,?,?,?,?)",
+                       (mb["key"], mb["slot_id"], mb["value_hash"], e["ts"], e["trace"]["iter"]))
+            ups += 1
+        else:
+            db.execute("DELETE FROM kv WHERE key = ?", (mb["key"],))
+            dels += 1
+    return ups, dels
+
+
+class Bridge:
+    def __init__(self, queue, store, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
+        self.db = open_store(store)
+        self.tailer = Tailer(queue, CONSUMER, offsets_dir)
+        self.validator = events.Validator.named("rmb_event_v1.json")
+        self.rejects = Rejects("rmb_events", CONSUMER, rejects_dir)
+        self.applied = self.upserts = self.deletes = 0
+
+    def step(self):
+        """Apply one batch of new lines; returns how many lines it read."""
+        lines = self.tailer.poll()
+        if not lines:
+            return 0
+        good = []
+        for off, raw in lines:
+            if not raw.strip():
+                continue
+            evt, err = events.parse(raw, self.validator)
+            if err:
+                self.rejects.add(err[0], err[1], self.tailer.source, off, raw)
+            else:
+                good.append(evt)
+        with self.db:  # one transaction per batch
+            u, d = apply_events(self.db, good)
+        self.upserts += u
+        self.deletes += d
+        self.applied += u + d
+        self.rejects.flush()
+        self.tailer.commit()
+        return len(lines)
+
+    def run(self, stop=None, follow=False, idle_s=0.2):
+        while stop is None or not stop.is_set():
+            if not self.step():
+                if not follow:
+                    break
+                stop.wait(idle_s)
+        self.tailer.close()
+
+
+def reset_to_oldest(queue, offsets_dir="logs/.offsets"):
+    """Point the bridge's checkpoint at the oldest uncompressed rotated file, offset 0."""
+    ck_path = Path(offsets_dir) / f"{CONSUMER}.json"
+    ck_path.unlink(missing_ok=True)
+    for i in range(MAX_ROTATED, 0, -1):
+        p = Path(f"{queue}.{i}")
+        if p.exists():
+            st = os.stat(p)
+            checkpoint.save_json(ck_path, {"dev": st.st_dev, "ino": st.st_ino, "offset": 0,
+                                           "fp": _fingerprint_path(p), "state": None})
+            return p
+    return Path(queue)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="configs/rmb_v17.yaml")
+    ap.add_argument("--store", help="override memory_bridge.store (default data/rmb_bridge.db)")
+    ap.add_argument("--queue", help="override paths.queue")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("apply", help="apply new committed ops from the log")
+    a.add_argument("--follow", action="store_true", help="keep following the log")
+    sub.add_parser("rebuild", help="drop the store and replay the whole log")
+    g = sub.add_parser("get", help="print the stored value of KEY")
+    g.add_argument("key")
+    s = sub.add_parser("slot", help="print the keys held in SLOT_ID")
+    s.add_argument("slot_id")
+    args = ap.parse_args(argv)
+    cfg = config.load(args.config, "rmb_v17", overrides={
+        "memory_bridge.store": args.store, "paths.queue": args.queue})
+    store = cfg["memory_bridge"].get("store", DEFAULT_STORE)
+    queue = cfg["paths"]["queue"]
+
+    if args.cmd == "get":
+        row = open_store(store).execute(
+            "SELECT key, slot_id, value_hash, ts, iter FROM kv WHERE key = ?",
+            (args.key,)).fetchone()
+        if row is None:
+            print(f"error: key {args.key!r} not in {store}", file=sys.stderr)
+            return 1
+        print(json.dumps(dict(zip(("key", "slot_id", "value_hash", "ts", "iter"), row))))
+        return 0
+    if args.cmd == "slot":
+        rows = open_store(store).execute(
+            "SELECT key, value_hash FROM kv WHERE slot_id = ? ORDER BY key",
+            (args.slot_id,)).fetchall()
+        for key, vh in rows:
+            print(f"{key}\t{vh}")
+        print(f"[bridge] slot {args.slot_id}: {len(rows)} keys", file=sys.stderr)
+        return 0
+    if args.cmd == "rebuild":
+        for suffix in ("", "-wal", "-shm"):
+            Path(store + suffix).unlink(missing_ok=True)
+        start = reset_to_oldest(queue)
+        print(f"[bridge] rebuilding {store} from {start}")
+    bridge = Bridge(queue, store)
+    with Lifecycle(CONSUMER) as life:
+        life.ready()
+        bridge.run(life.stop, follow=getattr(args, "follow", False))
+    n = bridge.db.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
+    print(f"[bridge] applied {bridge.upserts} upserts, {bridge.deletes} deletes "
+          f"({bridge.rejects.total} lines rejected); store holds {n} keys")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main(main))
