@@ -1,0 +1,150 @@
+"""The Makefile as the user meets it: help, README and blueprint targets exist, and the
+Track B lifecycle (start returns, counts grow at ~hz, stop frees everything, twice is
+harmless, a busy port is one clear line)."""
+import os
+import re
+import signal
+import socket
+import time
+
+import pytest
+import requests
+
+from lumen import ports
+from conftest import ROOT, free_port, pid_alive, pids_in, run_make, wait_until
+
+# Make targets the blueprint names in the sections built so far (sections 2, 8, 20, 23, 25).
+BLUEPRINT_TARGETS = ["trackB.start", "trackB.stop", "rmb.emit", "rmb.verify", "rmb.dev",
+                     "serve.rmb.emit", "exporter.v17.rmb", "validate.v17.schema"]
+# Paths the blueprint's tree (section 1) and its later sections name, built so far.
+BLUEPRINT_PATHS = ["schemas/rmb_event_v1.json", "configs/rmb_v17.yaml", "rmb/rmb_emitter.py",
+                   "rmb/bridge_v17.py", "exporters/rmb_exporter_v17.py",
+                   "ops/prometheus/scrape.yml", "scripts/rmb.dev.sh", "scripts/rmb.verify.sh",
+                   "scripts/smoke.v17.sh", "tests/fixtures/rmb_sample.json",
+                   ".github/workflows/lumen_v17_ci.yml"]
+
+
+def makefile_targets():
+    text = (ROOT / "Makefile").read_text()
+    return re.findall(r"^([a-zA-Z][a-zA-Z0-9_.-]*):(?!=)", text, re.M)
+
+
+def test_help_lists_every_target_with_a_description(tmp_path):
+    r = run_make(tmp_path, "help")
+    assert r.returncode == 0
+    listed = dict(re.findall(r"^  (\S+)\s+(.+)$", r.stdout, re.M))
+    for t in makefile_targets():
+        assert t in listed, f"make help does not list {t}"
+        assert len(listed[t]) > 10
+
+
+def test_blueprint_targets_and_paths_exist():
+    targets = set(makefile_targets())
+    for t in BLUEPRINT_TARGETS:
+        assert t in targets, t
+    for p in BLUEPRINT_PATHS:
+        assert (ROOT / p).exists(), p
+
+
+def test_readme_commands_and_targets_exist():
+    readme = (ROOT / "README.md").read_text()
+    assert "make up" in readme and "make test" in readme
+    targets = set(makefile_targets())
+    for t in re.findall(r"make ([a-zA-Z][\w.-]*)", readme):
+        assert t in targets, f"README names make {t}, which does not exist"
+
+
+@pytest.fixture
+def stack(workdir):
+    """A private stack in a temp dir on a free port; everything it started is stopped."""
+    port = free_port()
+    env = {"RMB_EXPORTER_PORT": str(port), "RMB_HZ": "20"}
+    yield workdir, port, env
+    run_make(workdir, "down", env=env)
+    for pid in pids_in(workdir / "run").values():  # belt and braces: by PID only
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def total(port):
+    r = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    m = re.search(r"^rmb_events_total (\S+)$", r.text, re.M)
+    return float(m.group(1))
+
+
+def test_up_status_and_down(stack):
+    cwd, port, env = stack
+    t0 = time.monotonic()
+    r = run_make(cwd, "up", env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert time.monotonic() - t0 < 30
+    assert "[trackB] RESULT = STARTED" in r.stdout
+    assert f"http://127.0.0.1:{port}/metrics" in r.stdout
+    s = run_make(cwd, "status", env=env)
+    assert re.search(r"^rmb_exporter\s+\d+\s+yes\s+%d\s+logs/proc/rmb_exporter.log" % port,
+                     s.stdout, re.M), s.stdout
+    assert re.search(r"^rmb_emitter\s+\d+\s+yes", s.stdout, re.M)
+    r = run_make(cwd, "down", env=env)
+    assert r.returncode == 0
+    assert "no " in run_make(cwd, "status", env=env).stdout
+
+
+def test_trackB_lifecycle(stack):
+    cwd, port, env = stack
+    r = run_make(cwd, "trackB.start", env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("[trackB] RESULT = STARTED")
+    pids = pids_in(cwd / "run")
+    assert set(pids) == {"rmb_exporter", "rmb_emitter"}
+
+    # Counts grow at about hz (20 events/s here) as the emitter flushes every 500 ms.
+    first = wait_until(lambda: total(port) > 0 and (time.monotonic(), total(port)),
+                       what="first events counted")
+    wait_until(lambda: time.monotonic() - first[0] >= 3.0, timeout=10, what="3 s to pass")
+    rate = (total(port) - first[1]) / (time.monotonic() - first[0])
+    assert 10 <= rate <= 30, rate
+
+    # Starting again is harmless: same processes, success.
+    r = run_make(cwd, "trackB.start", env=env, timeout=60)
+    assert r.returncode == 0 and "already running" in r.stdout
+    assert pids_in(cwd / "run") == pids
+
+    r = run_make(cwd, "trackB.stop", env=env)
+    assert r.returncode == 0 and "[trackB] RESULT = STOPPED" in r.stdout
+    assert not any(pid_alive(p) for p in pids.values())
+    assert not list((cwd / "run").glob("*.pid"))
+    assert ports.is_free("127.0.0.1", port)
+    r = run_make(cwd, "trackB.stop", env=env)  # stopping twice is fine
+    assert r.returncode == 0 and "[trackB] RESULT = STOPPED" in r.stdout
+
+
+def test_busy_port_is_a_clear_error(stack):
+    cwd, port, env = stack
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", port))
+        s.listen()
+        r = run_make(cwd, "trackB.start", env=env, timeout=60)
+    assert r.returncode != 0
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(err) == 1 and f"port {port}" in err[0] and f"pid {os.getpid()}" in err[0]
+    assert "RESULT = STARTED" not in r.stdout
+
+
+def test_rmb_emit_verify_and_validate(workdir):
+    r = run_make(workdir, "rmb.emit", "N=100")
+    assert r.returncode == 0, r.stderr
+    assert len((workdir / "logs/rmb_events.jsonl").read_text().splitlines()) == 100
+    r = run_make(workdir, "rmb.verify")
+    assert r.stdout.strip() == "[rmb.verify] RESULT = OK"
+    r = run_make(workdir, "validate.v17.schema")
+    assert r.returncode == 0 and "[validate.v17.schema] RESULT = OK" in r.stdout
+    r = run_make(workdir, "rmb.bridge")
+    assert r.returncode == 0 and "[bridge] applied" in r.stdout
+
+
+def test_smoke_v17(stack):
+    cwd, port, env = stack
+    r = run_make(cwd, "smoke.v17", env=env, timeout=90)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.strip().endswith("[smoke] OK")
+    assert "rmb_events_total" in r.stdout
