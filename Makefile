@@ -7,15 +7,22 @@ PY := $(VENV)/bin/python
 export PATH := $(VENV)/bin:$(PATH)
 CTL := $(PY) -m lumen.ctl
 CONFIG_RMB ?= $(ROOT)/configs/rmb_v17.yaml
+CONFIG_TRACKA ?= $(ROOT)/configs/trackA_v17.yaml
+TRACKA = $(PY) $(ROOT)/tools/tracka_v17.py --config $(CONFIG_TRACKA) --rmb-config $(CONFIG_RMB)
 # Resolved from the config (env overrides such as RMB_EXPORTER_PORT applied).
 RMB_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_RMB) exporter.port)
+FAKE_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) exporter.port)
+FAKE_HOST = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) exporter.host)
+FAKE_STREAM = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) stream)
 N ?= 100
 SHELL := /bin/bash
 
 .DEFAULT_GOAL := help
 .PHONY: help venv up down status test bench lint clean \
 	trackB.start trackB.stop rmb.emit rmb.verify rmb.dev serve.rmb.emit exporter.v17.rmb \
-	validate.v17.schema rmb.bridge smoke.v17
+	validate.v17.schema rmb.bridge smoke.v17 \
+	feature.v17.init dashboards.v3.build metrics.fake.v17 exporter.v17.serve \
+	slo.report kpi.snapshot trackA.exit
 
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -89,3 +96,27 @@ rmb.bridge: venv ## apply committed memory-bridge ops to the key-value store (da
 
 smoke.v17: venv ## stop/start/verify in one go (scripts/smoke.v17.sh)
 	@bash $(ROOT)/scripts/smoke.v17.sh
+
+# ------------------------------------------------------------- Track A — restore / exit
+feature.v17.init: venv ## create logs/ data/ run/ and check Python and dependencies
+	@$(TRACKA) init
+
+dashboards.v3.build: venv ## render ops/grafana/dashboards.src.yaml into dashboard JSON
+	@$(PY) $(ROOT)/tools/dashboards_v3_build.py
+
+metrics.fake.v17: venv ## write a seeded fake v1 stream covering the last 10 min (FAKE_PROFILE=...)
+	@$(TRACKA) fake
+
+exporter.v17.serve: venv ## serve the fake stream's metrics in the background (:9408) until make down
+	@$(CTL) start rmb_exporter_fake --port $(FAKE_PORT) --host $(FAKE_HOST) -- \
+		$(PY) -u $(ROOT)/exporters/rmb_exporter_v17.py --config $(CONFIG_RMB) \
+		--queue $(FAKE_STREAM) --port $(FAKE_PORT) --host $(FAKE_HOST) --name rmb_exporter_fake
+
+slo.report: venv ## SLO verdicts (RMB-ROLL-001, RMB-RES-002) over 10 min of event time
+	@$(TRACKA) slo
+
+kpi.snapshot: venv ## append a KPI row to logs/kpi_snapshot_v17.csv
+	@$(TRACKA) kpi
+
+trackA.exit: venv ## gate on init, dashboards, schemas, SLOs, KPI, exporter: [exit] RESULT = PASS|FAIL
+	@$(TRACKA) exit

@@ -255,10 +255,15 @@ def main(argv=None):
         print(f"[exporter] RMB metrics on :{port}", flush=True)
         while tail.is_alive() and not life.stop.is_set():
             life.stop.wait(0.5)
+        crashed = not life.stop.is_set()  # the tail thread ended on its own: an error
         life.stop.set()
         tail.join(timeout=30)
         server.shutdown()
         server.server_close()
+    if crashed:
+        print(f"error: the tail thread of {args.name} stopped unexpectedly (see above)",
+              file=sys.stderr)
+        return 1
     print(f"[exporter] stopped after {exp.stats.events_total} events", flush=True)
     return 0
 

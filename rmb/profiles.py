@@ -6,6 +6,8 @@
   stddev of 0.01, 1 % rollbacks, occasional DELETEs of earlier keys.
 - `spike`: a rollback storm for alert tests: residual U(0.80, 0.98), so most events trip
   the residual gate, and phases near the +-3.0 gate.
+- `jitter`: like steady but the residual's stddev is 0.08 (breaks only RMB-RES-002).
+- `rollbacks`: like steady but 12 % rollbacks (breaks only RMB-ROLL-001).
 
 The safety gates are applied by `gate()`, not here, so every source (simulated, stdin,
 replay) passes through the same gates.
@@ -13,7 +15,7 @@ replay) passes through the same gates.
 import hashlib
 
 EVENT_TYPES = ["observe", "decide", "commit", "rollback"]
-PROFILES = ("seed", "steady", "spike")
+PROFILES = ("seed", "steady", "spike", "jitter", "rollbacks")
 
 # Risk and creative bands of an event's residual entropy, as the blueprint's emitter and
 # dashboard define them (section 5, section 7: SAFE <= 0.55, WATCH <= 0.85, RISK above).
@@ -36,11 +38,11 @@ def sample(profile, rng):
     """(residual, phase, event_type, delete) for one simulated event."""
     if profile == "seed":
         return rng.uniform(0.05, 0.9), rng.uniform(-3.0, 3.0), rng.choice(EVENT_TYPES), False
-    if profile == "steady":
-        residual = _clamp(rng.gauss(0.40, 0.01), 0.0, 1.0)
+    if profile in ("steady", "jitter", "rollbacks"):
+        residual = _clamp(rng.gauss(0.40, 0.08 if profile == "jitter" else 0.01), 0.0, 1.0)
         phase = _clamp(rng.gauss(0.0, 0.3), -3.0, 3.0)
         r = rng.random()
-        etype = "rollback" if r < 0.01 else ("commit" if r < 0.40 else
+        etype = "rollback" if r < (0.12 if profile == "rollbacks" else 0.01) else ("commit" if r < 0.40 else
                                              ("decide" if r < 0.60 else "observe"))
         return residual, phase, etype, rng.random() < 0.05
     if profile == "spike":
