@@ -15,6 +15,7 @@ FAKE_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) exporter.port)
 FAKE_HOST = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) exporter.host)
 FAKE_STREAM = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) stream)
 N ?= 100
+LOG_RETENTION_DAYS ?= 7
 SHELL := /bin/bash
 
 .DEFAULT_GOAL := help
@@ -22,7 +23,8 @@ SHELL := /bin/bash
 	trackB.start trackB.stop rmb.emit rmb.verify rmb.dev serve.rmb.emit exporter.v17.rmb \
 	validate.v17.schema rmb.bridge smoke.v17 \
 	feature.v17.init dashboards.v3.build metrics.fake.v17 exporter.v17.serve \
-	slo.report kpi.snapshot trackA.exit
+	slo.report kpi.snapshot trackA.exit tune.suggest evidence.map kpi.reporter \
+	restore.pack restore.sanity pkg.v17 logs.rotate
 
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -120,3 +122,30 @@ kpi.snapshot: venv ## append a KPI row to logs/kpi_snapshot_v17.csv
 
 trackA.exit: venv ## gate on init, dashboards, schemas, SLOs, KPI, exporter: [exit] RESULT = PASS|FAIL
 	@$(TRACKA) exit
+
+# ------------------------------------------------------------------ v1.7 operator tools
+tune.suggest: venv ## residual stddev + rollback ratio of the last 10 min, with suggestions
+	@$(PY) -u $(ROOT)/tools/tuner_v17.py --config $(CONFIG_RMB)
+
+evidence.map: venv ## map new RMB events to logs/evidence_bundle.jsonl (exactly once)
+	@$(PY) -u $(ROOT)/tools/evidence_mapper_v17.py --config $(CONFIG_RMB)
+
+kpi.reporter: venv ## summarise logs/kpi_snapshot_v17.csv
+	@$(PY) -u $(ROOT)/tools/kpi_reporter_v17.py --config $(CONFIG_RMB)
+
+restore.pack: venv ## write today's SESSION_RESTORE_<date>_v1_7_DELTA.env here
+	@bash $(ROOT)/scripts/restore.pack
+
+restore.sanity: ## check the restore env and both event schemas
+	@bash $(ROOT)/scripts/restore.sanity.sh
+
+pkg.v17: ## package schemas, configs, code, ops, docs into release/lumen_v17_<stamp>.tar.gz
+	@bash $(ROOT)/scripts/pkg.v17.sh
+
+logs.rotate: ## rotate the JSONL logs with real logrotate (rename + delaycompress), state in run/
+	@command -v logrotate >/dev/null || { echo "error: logrotate is not installed (apt-get install logrotate)" >&2; exit 1; }
+	@mkdir -p run
+	@sed -e 's#^logs/#$(CURDIR)/logs/#' -e 's#^\( *rotate\) 7$$#\1 $(LOG_RETENTION_DAYS)#' \
+		$(ROOT)/ops/logrotate/rmb_v17.logrotate > run/logrotate.conf
+	@logrotate -f -s run/logrotate.state run/logrotate.conf
+	@echo "[logs.rotate] RESULT = ROTATED (keep $(LOG_RETENTION_DAYS))"
