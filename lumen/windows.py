@@ -25,6 +25,9 @@ class EventWindow:
     def __init__(self, span_s):
         self.span_s = float(span_s)
         self._buf = deque()  # (t, value, is_rollback)
+        # Sums of (value - shift), shift being the first value seen: keeps the variance
+        # free of cancellation when values are close together (the usual case).
+        self._shift = None
         self._sum = self._sumsq = 0.0
         self._rollbacks = 0
         self.newest = None
@@ -32,9 +35,12 @@ class EventWindow:
     def add(self, t, value, rollback=False):
         if self.newest is None or t > self.newest:
             self.newest = t
+        if self._shift is None:
+            self._shift = value
         self._buf.append((t, value, rollback))
-        self._sum += value
-        self._sumsq += value * value
+        d = value - self._shift
+        self._sum += d
+        self._sumsq += d * d
         self._rollbacks += bool(rollback)
         self.expire(self.newest)
 
@@ -44,8 +50,9 @@ class EventWindow:
         buf = self._buf
         while buf and buf[0][0] < cut:
             _, v, rb = buf.popleft()
-            self._sum -= v
-            self._sumsq -= v * v
+            d = v - self._shift
+            self._sum -= d
+            self._sumsq -= d * d
             self._rollbacks -= bool(rb)
         if not buf:
             self._sum = self._sumsq = 0.0
@@ -62,7 +69,7 @@ class EventWindow:
         return self._rollbacks / len(self._buf) if self._buf else None
 
     def mean(self):
-        return self._sum / len(self._buf) if self._buf else None
+        return self._shift + self._sum / len(self._buf) if self._buf else None
 
     def stddev(self):
         n = len(self._buf)
