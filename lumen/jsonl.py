@@ -16,6 +16,27 @@ def dumps(obj) -> bytes:
     return orjson.dumps(obj) + b"\n"
 
 
+def _open_locked(path):
+    """An fd on the file now at `path`, holding LOCK_EX.
+
+    If the file is renamed (rotated) between open() and flock(), the fd would point at the
+    rotated file: a reader that had already drained it would never see this batch. So the
+    lock is taken first and the path checked again under it; readers take LOCK_SH on a
+    rotated file before draining it, which waits out a write already in progress."""
+    for _ in range(100):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        st = os.fstat(fd)
+        try:
+            now = os.stat(path)
+            if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                return fd
+        except FileNotFoundError:  # renamed away and not re-created yet: create it
+            pass
+        os.close(fd)
+    raise OSError(f"{path}: the file keeps changing under the writer (rotation loop?)")
+
+
 def append_lines(path, lines) -> int:
     """Append already-encoded lines (each ending in b"\\n") as one write; returns bytes written."""
     data = b"".join(lines)
@@ -24,9 +45,8 @@ def append_lines(path, lines) -> int:
     if not data.endswith(b"\n"):
         raise ValueError(f"{path}: refusing to append a partial line")
     path = Path(path)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = _open_locked(path)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         view = memoryview(data)
         while view:  # os.write may be short for very large batches
             n = os.write(fd, view)

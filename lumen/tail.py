@@ -5,7 +5,9 @@ What it guarantees:
 - a per-consumer checkpoint (`<offsets_dir>/<consumer>.json`: device, inode, offset, a
   fingerprint of the file's first line, plus the consumer's own state) is written
   atomically, and only when the consumer calls `commit()` after handling what it was given;
-- a restart resumes from the checkpoint, never from the end of the file;
+- a restart resumes from the checkpoint, never from the end of the file; a consumer with
+  no checkpoint starts at the oldest uncompressed rotated file (`<name>.N`), then the newer
+  ones, then the live file: everything still on disk;
 - rename rotation: the old file is drained to EOF (also after a restart, when it is found
   again as `<name>.1`, `<name>.2`, ... by inode or fingerprint), then the newer files in order;
 - copytruncate (size < offset, or the first line changed): the remainder is read from the
@@ -16,8 +18,10 @@ What it guarantees:
 
 What it does not do: parse or validate lines (see `lumen.events`), sleep (callers poll).
 """
+import fcntl
 import hashlib
 import os
+import time
 from pathlib import Path
 
 from . import checkpoint
@@ -46,6 +50,20 @@ def _fingerprint_path(path):
         return _fingerprint_fd(fd)
     finally:
         os.close(fd)
+
+
+def _wait_for_writers(fd, timeout=5.0):
+    """Take and drop a shared lock: returns once no writer holds LOCK_EX (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.001)
 
 
 class _File:
@@ -86,6 +104,7 @@ class Tailer:
         self._pos = 0             # offset of the next read
         self._buf = b""           # bytes read past self.offset: a partial line
         self._skipping = False    # inside an oversize line, discarding to its newline
+        self._known_rotated = set()  # rotated files that existed while we waited for the file
         self._restore()
 
     # ----------------------------------------------------------------- restore
@@ -95,7 +114,7 @@ class Tailer:
     def _restore(self):
         ck = checkpoint.load_json(self.ckpt_path)
         if ck is None:
-            self._open_live(0)
+            self._start_from_oldest()
             return
         self.state = ck.get("state")
         want = (ck["dev"], ck["ino"])
@@ -140,6 +159,21 @@ class Tailer:
         else:
             self._open_live(0)
 
+    def _start_from_oldest(self):
+        """A new consumer reads everything still on disk uncompressed: the oldest rotated
+        file (<name>.N ... <name>.1) first, then the newer ones, then the live file."""
+        rotated = [i for i in range(1, MAX_ROTATED + 1) if self._rotated(i).exists()]
+        for i in sorted(rotated, reverse=True):
+            try:
+                self._open(self._rotated(i), 0)
+            except FileNotFoundError:
+                continue
+            self._following = False
+            self._queue = [self._rotated(j) for j in range(i - 1, 0, -1)
+                           if self._rotated(j).exists()] + [self.path]
+            return
+        self._open_live(0)
+
     def _drain_copy(self, fp, offset, skipping):
         """After a copytruncate: read <name>.1 from `offset` if it is the copy of our file."""
         copy = self._rotated(1)
@@ -170,6 +204,36 @@ class Tailer:
         except FileNotFoundError:
             self._file = None  # not there yet: poll() opens it when it appears
             self.offset = self._pos = 0
+            self._known_rotated = self._rotated_ids()
+
+    def _rotated_ids(self):
+        ids = set()
+        for i in range(1, MAX_ROTATED + 1):
+            try:
+                st = os.stat(self._rotated(i))
+            except FileNotFoundError:
+                continue
+            ids.add((st.st_dev, st.st_ino))
+        return ids
+
+    def _appeared_and_rotated(self):
+        """While we waited for the file, was it created and rotated away already? Then the
+        rotated files we have not seen come first (oldest first), then the live file."""
+        new = []
+        for i in range(MAX_ROTATED, 0, -1):
+            try:
+                st = os.stat(self._rotated(i))
+            except FileNotFoundError:
+                continue
+            if (st.st_dev, st.st_ino) not in self._known_rotated:
+                new.append(self._rotated(i))
+        if not new:
+            return False
+        self.rotations += len(new)
+        self._following = False
+        self._queue = new + [self.path]
+        self._next_file()
+        return self._file is not None
 
     def _close(self):
         if self._file is not None:
@@ -190,6 +254,8 @@ class Tailer:
             if self._file is None:
                 if not self._following:
                     self._next_file()
+                    continue
+                if self._appeared_and_rotated():
                     continue
                 try:
                     self._open(self.path, 0)
@@ -289,8 +355,10 @@ class Tailer:
         except FileNotFoundError:
             return False, []  # gone for now: keep our handle, the file may come back
         if (st.st_dev, st.st_ino) != (f.dev, f.ino):
-            # Renamed away. A writer that re-opens by path will not touch the old file
-            # again; read whatever landed after our last read, then move on.
+            # Renamed away. A Lumen writer checks the path under its lock, so once we hold
+            # LOCK_SH (waiting out a write in progress) no more lines can land in the old
+            # file: read whatever landed after our last read, then move on.
+            _wait_for_writers(f.fd)
             data = os.pread(f.fd, self.read_size, self._pos)
             if data:
                 self._pos += len(data)

@@ -23,15 +23,14 @@ Bad lines are quarantined to `logs/rejects/rmb_events.jsonl` and counted, as eve
 """
 import argparse
 import json
-import os
 import sqlite3
 import sys
 from pathlib import Path
 
-from lumen import checkpoint, config, events
+from lumen import config, events
 from lumen.proc import Lifecycle, cli_main
 from lumen.rejects import Rejects
-from lumen.tail import MAX_ROTATED, Tailer, _fingerprint_path
+from lumen.tail import MAX_ROTATED, Tailer
 
 CONSUMER = "rmb_bridge"
 DEFAULT_STORE = "data/rmb_bridge.db"
@@ -110,18 +109,9 @@ class Bridge:
         self.tailer.close()
 
 
-def reset_to_oldest(queue, offsets_dir="logs/.offsets"):
-    """Point the bridge's checkpoint at the oldest uncompressed rotated file, offset 0."""
-    ck_path = Path(offsets_dir) / f"{CONSUMER}.json"
-    ck_path.unlink(missing_ok=True)
-    for i in range(MAX_ROTATED, 0, -1):
-        p = Path(f"{queue}.{i}")
-        if p.exists():
-            st = os.stat(p)
-            checkpoint.save_json(ck_path, {"dev": st.st_dev, "ino": st.st_ino, "offset": 0,
-                                           "fp": _fingerprint_path(p), "state": None})
-            return p
-    return Path(queue)
+def reset(offsets_dir="logs/.offsets"):
+    """Forget the bridge's checkpoint: a tailer without one starts at the oldest rotated file."""
+    (Path(offsets_dir) / f"{CONSUMER}.json").unlink(missing_ok=True)
 
 
 def main(argv=None):
@@ -163,8 +153,10 @@ def main(argv=None):
     if args.cmd == "rebuild":
         for suffix in ("", "-wal", "-shm"):
             Path(store + suffix).unlink(missing_ok=True)
-        start = reset_to_oldest(queue)
-        print(f"[bridge] rebuilding {store} from {start}")
+        reset()
+        oldest = next((f"{queue}.{i}" for i in range(MAX_ROTATED, 0, -1)
+                       if Path(f"{queue}.{i}").exists()), queue)
+        print(f"[bridge] rebuilding {store} from {oldest}")
     bridge = Bridge(queue, store)
     with Lifecycle(CONSUMER) as life:
         life.ready()

@@ -7,9 +7,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STAMP=$(date +%Y%m%d_%H%M)
 OUT=$(pwd)/release
 T=$OUT/lumen_v17_${STAMP}.tar.gz
+cd "$ROOT"
 CONTENT=(schemas configs rmb exporters safety ops/grafana ops/prometheus
          tools scripts Makefile docs SESSION_RESTORE_2025-11-01_v1_7_*.env)
-cd "$ROOT"
 for p in "${CONTENT[@]}"; do
   [ -e "$p" ] || { echo "[pkg] error: $p does not exist in $ROOT" >&2; exit 1; }
 done
