@@ -8,6 +8,8 @@ export PATH := $(VENV)/bin:$(PATH)
 CTL := $(PY) -m lumen.ctl
 CONFIG_RMB ?= $(ROOT)/configs/rmb_v17.yaml
 CONFIG_TRACKA ?= $(ROOT)/configs/trackA_v17.yaml
+CONFIG_SAFETY ?= $(ROOT)/configs/safety_music_v17.yaml
+MINUTES ?= 2
 TRACKA = $(PY) $(ROOT)/tools/tracka_v17.py --config $(CONFIG_TRACKA) --rmb-config $(CONFIG_RMB)
 # Resolved from the config (env overrides such as RMB_EXPORTER_PORT applied).
 RMB_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_RMB) exporter.port)
@@ -24,7 +26,8 @@ SHELL := /bin/bash
 	validate.v17.schema rmb.bridge smoke.v17 \
 	feature.v17.init dashboards.v3.build metrics.fake.v17 exporter.v17.serve \
 	slo.report kpi.snapshot trackA.exit tune.suggest evidence.map kpi.reporter \
-	restore.pack restore.sanity pkg.v17 logs.rotate
+	restore.pack restore.sanity pkg.v17 logs.rotate \
+	safety.music.start safety.music.stop safety.music.render safety.dev
 
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -38,11 +41,12 @@ venv: $(VENV)/.installed ## create .venv and install Lumen with its dependencies
 
 # ---------------------------------------------------------------- the stack
 up: venv ## set up, start the stack on the default configs, print where to look
-	@$(MAKE) -s -f $(ROOT)/Makefile trackB.start
+	@$(MAKE) -s -f $(ROOT)/Makefile trackB.start safety.music.start
 	@echo
 	@echo "Lumen is up:"
 	@echo "  metrics   http://127.0.0.1:$(RMB_PORT)/metrics"
 	@echo "  events    logs/rmb_events.jsonl   (rejects: logs/rejects/)"
+	@echo "  safety    logs/safety_music_events.jsonl   (hear it: make safety.music.render)"
 	@echo "  processes make status   (logs in logs/proc/)   stop: make down"
 
 down: ## stop every process started here (by PID file)
@@ -149,3 +153,18 @@ logs.rotate: ## rotate the JSONL logs with real logrotate (rename + delaycompres
 		$(ROOT)/ops/logrotate/rmb_v17.logrotate > run/logrotate.conf
 	@logrotate -f -s run/logrotate.state run/logrotate.conf
 	@echo "[logs.rotate] RESULT = ROTATED (keep $(LOG_RETENTION_DAYS))"
+
+# ------------------------------------------------------------------ Track C — Safety Music
+safety.music.start: venv ## start the Safety Music loop in the background
+	@echo "[safety] music loop start"
+	@$(CTL) start safety_music -- $(PY) -u $(ROOT)/safety/safety_music_loop.py --config $(CONFIG_SAFETY)
+
+safety.music.stop: venv ## stop the Safety Music loop (by PID file)
+	@$(CTL) stop safety_music
+	@echo "[safety] music loop stop"
+
+safety.music.render: venv ## render the last MINUTES (2) of safety music to logs/safety_music_render.wav/.mid
+	@$(PY) -u $(ROOT)/safety/safety_music_render.py --config $(CONFIG_SAFETY) --minutes $(MINUTES)
+
+safety.dev: venv ## run the Safety Music loop in the foreground (scripts/safety.dev.sh)
+	@bash $(ROOT)/scripts/safety.dev.sh

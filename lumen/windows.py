@@ -3,6 +3,8 @@
 - `parse_ts`: RFC 3339 text -> Unix seconds.
 - `EventWindow(span_s)`: per-event values in the last `span_s` seconds of event time:
   count, rollbacks, rollback ratio, mean and population stddev, in O(1) per event.
+- `BucketWindow(span_s)`: event and rollback counts in one-second buckets of event time,
+  small enough to save in a checkpoint (at most span_s buckets) so a restart keeps it.
 - `CounterWindow(span_s)`: samples of cumulative counters; the ratio over the window is
   delta(rollbacks) / delta(events), what Prometheus' `increase()` gives, never a sum of
   cumulative totals.
@@ -105,3 +107,33 @@ class CounterWindow:
         if d is None or d[0] <= 0:
             return None
         return d[1] / d[0]
+
+
+class BucketWindow:
+    def __init__(self, span_s, buckets=None):
+        self.span_s = float(span_s)
+        self._b = {int(k): list(v) for k, v in (buckets or {}).items()}  # sec -> [events, rbs]
+
+    def add(self, t, rollback=False):
+        b = self._b.setdefault(int(t), [0, 0])
+        b[0] += 1
+        b[1] += bool(rollback)
+
+    def expire(self, now):
+        cut = now - self.span_s
+        for k in [k for k in self._b if k + 1 <= cut]:
+            del self._b[k]
+
+    def counts(self):
+        ev = rb = 0
+        for e, r in self._b.values():
+            ev += e
+            rb += r
+        return ev, rb
+
+    def ratio(self):
+        ev, rb = self.counts()
+        return rb / ev if ev else None
+
+    def to_state(self):
+        return {str(k): v for k, v in self._b.items()}

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Track C dev loop (blueprint section 13): validate the config, render a short sample of
+# each level so you can hear them, then run the Safety Music loop in the foreground
+# (Ctrl-C stops it and writes its checkpoint).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PY=$ROOT/.venv/bin/python
+CONFIG=${CONFIG_SAFETY:-$ROOT/configs/safety_music_v17.yaml}
+"$PY" -m lumen.config check "$CONFIG"
+"$PY" -u "$ROOT/safety/safety_music_loop.py" --config "$CONFIG" --name safety_music_dev
