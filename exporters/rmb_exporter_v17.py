@@ -25,18 +25,16 @@ import sys
 import threading
 import time
 from collections import Counter
-from datetime import datetime
 
-import orjson
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from lumen import config, events
+from lumen import config
+from lumen.consumer import Consumer
 from lumen.httpserve import METRICS_CONTENT_TYPE, serve
 from lumen.proc import Lifecycle, cli_main
-from lumen.rejects import Rejects
-from lumen.tail import Tailer
+from lumen.windows import parse_ts
 
 EVENT_TYPES = ("observe", "decide", "commit", "rollback")
 RISK_BANDS = ("SAFE", "WATCH", "RISK")
@@ -44,121 +42,71 @@ CHECKPOINT_EVERY_S = 1.0
 
 
 class RmbStats:
-    """Counters over the whole stream; `to_state`/`from_state` carry them across restarts."""
+    """What the exporter knows about the stream; `to_state`/`from_state` carry it across restarts."""
 
-    def __init__(self):
-        self.by_type = Counter()
-        self.by_risk = Counter()
-        self.rejects = Counter()
-        self.residual_last = 0.0
-        self.last_ts = None
-        self.rotations = self.truncates = self.checkpoints = 0
+    def __init__(self, st=None):
+        st = st or {}
+        self.by_type = Counter(st.get("by_type", {}))
+        self.by_risk = Counter(st.get("by_risk", {}))
+        self.residual_last = st.get("residual_last", 0.0)
+        self.last_ts = st.get("last_ts")
 
     @property
     def events_total(self):
         return sum(self.by_type.values())
 
+    def add(self, ev, _offset=None):
+        self.by_type[ev["event_type"]] += 1
+        self.by_risk[ev["resonance_v3"]["risk_band"]] += 1
+        self.residual_last = float(ev["resonance_v3"]["residual_entropy"])
+        self.last_ts = ev["ts"]
+
     def to_state(self):
         return {"by_type": dict(self.by_type), "by_risk": dict(self.by_risk),
-                "rejects": dict(self.rejects), "residual_last": self.residual_last,
-                "last_ts": self.last_ts, "rotations": self.rotations,
-                "truncates": self.truncates, "checkpoints": self.checkpoints}
+                "residual_last": self.residual_last, "last_ts": self.last_ts}
 
-    @classmethod
-    def from_state(cls, st):
-        s = cls()
-        if st:
-            s.by_type.update(st.get("by_type", {}))
-            s.by_risk.update(st.get("by_risk", {}))
-            s.rejects.update(st.get("rejects", {}))
-            s.residual_last = st.get("residual_last", 0.0)
-            s.last_ts = st.get("last_ts")
-            s.rotations = st.get("rotations", 0)
-            s.truncates = st.get("truncates", 0)
-            s.checkpoints = st.get("checkpoints", 0)
-        return s
-
-    def consume(self, lines, validator, rejects, source):
-        """Count a batch of (offset, raw) lines; bad ones go to `rejects`."""
-        loads, is_valid, maxb = orjson.loads, validator.is_valid, events.MAX_LINE_BYTES
-        by_type, by_risk = self.by_type, self.by_risk
-        last = None
-        for off, raw in lines:
-            if len(raw) <= maxb:
-                try:
-                    ev = loads(raw)
-                except orjson.JSONDecodeError:
-                    ev = None
-                if type(ev) is dict and is_valid(ev):
-                    by_type[ev["event_type"]] += 1
-                    by_risk[ev["resonance_v3"]["risk_band"]] += 1
-                    last = ev
-                    continue
-            if not raw.strip():
-                continue  # a blank line is not an event and not an error
-            _, (reason, detail) = events.parse(raw, validator)
-            self.rejects[reason] += 1
-            rejects.add(reason, detail, source, off, raw)
-        if last is not None:
-            self.residual_last = float(last["resonance_v3"]["residual_entropy"])
-            self.last_ts = last["ts"]
+    def families(self, prefix="rmb"):
+        """The blueprint's three metrics and the per-label counters, named `<prefix>_...`."""
+        by_type = dict(self.by_type)
+        yield CounterMetricFamily(f"{prefix}_events_total", "Valid v1 events in the log.",
+                                  sum(by_type.values()))
+        yield CounterMetricFamily(f"{prefix}_rollback_total", "Events of type rollback.",
+                                  by_type.get("rollback", 0))
+        yield GaugeMetricFamily(f"{prefix}_residual_entropy_last",
+                                "resonance_v3.residual_entropy of the newest event.",
+                                self.residual_last)
+        c = CounterMetricFamily(f"{prefix}_events_by_type", "Valid events by event_type.",
+                                labels=["event_type"])
+        for t in EVENT_TYPES:
+            c.add_metric([t], by_type.get(t, 0))
+        yield c
+        c = CounterMetricFamily(f"{prefix}_events_by_risk_band", "Valid events by risk_band.",
+                                labels=["risk_band"])
+        for b in RISK_BANDS:
+            c.add_metric([b], self.by_risk.get(b, 0))
+        yield c
+        yield GaugeMetricFamily(f"{prefix}_last_event_timestamp_seconds",
+                                "ts of the newest valid event, as Unix time.",
+                                ts_seconds(self.last_ts) if self.last_ts else 0.0)
 
 
-def _ts_seconds(ts):
+def ts_seconds(ts):
     try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        return parse_ts(ts)
     except (AttributeError, ValueError):
         return 0.0
 
 
 class RmbCollector:
-    """Renders RmbStats as metric families; reads nothing from disk."""
+    """Renders the exporter's state as metric families; reads nothing from disk."""
 
-    def __init__(self, stats, gates, behind):
-        self.stats, self.gates, self.behind = stats, gates, behind
+    def __init__(self, stats, consumer, gates):
+        self.stats, self.consumer, self.gates = stats, consumer, gates
 
     def collect(self):
         t0 = time.perf_counter()
-        s = self.stats
-        by_type = dict(s.by_type)
-        total = sum(by_type.values())
-        yield CounterMetricFamily("rmb_events_total", "Valid v1 events in the log.", total)
-        yield CounterMetricFamily("rmb_rollback_total", "Events of type rollback.",
-                                  by_type.get("rollback", 0))
-        yield GaugeMetricFamily("rmb_residual_entropy_last",
-                                "resonance_v3.residual_entropy of the newest event.",
-                                s.residual_last)
-        c = CounterMetricFamily("rmb_events_by_type", "Valid events by event_type.",
-                                labels=["event_type"])
-        for t in EVENT_TYPES:
-            c.add_metric([t], by_type.get(t, 0))
-        yield c
-        c = CounterMetricFamily("rmb_events_by_risk_band", "Valid events by risk_band.",
-                                labels=["risk_band"])
-        for b in RISK_BANDS:
-            c.add_metric([b], s.by_risk.get(b, 0))
-        yield c
-        rejected = sum(s.rejects.values())
-        c = CounterMetricFamily("rmb_log_lines", "Lines read from the log, by status.",
-                                labels=["status"])
-        c.add_metric(["valid"], total)
-        c.add_metric(["rejected"], rejected)
-        yield c
-        c = CounterMetricFamily("rmb_rejects", "Lines quarantined, by reason.", labels=["reason"])
-        for r in events.REASONS:
-            c.add_metric([r], s.rejects.get(r, 0))
-        yield c
-        yield CounterMetricFamily("rmb_file_rotations_total",
-                                  "Rename rotations of the log followed.", s.rotations)
-        yield CounterMetricFamily("rmb_file_truncates_total",
-                                  "Truncations (copytruncate) of the log detected.", s.truncates)
-        yield CounterMetricFamily("rmb_checkpoints_written_total",
-                                  "Checkpoints of offset and counters written.", s.checkpoints)
-        yield GaugeMetricFamily("rmb_log_bytes_behind",
-                                "Bytes of the log not yet read by the exporter.", self.behind())
-        yield GaugeMetricFamily("rmb_last_event_timestamp_seconds",
-                                "ts of the newest valid event, as Unix time.",
-                                _ts_seconds(s.last_ts) if s.last_ts else 0.0)
+        yield from self.stats.families("rmb")
+        yield from self.consumer.families("rmb")
         g = self.gates
         yield GaugeMetricFamily("rmb_safety_gate_residual_entropy_max",
                                 "Emitter gate: residual entropy above this becomes rollback.",
@@ -182,51 +130,28 @@ class RmbExporter:
 
     def __init__(self, queue_path, gates, offsets_dir="logs/.offsets",
                  rejects_dir="logs/rejects", consumer="rmb_exporter"):
-        self.tailer = Tailer(queue_path, consumer, offsets_dir)
-        self.stats = RmbStats.from_state(self.tailer.state)
-        self.validator = events.Validator.named("rmb_event_v1.json")
-        self.rejects = Rejects("rmb_events", consumer, rejects_dir)
+        self.consumer = Consumer(queue_path, consumer, "rmb_event_v1.json", "rmb_events",
+                                 offsets_dir, rejects_dir)
+        self.stats = RmbStats(self.consumer.state)
         self.registry = CollectorRegistry(auto_describe=False)
-        self._behind = 0
-        self.registry.register(RmbCollector(self.stats, gates, lambda: self._behind))
-        self._base = (self.stats.rotations, self.stats.truncates, self.stats.checkpoints)
-        self._dirty = False
-        self._last_commit = time.monotonic()
-
-    def _sync_tail_counters(self):
-        r, t, c = self._base
-        self.stats.rotations = r + self.tailer.rotations
-        self.stats.truncates = t + self.tailer.truncations
-        self.stats.checkpoints = c + self.tailer.checkpoints
+        self.registry.register(RmbCollector(self.stats, self.consumer, gates))
 
     def poll_once(self):
         """Read what is new; returns the number of lines handled."""
-        lines = self.tailer.poll()
-        if lines:
-            self.stats.consume(lines, self.validator, self.rejects, self.tailer.source)
-            self._dirty = True
-        self._sync_tail_counters()
-        self._behind = self.tailer.bytes_behind()
-        if self._dirty and time.monotonic() - self._last_commit >= CHECKPOINT_EVERY_S:
-            self.commit()
-        return len(lines)
+        n = self.consumer.poll(self.stats.add)
+        self.consumer.maybe_commit(self.stats.to_state, CHECKPOINT_EVERY_S)
+        return n
 
     def commit(self):
-        self.rejects.flush()  # quarantine first, then move the checkpoint past those lines
-        self.stats.checkpoints += 1  # count the checkpoint being written in its own state
-        self.tailer.commit(self.stats.to_state())
-        self._sync_tail_counters()
-        self._dirty = False
-        self._last_commit = time.monotonic()
+        self.consumer.commit(self.stats.to_state())
 
     def run(self, stop, idle_s=0.1):
         while not stop.is_set():
             if not self.poll_once():
-                if self._dirty:
-                    self.commit()
+                self.consumer.maybe_commit(self.stats.to_state, 0)
                 stop.wait(idle_s)
         self.commit()
-        self.tailer.close()
+        self.consumer.close()
 
     def app(self, method, path, query):
         if path != "/metrics":

@@ -14,7 +14,7 @@ import orjson
 
 from . import SCHEMAS
 
-REASONS = ("oversize", "utf8", "json", "not_object", "schema")
+REASONS = ("oversize", "utf8", "json", "not_object", "schema", "unmappable")
 MAX_LINE_BYTES = 1 << 20
 
 

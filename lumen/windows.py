@@ -110,14 +110,32 @@ class CounterWindow:
 
 
 class BucketWindow:
+    """Counts (and optionally value sums) in one-second buckets of event time.
+
+    Each bucket holds [events, rollbacks, values, sum, sumsq]; sums are of (value - 0.5),
+    values being in [0, 1], which keeps the variance free of cancellation. The state is
+    at most span_s small lists, so it goes into a checkpoint whole."""
+
+    SHIFT = 0.5
+
     def __init__(self, span_s, buckets=None):
         self.span_s = float(span_s)
-        self._b = {int(k): list(v) for k, v in (buckets or {}).items()}  # sec -> [events, rbs]
+        self._b = {}
+        for k, v in (buckets or {}).items():
+            v = list(v) + [0, 0.0, 0.0][: max(0, 5 - len(v))]
+            self._b[int(k)] = v
 
-    def add(self, t, rollback=False):
-        b = self._b.setdefault(int(t), [0, 0])
+    def add(self, t, rollback=False, value=None):
+        b = self._b.get(int(t))
+        if b is None:
+            b = self._b[int(t)] = [0, 0, 0, 0.0, 0.0]
         b[0] += 1
         b[1] += bool(rollback)
+        if value is not None:
+            d = value - self.SHIFT
+            b[2] += 1
+            b[3] += d
+            b[4] += d * d
 
     def expire(self, now):
         cut = now - self.span_s
@@ -126,14 +144,33 @@ class BucketWindow:
 
     def counts(self):
         ev = rb = 0
-        for e, r in self._b.values():
-            ev += e
-            rb += r
+        for b in self._b.values():
+            ev += b[0]
+            rb += b[1]
         return ev, rb
 
     def ratio(self):
         ev, rb = self.counts()
         return rb / ev if ev else None
+
+    def _moments(self):
+        n = s = ss = 0.0
+        for b in self._b.values():
+            n += b[2]
+            s += b[3]
+            ss += b[4]
+        return n, s, ss
+
+    def mean(self):
+        n, s, _ = self._moments()
+        return self.SHIFT + s / n if n else None
+
+    def stddev(self):
+        n, s, ss = self._moments()
+        if n < 2:
+            return None
+        var = ss / n - (s / n) ** 2
+        return math.sqrt(var) if var > 0 else 0.0
 
     def to_state(self):
         return {str(k): v for k, v in self._b.items()}

@@ -27,10 +27,10 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from lumen import config, events
+from lumen import config
+from lumen.consumer import Consumer
 from lumen.proc import Lifecycle, cli_main
-from lumen.rejects import Rejects
-from lumen.tail import MAX_ROTATED, Tailer
+from lumen.tail import MAX_ROTATED
 
 CONSUMER = "rmb_bridge"
 DEFAULT_STORE = "data/rmb_bridge.db"
@@ -72,33 +72,22 @@ def apply_events(db, evts):
 class Bridge:
     def __init__(self, queue, store, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
         self.db = open_store(store)
-        self.tailer = Tailer(queue, CONSUMER, offsets_dir)
-        self.validator = events.Validator.named("rmb_event_v1.json")
-        self.rejects = Rejects("rmb_events", CONSUMER, rejects_dir)
-        self.applied = self.upserts = self.deletes = 0
+        self.consumer = Consumer(queue, CONSUMER, "rmb_event_v1.json", "rmb_events",
+                                 offsets_dir, rejects_dir)
+        self.upserts = self.deletes = 0
 
     def step(self):
-        """Apply one batch of new lines; returns how many lines it read."""
-        lines = self.tailer.poll()
-        if not lines:
-            return 0
+        """Apply one batch of new lines in one transaction; returns how many lines it read."""
         good = []
-        for off, raw in lines:
-            if not raw.strip():
-                continue
-            evt, err = events.parse(raw, self.validator)
-            if err:
-                self.rejects.add(err[0], err[1], self.tailer.source, off, raw)
-            else:
-                good.append(evt)
-        with self.db:  # one transaction per batch
+        n = self.consumer.poll(lambda ev, off: good.append(ev))
+        if not n:
+            return 0
+        with self.db:
             u, d = apply_events(self.db, good)
         self.upserts += u
         self.deletes += d
-        self.applied += u + d
-        self.rejects.flush()
-        self.tailer.commit()
-        return len(lines)
+        self.consumer.commit()  # only after the transaction is durable
+        return n
 
     def run(self, stop=None, follow=False, idle_s=0.2):
         while stop is None or not stop.is_set():
@@ -106,7 +95,7 @@ class Bridge:
                 if not follow:
                     break
                 stop.wait(idle_s)
-        self.tailer.close()
+        self.consumer.close()
 
 
 def reset(offsets_dir="logs/.offsets"):
@@ -163,7 +152,7 @@ def main(argv=None):
         bridge.run(life.stop, follow=getattr(args, "follow", False))
     n = bridge.db.execute("SELECT COUNT(*) FROM kv").fetchone()[0]
     print(f"[bridge] applied {bridge.upserts} upserts, {bridge.deletes} deletes "
-          f"({bridge.rejects.total} lines rejected); store holds {n} keys")
+          f"({sum(bridge.consumer.rejected.values())} lines rejected); store holds {n} keys")
     return 0
 
 

@@ -33,13 +33,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import orjson
-
 from lumen import ROOT, checkpoint, config, events
+from lumen.consumer import Consumer
 from lumen.jsonl import JsonlWriter
 from lumen.proc import Lifecycle, cli_main
-from lumen.rejects import Rejects
-from lumen.tail import Tailer
 from lumen.windows import BucketWindow, CounterWindow, parse_ts
 from safety import sound
 from safety.safety_levels import check_bands, levels
@@ -53,49 +50,36 @@ class LogInput:
     """Residual and windowed ratio from the event log, reading only new bytes."""
 
     def __init__(self, path, window_s, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
-        self.tailer = Tailer(path, CONSUMER, offsets_dir)
-        st = self.tailer.state or {}
+        self.consumer = Consumer(path, CONSUMER, "rmb_event_v1.json", "rmb_events",
+                                 offsets_dir, rejects_dir)
+        st = self.consumer.state or {}
         self.window = BucketWindow(window_s, st.get("window"))
         self.residual = st.get("residual")
         self.previous = st.get("previous")
-        self.validator = events.Validator.named("rmb_event_v1.json")
-        self.rejects = Rejects("rmb_events", CONSUMER, rejects_dir)
         self.last_tick_bytes = 0
 
+    @property
+    def tailer(self):
+        return self.consumer.tailer
+
+    def _add(self, ev, _off):
+        self.window.add(parse_ts(ev["ts"]), ev["event_type"] == "rollback")
+        self.residual = ev["resonance_v3"]["residual_entropy"]
+
     def update(self, now, max_polls=64):
-        consumed = 0
-        loads, is_valid = orjson.loads, self.validator.is_valid
-        for _ in range(max_polls):  # bounded per tick; a backlog is caught up over ticks
-            lines = self.tailer.poll()
-            if not lines:
-                break
-            for off, raw in lines:
-                consumed += len(raw) + 1
-                ev = None
-                if len(raw) <= events.MAX_LINE_BYTES:
-                    try:
-                        ev = loads(raw)
-                    except orjson.JSONDecodeError:
-                        pass
-                if type(ev) is not dict or not is_valid(ev):
-                    if raw.strip():
-                        _, (reason, detail) = events.parse(raw, self.validator)
-                        self.rejects.add(reason, detail, self.tailer.source, off, raw)
-                    continue
-                self.window.add(parse_ts(ev["ts"]), ev["event_type"] == "rollback")
-                self.residual = ev["resonance_v3"]["residual_entropy"]
-        self.last_tick_bytes = consumed  # what this tick read: only what was appended
+        before = self.consumer.bytes_read
+        self.consumer.poll(self._add, max_polls)  # bounded; a backlog is caught up over ticks
+        self.last_tick_bytes = self.consumer.bytes_read - before  # only what was appended
         self.window.expire(now)
         ev_n, rb_n = self.window.counts()
         return self.residual, (rb_n / ev_n if ev_n else None), ev_n, rb_n
 
     def commit(self, previous):
-        self.rejects.flush()
-        self.tailer.commit({"window": self.window.to_state(), "residual": self.residual,
-                            "previous": previous})
+        self.consumer.commit({"window": self.window.to_state(), "residual": self.residual,
+                              "previous": previous})
 
     def close(self):
-        self.tailer.close()
+        self.consumer.close()
 
 
 class MetricsInput:

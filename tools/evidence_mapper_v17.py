@@ -12,14 +12,11 @@ Departure: the blueprint re-maps the whole log on every run (duplicating every b
 """
 import argparse
 
-import orjson
-
-from lumen import ROOT, config, events
-from lumen.backscan import reverse_lines
+from lumen import ROOT, config
+from lumen.consumer import Consumer
 from lumen.jsonl import JsonlWriter
 from lumen.proc import cli_main
-from lumen.rejects import Rejects
-from lumen.tail import Tailer
+from lumen.resume import already_done, newest_sources
 
 CONSUMER = "evidence_mapper"
 
@@ -36,46 +33,25 @@ def bundle(e, fp, offset):
     }
 
 
-def newest_source(out_path):
-    """(fp, offset) of the newest bundle already written, or None."""
-    for raw in reverse_lines(out_path):
-        try:
-            src = orjson.loads(raw)["source"]
-            return src["fp"], src["offset"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            continue  # not a bundle of ours: keep looking back
-    return None
-
-
 def run(queue, out_path, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
-    done = newest_source(out_path)
-    tailer = Tailer(queue, CONSUMER, offsets_dir)
+    done = newest_sources(out_path, {None}).get(None)
+    consumer = Consumer(queue, CONSUMER, "rmb_event_v1.json", "rmb_events", offsets_dir,
+                        rejects_dir)
     writer = JsonlWriter(out_path)
-    rejects = Rejects("rmb_events", CONSUMER, rejects_dir)
-    validator = events.Validator.named("rmb_event_v1.json")
-    mapped = skipped = 0
-    while True:
-        lines = tailer.poll()
-        if not lines:
-            break
-        fp = tailer.source
-        for off, raw in lines:
-            if done and fp == done[0] and off <= done[1]:
-                skipped += 1  # already mapped before a crash
-                continue
-            if not raw.strip():
-                continue
-            e, err = events.parse(raw, validator)
-            if err:
-                rejects.add(err[0], err[1], fp, off, raw)
-                continue
-            writer.add(bundle(e, fp, off))
-            mapped += 1
-        writer.flush()
-        rejects.flush()
-        tailer.commit()
-    tailer.close()
-    return mapped, skipped, rejects.total
+    counts = {"mapped": 0, "skipped": 0}
+
+    def on_event(e, off):
+        if already_done(done, consumer.source, off):
+            counts["skipped"] += 1  # already mapped before a crash
+            return
+        writer.add(bundle(e, consumer.source, off))
+        counts["mapped"] += 1
+
+    while consumer.poll(on_event):
+        writer.flush()  # bundles first, then the checkpoint past their events
+        consumer.commit()
+    consumer.close()
+    return counts["mapped"], counts["skipped"], sum(consumer.rejected.values())
 
 
 def main(argv=None):
