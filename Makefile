@@ -9,6 +9,9 @@ CTL := $(PY) -m lumen.ctl
 CONFIG_RMB ?= $(ROOT)/configs/rmb_v17.yaml
 CONFIG_TRACKA ?= $(ROOT)/configs/trackA_v17.yaml
 CONFIG_SAFETY ?= $(ROOT)/configs/safety_music_v17.yaml
+CONFIG_URE ?= $(ROOT)/configs/ure_v18.yaml
+SCRAPE_FILE ?= $(ROOT)/ops/prometheus/scrape.yml
+URE_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_URE) exporter.port)
 MINUTES ?= 2
 TRACKA = $(PY) $(ROOT)/tools/tracka_v17.py --config $(CONFIG_TRACKA) --rmb-config $(CONFIG_RMB)
 # Resolved from the config (env overrides such as RMB_EXPORTER_PORT applied).
@@ -27,7 +30,9 @@ SHELL := /bin/bash
 	feature.v17.init dashboards.v3.build metrics.fake.v17 exporter.v17.serve \
 	slo.report kpi.snapshot trackA.exit tune.suggest evidence.map kpi.reporter \
 	restore.pack restore.sanity pkg.v17 logs.rotate \
-	safety.music.start safety.music.stop safety.music.render safety.dev
+	safety.music.start safety.music.stop safety.music.render safety.dev \
+	merge.v2 trackD.start trackD.stop ure.exporter ure.exporter.stop ure.verify tune.v18 \
+	smoke.v18 rollback.v17 switch.v18
 
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,12 +46,13 @@ venv: $(VENV)/.installed ## create .venv and install Lumen with its dependencies
 
 # ---------------------------------------------------------------- the stack
 up: venv ## set up, start the stack on the default configs, print where to look
-	@$(MAKE) -s -f $(ROOT)/Makefile trackB.start safety.music.start
+	@$(MAKE) -s -f $(ROOT)/Makefile trackB.start safety.music.start trackD.start ure.exporter
 	@echo
 	@echo "Lumen is up:"
 	@echo "  metrics   http://127.0.0.1:$(RMB_PORT)/metrics"
 	@echo "  events    logs/rmb_events.jsonl   (rejects: logs/rejects/)"
 	@echo "  safety    logs/safety_music_events.jsonl   (hear it: make safety.music.render)"
+	@echo "  URE       http://127.0.0.1:$(URE_PORT)/metrics_ure   (v2 log: logs/resonance_events_v2.jsonl)"
 	@echo "  processes make status   (logs in logs/proc/)   stop: make down"
 
 down: ## stop every process started here (by PID file)
@@ -168,3 +174,43 @@ safety.music.render: venv ## render the last MINUTES (2) of safety music to logs
 
 safety.dev: venv ## run the Safety Music loop in the foreground (scripts/safety.dev.sh)
 	@bash $(ROOT)/scripts/safety.dev.sh
+
+# ------------------------------------------------------- v1.8 Unified Resonance Engine
+merge.v2: venv ## merge new RMB + Safety Music events into logs/resonance_events_v2.jsonl (once)
+	@$(PY) -u $(ROOT)/tools/merge_rmb_safety_v2.py --config $(CONFIG_URE)
+
+trackD.start: merge.v2 ## start the merge (follow mode) and the URE loop in the background
+	@echo "[trackD] Unified Resonance Engine starting"
+	@$(CTL) start ure_merge -- $(PY) -u $(ROOT)/tools/merge_rmb_safety_v2.py --config $(CONFIG_URE) --follow
+	@$(CTL) start ure_loop -- $(PY) -u $(ROOT)/ure/ure_loop_v18.py --config $(CONFIG_URE)
+	@echo "[trackD] RESULT = STARTED"
+
+trackD.stop: venv ## stop the URE loop and the merge (by PID file)
+	@$(CTL) stop ure_loop ure_merge
+	@echo "[trackD] RESULT = STOPPED"
+
+ure.exporter: venv ## start the URE exporter (:9410 /metrics_ure) in the background
+	@$(CTL) start ure_exporter --port $(URE_PORT) -- $(PY) -u $(ROOT)/exporters/ure_exporter_v18.py --config $(CONFIG_URE)
+
+ure.exporter.stop: venv ## stop the URE exporter
+	@$(CTL) stop ure_exporter
+
+ure.verify: venv ## validate the newest v2 event and the last 100: [ure.verify] OK
+	@$(PY) -u $(ROOT)/tools/ure_verify_v18.py --config $(CONFIG_URE)
+
+tune.v18: venv ## residual stddev of the last 10 min of the v2 log, with a suggestion
+	@$(PY) -u $(ROOT)/tools/tuner_v18.py --config $(CONFIG_URE)
+
+smoke.v18: venv ## merge, loop, exporter, verify in one go (scripts/smoke.v18.sh)
+	@bash $(ROOT)/scripts/smoke.v18.sh
+
+rollback.v17: venv ## 37.10: stop v1.8, turn off the ure_v18 scrape job, Track B + C back up
+	@$(MAKE) -s -f $(ROOT)/Makefile trackD.stop ure.exporter.stop
+	@$(PY) $(ROOT)/tools/scrape_toggle.py --file $(SCRAPE_FILE) --disable ure_v18
+	@$(MAKE) -s -f $(ROOT)/Makefile trackB.start safety.music.start
+	@echo "[rollback.v17] RESULT = ROLLED_BACK (reload Prometheus to apply the scrape change)"
+
+switch.v18: venv ## back to v1.8: scrape job on, merge + URE loop + URE exporter started
+	@$(PY) $(ROOT)/tools/scrape_toggle.py --file $(SCRAPE_FILE) --enable ure_v18
+	@$(MAKE) -s -f $(ROOT)/Makefile trackD.start ure.exporter
+	@echo "[switch.v18] RESULT = SWITCHED"

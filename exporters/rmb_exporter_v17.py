@@ -21,8 +21,6 @@ it validates; it binds `exporter.host` (default config: 0.0.0.0, as the blueprin
 Paths other than /metrics get 404, methods other than GET/HEAD 405.
 """
 import argparse
-import sys
-import threading
 import time
 from collections import Counter
 
@@ -32,8 +30,8 @@ from prometheus_client.registry import CollectorRegistry
 
 from lumen import config
 from lumen.consumer import Consumer
-from lumen.httpserve import METRICS_CONTENT_TYPE, serve
-from lumen.proc import Lifecycle, cli_main
+from lumen.httpserve import METRICS_CONTENT_TYPE
+from lumen.proc import cli_main, run_exporter
 from lumen.windows import parse_ts
 
 EVENT_TYPES = ("observe", "decide", "commit", "rollback")
@@ -170,27 +168,11 @@ def main(argv=None):
     cfg = config.load(args.config, "rmb_v17", overrides={
         "exporter.port": args.port, "exporter.host": args.host, "paths.queue": args.queue})
     exp = RmbExporter(cfg["paths"]["queue"], cfg["safety_gates"], consumer=args.name)
-    server = serve(exp.app, cfg["exporter"]["host"], cfg["exporter"]["port"])
-    port = server.server_address[1]
-    with Lifecycle(args.name) as life:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        tail = threading.Thread(target=exp.run, args=(life.stop,))
-        tail.start()
-        life.ready()
-        print(f"[exporter] RMB metrics on :{port}", flush=True)
-        while tail.is_alive() and not life.stop.is_set():
-            life.stop.wait(0.5)
-        crashed = not life.stop.is_set()  # the tail thread ended on its own: an error
-        life.stop.set()
-        tail.join(timeout=30)
-        server.shutdown()
-        server.server_close()
-    if crashed:
-        print(f"error: the tail thread of {args.name} stopped unexpectedly (see above)",
-              file=sys.stderr)
-        return 1
-    print(f"[exporter] stopped after {exp.stats.events_total} events", flush=True)
-    return 0
+    rc = run_exporter(args.name, exp.app, exp.run, cfg["exporter"]["host"],
+                      cfg["exporter"]["port"], "[exporter] RMB metrics on :{port}")
+    if rc == 0:
+        print(f"[exporter] stopped after {exp.stats.events_total} events", flush=True)
+    return rc
 
 
 if __name__ == "__main__":

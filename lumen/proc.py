@@ -61,3 +61,30 @@ def cli_main(main):
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def run_exporter(name, app, worker, host, port, banner):
+    """Serve `app` on host:port while `worker(stop)` runs in a thread, until SIGTERM/SIGINT.
+
+    The PID file is written once the port is bound and the worker started. Returns 0 on a
+    clean stop, 1 if the worker died on its own. `banner` may use {port}."""
+    from .httpserve import serve
+    server = serve(app, host, port)
+    with Lifecycle(name) as life:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        work = threading.Thread(target=worker, args=(life.stop,))
+        work.start()
+        life.ready()
+        print(banner.format(port=server.server_address[1]), flush=True)
+        while work.is_alive() and not life.stop.is_set():
+            life.stop.wait(0.5)
+        crashed = not life.stop.is_set()  # the worker ended on its own: an error
+        life.stop.set()
+        work.join(timeout=30)
+        server.shutdown()
+        server.server_close()
+    if crashed:
+        print(f"error: the worker thread of {name} stopped unexpectedly (see above)",
+              file=sys.stderr)
+        return 1
+    return 0

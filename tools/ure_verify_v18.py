@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""ure.verify (blueprint section 37.6): validate the newest v2 event and the last N events.
+
+Reads `paths.v2_log` of configs/ure_v18.yaml from its end (lumen.backscan) and checks the
+newest event, then the last `--last` (100) events, against schemas/resonance_event_v2.json.
+Prints `[ure.verify] OK` (the blueprint's line) or `[ure.verify] FAIL` with each bad
+line's position from the end and reason, exit 1. An empty or missing log is a FAIL.
+"""
+import argparse
+import sys
+
+from lumen import ROOT, config, events
+from lumen.backscan import reverse_lines
+from lumen.proc import cli_main
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "configs/ure_v18.yaml"))
+    ap.add_argument("--last", type=int, default=100, help="how many newest events to check")
+    args = ap.parse_args(argv)
+    path = config.load(args.config, "ure_v18")["paths"]["v2_log"]
+    v = events.Validator.named("resonance_event_v2.json")
+    bad, n = [], 0
+    for raw in reverse_lines(path):
+        if not raw.strip():
+            continue
+        n += 1
+        _, err = events.parse(raw, v)
+        if err:
+            bad.append(f"line {n} from the end: {err[0]}: {err[1]}")
+        if n >= args.last:
+            break
+    if n == 0:
+        print(f"[ure.verify] FAIL: no events in {path}")
+        return 1
+    if bad:
+        print(f"[ure.verify] FAIL: {len(bad)} of the last {n} events are not valid v2")
+        for b in bad[:20]:
+            print(f"[ure.verify]   {b}", file=sys.stderr)
+        return 1
+    print(f"[ure.verify] OK (newest and last {n} events valid v2)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main(main))
