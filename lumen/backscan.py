@@ -52,7 +52,7 @@ def newest_first(path, rotated=1, chunk=CHUNK):
 
 
 def recent_events(path, span_s, now, validator, slack_s=60.0, rotated=1):
-    """Valid events with `now - span_s <= ts <= now`, newest first, and scan statistics.
+    """Valid events with `now - span_s <= ts <= now + slack_s`, newest first, and statistics.
 
     Reading stops at the first valid event older than `now - span_s - slack_s`: lines are
     appended in roughly time order, and the slack absorbs writers whose clocks or batches
@@ -61,7 +61,8 @@ def recent_events(path, span_s, now, validator, slack_s=60.0, rotated=1):
     """
     from .events import parse
     from .windows import parse_ts
-    lo, stop_at = now - span_s, now - span_s - slack_s
+    # Events stamped up to slack_s in the future still count: writers' clocks differ.
+    lo, hi, stop_at = now - span_s, now + slack_s, now - span_s - slack_s
     out = []
     stats = {"lines_scanned": 0, "bad_lines": 0, "newest": None}
     for raw in newest_first(path, rotated):
@@ -77,6 +78,6 @@ def recent_events(path, span_s, now, validator, slack_s=60.0, rotated=1):
             stats["newest"] = t
         if t < stop_at:
             break
-        if lo <= t <= now:
+        if lo <= t <= hi:
             out.append((t, evt))
     return out, stats
