@@ -12,6 +12,9 @@ CONFIG_SAFETY ?= $(ROOT)/configs/safety_music_v17.yaml
 CONFIG_URE ?= $(ROOT)/configs/ure_v18.yaml
 SCRAPE_FILE ?= $(ROOT)/ops/prometheus/scrape.yml
 URE_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_URE) exporter.port)
+CONFIG_API ?= $(ROOT)/configs/api_v18.yaml
+API_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_API) api.port)
+API_HOST = $(shell $(PY) -m lumen.config get $(CONFIG_API) api.host)
 MINUTES ?= 2
 TRACKA = $(PY) $(ROOT)/tools/tracka_v17.py --config $(CONFIG_TRACKA) --rmb-config $(CONFIG_RMB)
 # Resolved from the config (env overrides such as RMB_EXPORTER_PORT applied).
@@ -32,7 +35,8 @@ SHELL := /bin/bash
 	restore.pack restore.sanity pkg.v17 logs.rotate \
 	safety.music.start safety.music.stop safety.music.render safety.dev \
 	merge.v2 trackD.start trackD.stop ure.exporter ure.exporter.stop ure.verify tune.v18 \
-	smoke.v18 rollback.v17 switch.v18
+	smoke.v18 rollback.v17 switch.v18 db.init db.ingest db.ingest.stop db.backfill \
+	api.readonly api.stop health
 
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,13 +50,15 @@ venv: $(VENV)/.installed ## create .venv and install Lumen with its dependencies
 
 # ---------------------------------------------------------------- the stack
 up: venv ## set up, start the stack on the default configs, print where to look
-	@$(MAKE) -s -f $(ROOT)/Makefile trackB.start safety.music.start trackD.start ure.exporter
+	@$(MAKE) -s -f $(ROOT)/Makefile trackB.start safety.music.start trackD.start ure.exporter \
+		db.init db.ingest api.readonly
 	@echo
 	@echo "Lumen is up:"
 	@echo "  metrics   http://127.0.0.1:$(RMB_PORT)/metrics"
 	@echo "  events    logs/rmb_events.jsonl   (rejects: logs/rejects/)"
 	@echo "  safety    logs/safety_music_events.jsonl   (hear it: make safety.music.render)"
 	@echo "  URE       http://127.0.0.1:$(URE_PORT)/metrics_ure   (v2 log: logs/resonance_events_v2.jsonl)"
+	@echo "  API       http://$(API_HOST):$(API_PORT)/api/rmb:last   (OpenAPI: /openapi.json, store: data/lumen.db)"
 	@echo "  processes make status   (logs in logs/proc/)   stop: make down"
 
 down: ## stop every process started here (by PID file)
@@ -214,3 +220,25 @@ switch.v18: venv ## back to v1.8: scrape job on, merge + URE loop + URE exporter
 	@$(PY) $(ROOT)/tools/scrape_toggle.py --file $(SCRAPE_FILE) --enable ure_v18
 	@$(MAKE) -s -f $(ROOT)/Makefile trackD.start ure.exporter
 	@echo "[switch.v18] RESULT = SWITCHED"
+
+# ------------------------------------------------------------------ storage and API
+db.init: venv ## create or migrate the SQLite store (data/lumen.db): [sqlite] init ok
+	@$(PY) -u $(ROOT)/tools/storage/sqlite_init_v17_18.py --config $(CONFIG_API)
+
+db.ingest: db.init ## start the ingester (both logs -> SQLite, exactly once) in the background
+	@$(CTL) start ingest -- $(PY) -u $(ROOT)/tools/storage/ingest_tail_v18.py --config $(CONFIG_API)
+
+db.ingest.stop: venv ## stop the ingester
+	@$(CTL) stop ingest
+
+db.backfill: db.init ## ingest what the logs hold now, with progress, then exit
+	@$(PY) -u $(ROOT)/tools/storage/ingest_tail_v18.py --config $(CONFIG_API) --once --name backfill
+
+api.readonly: venv ## start the read-only API (:8088) in the background
+	@$(CTL) start api --port $(API_PORT) --host $(API_HOST) -- $(PY) -u $(ROOT)/api/read_only.py --config $(CONFIG_API)
+
+api.stop: venv ## stop the read-only API
+	@$(CTL) stop api
+
+health: venv ## check the exporters and the API once per line (ONCE=1: once, exit 1 if down)
+	@$(PY) -u $(ROOT)/tools/healthcheck_v18.py $(if $(ONCE),--once,)

@@ -1,10 +1,12 @@
 """The stdlib HTTP server every exporter and the API sit on.
 
 Handlers stay thin over one function `app(method, path, query) -> (status, headers, body)`.
-Threaded, daemon threads, quiet logs; methods other than GET/HEAD get 405 with `Allow`.
+Threaded, daemon threads, quiet logs, a socket timeout per connection; methods other than
+GET/HEAD get 405 with `Allow`, an over-long URL 414, a malformed query 400 (JSON bodies).
 A busy port raises PortInUse with the port and its owner in the message.
 """
 import errno
+import json
 import socket
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -26,7 +28,11 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 64
 
 
-def make_handler(app, timeout=10):
+def _json_error(status, message):
+    return json.dumps({"ok": False, "error": message, "status": status}).encode()
+
+
+def make_handler(app, timeout=10, max_url=8192):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -34,10 +40,7 @@ def make_handler(app, timeout=10):
             super().setup()
             self.request.settimeout(timeout)
 
-        def _respond(self, send_body):
-            parts = urlsplit(self.path)
-            query = parse_qs(parts.query, keep_blank_values=True)
-            status, headers, body = app(self.command, parts.path, query)
+        def _send(self, status, headers, body, send_body=True):
             self.send_response(status)
             for k, v in headers:
                 self.send_header(k, v)
@@ -46,6 +49,23 @@ def make_handler(app, timeout=10):
             if send_body:
                 self.wfile.write(body)
 
+        def _respond(self, send_body):
+            if len(self.path) > max_url:
+                self.close_connection = True
+                return self._send(414, [("Content-Type", "application/json")],
+                                  _json_error(414, f"URL longer than {max_url} bytes"), send_body)
+            if int(self.headers.get("Content-Length") or 0) > 0:
+                self.close_connection = True  # a GET carries no body; we do not read one
+            parts = urlsplit(self.path)
+            try:
+                query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False,
+                                 errors="strict", max_num_fields=100)
+            except (ValueError, UnicodeDecodeError):
+                return self._send(400, [("Content-Type", "application/json")],
+                                  _json_error(400, "malformed query string"), send_body)
+            status, headers, body = app(self.command, parts.path, query)
+            self._send(status, headers, body, send_body)
+
         def do_GET(self):
             self._respond(True)
 
@@ -53,15 +73,15 @@ def make_handler(app, timeout=10):
             self._respond(False)
 
         def _not_allowed(self):
-            body = b"method not allowed\n"
-            self.send_response(405)
-            self.send_header("Allow", "GET, HEAD")
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.close_connection = True  # any request body is left unread
+            self._send(405, [("Allow", "GET, HEAD"), ("Content-Type", "application/json")],
+                       _json_error(405, "method not allowed: use GET"))
 
-        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _not_allowed
+        def __getattr__(self, name):
+            # Every method other than GET/HEAD (POST, TRACE, PROPFIND, ...) is a 405, not 501.
+            if name.startswith("do_"):
+                return self._not_allowed
+            raise AttributeError(name)
 
         def log_message(self, *args):
             pass
@@ -69,7 +89,7 @@ def make_handler(app, timeout=10):
     return Handler
 
 
-def serve(app, host, port, timeout=10):
+def serve(app, host, port, timeout=10, max_url=8192):
     """Bind and return the server (not yet serving); `server.server_port` is the real port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -77,7 +97,7 @@ def serve(app, host, port, timeout=10):
         address_family = family
 
     try:
-        return Server((host, port), make_handler(app, timeout))
+        return Server((host, port), make_handler(app, timeout, max_url))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise PortInUse(ports.busy_message(host, port)) from None

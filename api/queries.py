@@ -1,0 +1,173 @@
+"""Parameter validation and SQL for the read-only API (pure over a read-only connection).
+
+Every query parameter is checked here: a bad value raises BadRequest with a message that
+names the parameter. Lists are newest first, paged by an opaque cursor (the position of
+the last row returned), so a page costs the same wherever it starts.
+"""
+import re
+import time
+from datetime import datetime, timezone
+
+from lumen.windows import parse_ts
+
+RISKS = ("SAFE", "WATCH", "RISK")
+ACTIONS = ("NONE", "LOWER_HZ", "RAISE_HZ", "REDUCE_BATCH", "INCREASE_BATCH", "DOWNGRADE_OBSERVE")
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+WINDOW = re.compile(r"^([1-9]\d{0,5})([smhd])$")
+MAX_WINDOW_S = 30 * 86400
+UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+LIST_PARAMS = {"rmb": {"limit", "since", "until", "entity", "risk", "cursor"},
+               "ure": {"limit", "since", "until", "entity", "action", "cursor"}}
+
+
+class BadRequest(Exception):
+    pass
+
+
+def single(query, name):
+    vals = query.get(name)
+    if vals is None:
+        return None
+    if len(vals) != 1:
+        raise BadRequest(f"parameter {name} given {len(vals)} times")
+    return vals[0]
+
+
+def check_known(query, allowed):
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        raise BadRequest(f"unknown parameter {unknown[0]} (allowed: {', '.join(sorted(allowed)) or 'none'})")
+
+
+def parse_limit(v, default, maximum):
+    if v is None:
+        return default
+    if not re.fullmatch(r"\d{1,6}", v) or not 1 <= int(v) <= maximum:
+        raise BadRequest(f"limit must be an integer from 1 to {maximum}")
+    return int(v)
+
+
+def parse_time(name, v):
+    if v is None:
+        return None
+    if not RFC3339.match(v):
+        raise BadRequest(f"{name} must be an RFC 3339 time with a zone, e.g. 2025-11-01T00:00:00Z")
+    try:
+        return parse_ts(v.replace(" ", "T").replace("t", "T").replace("z", "Z"))
+    except ValueError:
+        raise BadRequest(f"{name} is not a valid time: {v}") from None
+
+
+def parse_enum(name, v, allowed):
+    if v is not None and v not in allowed:
+        raise BadRequest(f"{name} must be one of {', '.join(allowed)}")
+    return v
+
+
+def parse_entity(v):
+    if v is not None and not 1 <= len(v) <= 200:
+        raise BadRequest("entity must be 1 to 200 characters")
+    return v
+
+
+CURSOR = re.compile(r"^(-?\d{1,12}(?:\.\d{1,9})?)_(\d{1,18})$")
+
+
+def encode_cursor(t, rowid):
+    """The position of a row: its time and id, e.g. 1795513944.885805_2342."""
+    return f"{t!r}_{rowid}"  # repr round-trips the float exactly
+
+
+def parse_cursor(v):
+    if v is None:
+        return None
+    m = CURSOR.match(v)
+    if not m:
+        raise BadRequest("cursor must be a next_cursor this API returned (TIME_ID)")
+    return float(m.group(1)), int(m.group(2))
+
+
+def parse_window(v, default="10m"):
+    m = WINDOW.match(v if v is not None else default)
+    if not m:
+        raise BadRequest("window must look like 300s, 10m, 1h or 7d")
+    return min(int(m.group(1)) * UNIT[m.group(2)], MAX_WINDOW_S)  # longer: capped at 30d
+
+
+COLUMNS = {"rmb": "ts, entity_id, residual, phase, risk, event_type, t, id",
+           "ure": "ts, entity_id, residual, harmony, coherence, action, t, id"}
+KEYS = {"rmb": ("ts", "entity_id", "residual", "phase", "risk", "event_type"),
+        "ure": ("ts", "entity_id", "residual", "harmony", "coherence", "action")}
+
+
+def list_rows(db, table, query, default_limit, max_limit):
+    check_known(query, LIST_PARAMS[table])
+    limit = parse_limit(single(query, "limit"), default_limit, max_limit)
+    since = parse_time("since", single(query, "since"))
+    until = parse_time("until", single(query, "until"))
+    entity = parse_entity(single(query, "entity"))
+    cursor = parse_cursor(single(query, "cursor"))
+    where, args = [], []
+    if since is not None:
+        where.append("t >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("t <= ?")
+        args.append(until)
+    if entity is not None:
+        where.append("entity_id = ?")
+        args.append(entity)
+    if table == "rmb":
+        risk = parse_enum("risk", single(query, "risk"), RISKS)
+        if risk:
+            where.append("risk = ?")
+            args.append(risk)
+    else:
+        action = parse_enum("action", single(query, "action"), ACTIONS)
+        if action:
+            where.append("action = ?")
+            args.append(action)
+    if cursor is not None:
+        where.append("(t < ? OR (t = ? AND id < ?))")
+        args += [cursor[0], cursor[0], cursor[1]]
+    sql = (f"SELECT {COLUMNS[table]} FROM {table}"
+           + (" WHERE " + " AND ".join(where) if where else "")
+           + " ORDER BY t DESC, id DESC LIMIT ?")
+    rows = db.execute(sql, args + [limit + 1]).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    items = [dict(zip(KEYS[table], r[:6])) for r in rows]
+    nxt = encode_cursor(rows[-1][6], rows[-1][7]) if more and rows else None
+    return {"ok": True, "count": len(items), "items": items, "next_cursor": nxt}
+
+
+def rmb_last(db, query):
+    check_known(query, set())
+    row = db.execute("SELECT ts, residual, phase, risk FROM rmb ORDER BY t DESC, id DESC "
+                     "LIMIT 1").fetchone()
+    return dict(zip(("ts", "residual", "phase", "risk"), row)) if row else {}
+
+
+def ure_last(db, query):
+    check_known(query, {"entity"})
+    entity = parse_entity(single(query, "entity")) or "lumen.ure"
+    row = db.execute("SELECT ts, residual, harmony, coherence, action FROM ure "
+                     "WHERE entity_id = ? ORDER BY t DESC, id DESC LIMIT 1", (entity,)).fetchone()
+    return dict(zip(("ts", "residual", "harmony", "coherence", "action"), row)) if row else {}
+
+
+def summary(db, query, now=None):
+    check_known(query, {"window"})
+    window = parse_window(single(query, "window"))
+    now = time.time() if now is None else now
+    lo = now - window
+    ev, rb, mean = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(event_type = 'rollback'), 0), AVG(residual) "
+        "FROM rmb WHERE t >= ? AND t <= ?", (lo, now)).fetchone()
+    actions = dict(db.execute("SELECT action, COUNT(*) FROM ure WHERE t >= ? AND t <= ? "
+                              "GROUP BY action", (lo, now)).fetchall())
+    return {"ok": True, "window_s": window,
+            "now": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+            "rmb": {"events": ev, "rollbacks": rb, "rollback_ratio": (rb / ev) if ev else None,
+                    "residual_mean": mean},
+            "ure": {"events": sum(actions.values()), "actions": actions}}

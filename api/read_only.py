@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Read-only HTTP API over data/lumen.db (blueprint sections 41 and 47), on 127.0.0.1:8088.
+
+    GET /api/rmb:last            newest RMB row: {ts, residual, phase, risk} (section 41)
+    GET /api/ure:last            newest URE row: {ts, residual, harmony, coherence, action}
+    GET /api/rmb, /api/ure       rows newest first: limit, since, until, entity, risk|action,
+                                 cursor (next page)
+    GET /api/summary?window=10m  counts, rollbacks and rollback ratio over a window
+    GET /healthz                 database reachable, schema version, ingest lag
+    GET /openapi.json            the OpenAPI 3 document of all of this
+
+The database is opened read-only (`mode=ro` URI, `PRAGMA query_only=1`), one connection
+per request. Every parameter is validated: a bad value is 400 with a JSON body
+{"ok": false, "error": ..., "status": 400}; unknown paths 404, other methods 405, a
+missing database 503; never a stack trace. Threaded server with a socket timeout and a
+URL size limit; binds `api.host` (127.0.0.1) from configs/api_v18.yaml.
+"""
+import argparse
+import json
+import os
+import sqlite3
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from api import openapi, queries
+from lumen import ROOT, checkpoint, config
+from lumen.httpserve import serve
+from lumen.proc import Lifecycle, cli_main
+
+JSON = [("Content-Type", "application/json")]
+
+
+def error(status, message):
+    return status, JSON, json.dumps({"ok": False, "error": message, "status": status}).encode()
+
+
+class Api:
+    def __init__(self, cfg, offsets_dir="logs/.offsets"):
+        self.cfg = cfg
+        self.db_path = Path(cfg["db"]).resolve()
+        self.limits = cfg["api"]
+        self.offsets_dir = Path(offsets_dir)
+        self.doc = json.dumps(openapi.document(self.limits["max_limit"])).encode()
+
+    def connect(self):
+        if not self.db_path.exists():
+            raise FileNotFoundError(self.db_path)
+        db = sqlite3.connect(f"{self.db_path.as_uri()}?mode=ro", uri=True, timeout=5)
+        db.execute("PRAGMA query_only=1")
+        return db
+
+    def health(self):
+        out = {"ok": True}
+        try:
+            db = self.connect()
+            try:
+                out["db"] = "ok"
+                out["schema_version"] = db.execute("PRAGMA user_version").fetchone()[0]
+                ages = {}
+                for table in ("rmb", "ure"):
+                    t = db.execute(f"SELECT MAX(t) FROM {table}").fetchone()[0]
+                    ages[table] = None if t is None else round(time.time() - t, 3)
+            finally:
+                db.close()
+        except (FileNotFoundError, sqlite3.Error) as e:
+            return 503, {"ok": False, "db": f"unavailable: {type(e).__name__}: {e}"}
+        ingest = {}
+        for table, consumer, log in (("rmb", "ingest_rmb", self.cfg["ingest"]["rmb_log"]),
+                                     ("ure", "ingest_ure", self.cfg["ingest"]["v2_log"])):
+            try:
+                ck = checkpoint.load_json(self.offsets_dir / f"{consumer}.json") or {}
+            except ValueError:
+                ck = {}
+            try:
+                st = os.stat(log)
+                same = (st.st_dev, st.st_ino) == (ck.get("dev"), ck.get("ino"))
+                behind = st.st_size - ck.get("offset", 0) if same else st.st_size
+            except FileNotFoundError:
+                behind = 0
+            ingest[table] = {"bytes_behind": max(0, behind), "newest_row_age_s": ages[table]}
+        out["ingest"] = ingest
+        return 200, out
+
+    def app(self, method, path, query):
+        try:
+            return self._route(method, path, query)
+        except queries.BadRequest as e:
+            return error(400, str(e))
+        except FileNotFoundError:
+            return error(503, f"database {self.cfg['db']} not found (run make db.init)")
+        except sqlite3.Error as e:
+            return error(503, f"database unavailable: {e}")
+        except Exception:  # a bug: say so without a stack trace, log it for us
+            traceback.print_exc(file=sys.stderr)
+            return error(500, "internal error")
+
+    def _route(self, method, path, query):
+        if method not in ("GET", "HEAD"):
+            st, hd, body = error(405, "method not allowed: use GET")
+            return st, hd + [("Allow", "GET, HEAD")], body
+        if path == "/openapi.json":
+            queries.check_known(query, set())
+            return 200, JSON, self.doc
+        if path == "/healthz":
+            queries.check_known(query, set())
+            st, body = self.health()
+            return st, JSON, json.dumps(body).encode()
+        handlers = {
+            "/api/rmb:last": lambda db: queries.rmb_last(db, query),
+            "/api/ure:last": lambda db: queries.ure_last(db, query),
+            "/api/rmb": lambda db: queries.list_rows(db, "rmb", query,
+                                                     self.limits["default_limit"],
+                                                     self.limits["max_limit"]),
+            "/api/ure": lambda db: queries.list_rows(db, "ure", query,
+                                                     self.limits["default_limit"],
+                                                     self.limits["max_limit"]),
+            "/api/summary": lambda db: queries.summary(db, query),
+        }
+        handler = handlers.get(path)
+        if handler is None:
+            return error(404, f"no such path: {path[:200]}")
+        db = self.connect()
+        try:
+            return 200, JSON, json.dumps(handler(db)).encode()
+        finally:
+            db.close()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default=str(ROOT / "configs/api_v18.yaml"))
+    ap.add_argument("--port", type=int, help="override api.port (8088)")
+    ap.add_argument("--host", help="override api.host (127.0.0.1)")
+    ap.add_argument("--name", default="api", help="process name (PID file run/NAME.pid)")
+    args = ap.parse_args(argv)
+    cfg = config.load(args.config, "api_v18", overrides={"api.port": args.port,
+                                                          "api.host": args.host})
+    api = Api(cfg)
+    a = cfg["api"]
+    server = serve(api.app, a["host"], a["port"], timeout=a["request_timeout_s"],
+                   max_url=a["max_url_bytes"])
+    with Lifecycle(args.name) as life:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        life.ready()
+        host, port = server.server_address[:2]
+        print(f"[api] http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}",
+              flush=True)
+        life.stop.wait()
+        server.shutdown()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main(main))

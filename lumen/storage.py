@@ -1,0 +1,77 @@
+"""The SQLite store of blueprint section 40: schema, migrations, rows from events.
+
+Tables keep the blueprint's columns (rmb: ts, entity_id, residual, phase, risk; ure: ts,
+residual, harmony, coherence, action) and add what exactly-once ingest and the API need:
+`t` (Unix seconds of ts, for range queries), entity and event type, and the row's source
+identity (src_fp, src_offset) — the fingerprint of the log file and the line's offset in
+it — under a UNIQUE constraint, so replaying any stretch of a log inserts nothing twice.
+The schema version is SQLite's `user_version`; `migrate()` brings any older database up
+to date in order, and is harmless to run again. WAL mode.
+"""
+import sqlite3
+from pathlib import Path
+
+from .windows import parse_ts
+
+MIGRATIONS = [
+    # 1: the tables of section 40 with source identity and time
+    """
+    CREATE TABLE IF NOT EXISTS rmb (
+      id INTEGER PRIMARY KEY,
+      ts TEXT NOT NULL, entity_id TEXT NOT NULL, residual REAL NOT NULL, phase REAL NOT NULL,
+      risk TEXT NOT NULL, t REAL NOT NULL,
+      src_fp TEXT NOT NULL, src_offset INTEGER NOT NULL,
+      UNIQUE (src_fp, src_offset));
+    CREATE TABLE IF NOT EXISTS ure (
+      id INTEGER PRIMARY KEY,
+      ts TEXT NOT NULL, residual REAL NOT NULL, harmony REAL NOT NULL, coherence REAL NOT NULL,
+      action TEXT NOT NULL, entity_id TEXT NOT NULL, t REAL NOT NULL,
+      src_fp TEXT NOT NULL, src_offset INTEGER NOT NULL,
+      UNIQUE (src_fp, src_offset));
+    CREATE INDEX IF NOT EXISTS rmb_t ON rmb (t, id);
+    CREATE INDEX IF NOT EXISTS rmb_entity_t ON rmb (entity_id, t, id);
+    CREATE INDEX IF NOT EXISTS ure_t ON ure (t, id);
+    CREATE INDEX IF NOT EXISTS ure_entity_t ON ure (entity_id, t, id);
+    """,
+    # 2: event type, for rollback ratios over a window (/api/summary)
+    """
+    ALTER TABLE rmb ADD COLUMN event_type TEXT NOT NULL DEFAULT 'observe';
+    """,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def connect(path):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
+    return db
+
+
+def migrate(db):
+    """Apply the migrations the database has not had yet; returns (old, new) version."""
+    old = db.execute("PRAGMA user_version").fetchone()[0]
+    for v in range(old, SCHEMA_VERSION):
+        with db:
+            db.executescript(MIGRATIONS[v])
+            db.execute(f"PRAGMA user_version = {v + 1}")
+    return old, SCHEMA_VERSION
+
+
+def rmb_row(e, fp, off):
+    r3 = e["resonance_v3"]
+    return (e["ts"], e["entity_id"], r3["residual_entropy"], r3["phase_diff"], r3["risk_band"],
+            parse_ts(e["ts"]), fp, off, e["event_type"])
+
+
+def ure_row(e, fp, off):
+    return (e["ts"], e["phase_field"]["residual_entropy"], e["harmony_index"],
+            e["coherence_level"], e.get("auto_reg_action", "NONE"), e["entity_id"],
+            parse_ts(e["ts"]), fp, off)
+
+
+INSERT_RMB = ("INSERT OR IGNORE INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, "
+              "src_offset, event_type) VALUES (?,?,?,?,?,?,?,?,?)")
+INSERT_URE = ("INSERT OR IGNORE INTO ure (ts, residual, harmony, coherence, action, entity_id, "
+              "t, src_fp, src_offset) VALUES (?,?,?,?,?,?,?,?,?)")

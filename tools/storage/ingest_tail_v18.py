@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""db.ingest (blueprint section 40): tail rmb_events.jsonl and resonance_events_v2.jsonl
+into SQLite, exactly once.
+
+Both logs are read through the shared consumer (consumers `ingest_rmb`, `ingest_ure`)
+from their checkpoints, so events written before the ingester started are stored (the
+blueprint seeked to the end and never stored them). Rows are inserted in batched
+transactions (`ingest.batch_lines`); a row's identity is its source (file fingerprint,
+offset) under a UNIQUE constraint, and the checkpoint moves only after the transaction
+commits, so a crash at any point neither loses nor duplicates a row. Bad lines are
+quarantined and counted. On a terminal, a backfill shows rows/s and an ETA.
+
+    ingest_tail_v18.py            follow both logs until SIGTERM (make db.ingest)
+    ingest_tail_v18.py --once     backfill what is there, then exit
+"""
+import argparse
+import sys
+import time
+
+from lumen import ROOT, config, storage
+from lumen.consumer import Consumer
+from lumen.proc import Lifecycle, cli_main
+
+CONSUMERS = (("rmb", "ingest_rmb", "rmb_event_v1.json", "rmb_events", storage.INSERT_RMB,
+              storage.rmb_row),
+             ("ure", "ingest_ure", "resonance_event_v2.json", "resonance_events_v2",
+              storage.INSERT_URE, storage.ure_row))
+
+
+class Ingester:
+    def __init__(self, cfg, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
+        self.db = storage.connect(cfg["db"])
+        storage.migrate(self.db)
+        self.batch = cfg["ingest"]["batch_lines"]
+        logs = {"rmb": cfg["ingest"]["rmb_log"], "ure": cfg["ingest"]["v2_log"]}
+        self.parts = [(table, Consumer(logs[table], name, schema, stream, offsets_dir,
+                                       rejects_dir), sql, to_row)
+                      for table, name, schema, stream, sql, to_row in CONSUMERS]
+        self.rows = {"rmb": 0, "ure": 0}
+        self.inserted = 0
+
+    def step(self):
+        """One transaction per table with what is new; returns lines read."""
+        total = 0
+        for table, consumer, sql, to_row in self.parts:
+            rows = []
+            read = 0
+            while len(rows) < self.batch:
+                n = consumer.poll(lambda e, off: rows.append(to_row(e, consumer.source, off)))
+                if not n:
+                    break
+                read += n
+            if not read:
+                continue
+            total += read
+            with self.db:  # the rows, durably; then the checkpoint past them
+                before = self.db.total_changes
+                self.db.executemany(sql, rows)
+                self.inserted += self.db.total_changes - before
+            self.rows[table] += len(rows)
+            consumer.commit()
+        return total
+
+    def behind(self):
+        return sum(c.tailer.bytes_behind() for _, c, _, _ in self.parts)
+
+    def close(self):
+        for _, c, _, _ in self.parts:
+            c.close()
+        self.db.close()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n")[-1])
+    ap.add_argument("--config", default=str(ROOT / "configs/api_v18.yaml"))
+    ap.add_argument("--once", action="store_true", help="backfill, then exit")
+    ap.add_argument("--name", default="ingest", help="process name (PID file run/NAME.pid)")
+    args = ap.parse_args(argv)
+    cfg = config.load(args.config, "api_v18")
+    ing = Ingester(cfg)
+    tty = sys.stderr.isatty()
+    t0 = last = time.monotonic()
+    with Lifecycle(args.name) as life:
+        life.ready()
+        print(f"[ingest] {cfg['ingest']['rmb_log']} + {cfg['ingest']['v2_log']} -> {cfg['db']}",
+              flush=True)
+        try:
+            while not life.stop.is_set():
+                n = ing.step()
+                now = time.monotonic()
+                if n and tty and now - last >= 1.0:
+                    last = now
+                    done = sum(ing.rows.values())
+                    rate = done / (now - t0)
+                    behind = ing.behind()
+                    per_row = sum(c.bytes_read for _, c, _, _ in ing.parts) / max(done, 1)
+                    eta = behind / per_row / rate if rate > 0 else 0
+                    print(f"\r[ingest] {done} rows, {rate:,.0f} rows/s, ETA {eta:,.0f}s   ",
+                          end="", file=sys.stderr, flush=True)
+                if not n:
+                    if args.once:
+                        break
+                    life.stop.wait(0.2)
+        finally:
+            ing.close()
+    if tty:
+        print(file=sys.stderr)
+    dt = time.monotonic() - t0
+    print(f"[ingest] stored {ing.inserted} new rows (rmb {ing.rows['rmb']}, ure {ing.rows['ure']} "
+          f"read) in {dt:.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(cli_main(main))
