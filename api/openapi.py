@@ -42,7 +42,7 @@ def document(max_limit):
         return {"type": "object", "required": ["ok", "count", "items", "next_cursor"],
                 "properties": {"ok": {"type": "boolean"}, "count": {"type": "integer"},
                                "items": {"type": "array", "items": item},
-                               "next_cursor": {"type": ["string", "null"]}}}
+                               "next_cursor": {"type": "string", "nullable": True}}}
 
     errors = {"400": _err("a parameter is missing or invalid"),
               "404": _err("no such path"), "405": _err("only GET and HEAD"),

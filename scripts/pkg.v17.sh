@@ -3,7 +3,7 @@
 # release/lumen_v17_<stamp>.tar.gz in the current directory. Exactly the listed content;
 # never logs/ or data/, nor caches. A listed path that does not exist yet is an error.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 STAMP=$(date +%Y%m%d_%H%M)
 OUT=$(pwd)/release
 T=$OUT/lumen_v17_${STAMP}.tar.gz

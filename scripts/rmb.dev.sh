@@ -3,7 +3,7 @@
 # Departures: waits (bounded) for the exporter to answer instead of `sleep 1`, and stops
 # the exporter it started, by its PID, when the emitter exits (Ctrl-C).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 PY=$ROOT/.venv/bin/python
 CONFIG=${CONFIG_RMB:-$ROOT/configs/rmb_v17.yaml}
 port=$("$PY" -m lumen.config get "$CONFIG" exporter.port)

@@ -3,7 +3,7 @@
 # each level so you can hear them, then run the Safety Music loop in the foreground
 # (Ctrl-C stops it and writes its checkpoint).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 PY=$ROOT/.venv/bin/python
 CONFIG=${CONFIG_SAFETY:-$ROOT/configs/safety_music_v17.yaml}
 "$PY" -m lumen.config check "$CONFIG"

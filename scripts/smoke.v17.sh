@@ -4,7 +4,7 @@
 # exporter port (RMB_EXPORTER_PORT); targets of later tracks run only once they exist, and
 # each skipped step is said out loud. Leaves the stack running, as the blueprint does.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 MK="make -s --no-print-directory -f $ROOT/Makefile"
 has() { $MK -n "$1" >/dev/null 2>&1; }
 step() { if has "$1"; then $MK "$@"; else echo "[smoke] skip: make $1 (not built yet)"; fi; }

@@ -3,7 +3,7 @@
 # Departures: polls with a deadline instead of `sleep 2`; uses the configured exporter
 # port (URE_EXPORTER_PORT); leaves the processes running, as the blueprint does.
 set -euo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 MK="make -s --no-print-directory -f $ROOT/Makefile"
 $MK merge.v2
 $MK trackD.start

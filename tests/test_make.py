@@ -58,7 +58,8 @@ def test_readme_commands_and_targets_exist():
 def stack(workdir):
     """A private stack in a temp dir on a free port; everything it started is stopped."""
     port = free_port()
-    env = {"RMB_EXPORTER_PORT": str(port), "RMB_HZ": "20"}
+    env = {"RMB_EXPORTER_PORT": str(port), "RMB_HZ": "20",
+           "URE_EXPORTER_PORT": str(free_port()), "API_PORT": str(free_port())}
     yield workdir, port, env
     run_make(workdir, "down", env=env)
     for pid in pids_in(workdir / "run").values():  # belt and braces: by PID only
@@ -80,10 +81,18 @@ def test_up_status_and_down(stack):
     assert time.monotonic() - t0 < 30
     assert "[trackB] RESULT = STARTED" in r.stdout
     assert f"http://127.0.0.1:{port}/metrics" in r.stdout
+    assert f"http://127.0.0.1:{env['API_PORT']}/api/rmb:last" in r.stdout
+    assert f"http://127.0.0.1:{env['URE_EXPORTER_PORT']}/metrics_ure" in r.stdout
     s = run_make(cwd, "status", env=env)
     assert re.search(r"^rmb_exporter\s+\d+\s+yes\s+%d\s+logs/proc/rmb_exporter.log" % port,
                      s.stdout, re.M), s.stdout
-    assert re.search(r"^rmb_emitter\s+\d+\s+yes", s.stdout, re.M)
+    for name in ("rmb_emitter", "safety_music", "ure_merge", "ure_loop", "ure_exporter",
+                 "ingest", "api"):
+        assert re.search(r"^%s\s+\d+\s+yes" % name, s.stdout, re.M), (name, s.stdout)
+    # Data flows end to end: an event reaches the API through the ingester.
+    api = f"http://127.0.0.1:{env['API_PORT']}/api/rmb:last"
+    wait_until(lambda: requests.get(api, timeout=5).json().get("ts"), timeout=20,
+               what="an RMB row in the API")
     r = run_make(cwd, "down", env=env)
     assert r.returncode == 0
     assert "no " in run_make(cwd, "status", env=env).stdout
@@ -148,3 +157,28 @@ def test_smoke_v17(stack):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.strip().endswith("[smoke] OK")
     assert "rmb_events_total" in r.stdout
+
+
+SECTION_48 = """bash scripts/restore.sanity.sh && \\
+make trackB.start && make safety.music.start && \\
+make merge.v2 && make trackD.start && make ure.exporter && \\
+make db.init && make db.ingest && make api.readonly && \\
+bash scripts/smoke.v18.sh
+"""
+
+
+def test_section_48_full_stack_starter_as_written(stack):
+    cwd, port, env = stack
+    (cwd / "Makefile").write_text(f"include {ROOT}/Makefile\n")
+    (cwd / "scripts").symlink_to(ROOT / "scripts")
+    e = dict(os.environ, **env)
+    import subprocess
+    r = subprocess.run(["bash", "-c", SECTION_48], cwd=cwd, env=e, capture_output=True,
+                       text=True, timeout=180)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[sanity] schemas ok" in r.stdout
+    assert "[trackB] RESULT = STARTED" in r.stdout and "[sqlite] init ok" in r.stdout
+    assert r.stdout.strip().endswith("[smoke.v18] OK")
+    alive = {k for k, v in pids_in(cwd / "run").items() if pid_alive(v)}
+    assert {"rmb_exporter", "rmb_emitter", "safety_music", "ure_merge", "ure_loop",
+            "ure_exporter", "ingest", "api"} <= alive
