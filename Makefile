@@ -23,6 +23,8 @@ FAKE_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) exporter.port)
 FAKE_HOST = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) exporter.host)
 FAKE_STREAM = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) stream)
 N ?= 100
+ALERTMANAGER_URL ?= http://localhost:9093
+PROMETHEUS_URL ?= http://localhost:9090
 LOG_RETENTION_DAYS ?= 7
 SHELL := /bin/bash
 
@@ -36,7 +38,7 @@ SHELL := /bin/bash
 	safety.music.start safety.music.stop safety.music.render safety.dev \
 	merge.v2 trackD.start trackD.stop ure.exporter ure.exporter.stop ure.verify tune.v18 \
 	smoke.v18 rollback.v17 switch.v18 db.init db.ingest db.ingest.stop db.backfill \
-	api.readonly api.stop health
+	api.readonly api.stop health ops.build ops.check alert.reload prom.reload
 
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -213,11 +215,13 @@ smoke.v18: venv ## merge, loop, exporter, verify in one go (scripts/smoke.v18.sh
 rollback.v17: venv ## 37.10: stop v1.8, turn off the ure_v18 scrape job, Track B + C back up
 	@$(MAKE) -s -f $(ROOT)/Makefile trackD.stop ure.exporter.stop
 	@$(PY) $(ROOT)/tools/scrape_toggle.py --file $(SCRAPE_FILE) --disable ure_v18
+	@$(PY) $(ROOT)/tools/ops_build.py --scrape $(SCRAPE_FILE) --prometheus-out $(dir $(SCRAPE_FILE))prometheus.yml
 	@$(MAKE) -s -f $(ROOT)/Makefile trackB.start safety.music.start
 	@echo "[rollback.v17] RESULT = ROLLED_BACK (reload Prometheus to apply the scrape change)"
 
 switch.v18: venv ## back to v1.8: scrape job on, merge + URE loop + URE exporter started
 	@$(PY) $(ROOT)/tools/scrape_toggle.py --file $(SCRAPE_FILE) --enable ure_v18
+	@$(PY) $(ROOT)/tools/ops_build.py --scrape $(SCRAPE_FILE) --prometheus-out $(dir $(SCRAPE_FILE))prometheus.yml
 	@$(MAKE) -s -f $(ROOT)/Makefile trackD.start ure.exporter
 	@echo "[switch.v18] RESULT = SWITCHED"
 
@@ -242,3 +246,18 @@ api.stop: venv ## stop the read-only API
 
 health: venv ## check the exporters and the API once per line (ONCE=1: once, exit 1 if down)
 	@$(PY) -u $(ROOT)/tools/healthcheck_v18.py $(if $(ONCE),--once,)
+
+# ------------------------------------------------------------------------------- ops
+ops.build: venv ## regenerate prometheus.yml and the PrometheusRule resources from their sources
+	@$(PY) $(ROOT)/tools/ops_build.py
+
+ops.check: venv ## check every ops file with its real tool (promtool, amtool, docker-compose, k8s schemas)
+	@bash $(ROOT)/scripts/ops.check.sh
+
+alert.reload: ## ask Alertmanager to reload its config (ALERTMANAGER_URL)
+	@curl -fsS -X POST $(ALERTMANAGER_URL)/-/reload && echo "[alert.reload] RESULT = RELOADED" || \
+		{ echo "error: Alertmanager at $(ALERTMANAGER_URL) did not accept the reload" >&2; exit 1; }
+
+prom.reload: ## ask Prometheus to reload its config (needs --web.enable-lifecycle; PROMETHEUS_URL)
+	@curl -fsS -X POST $(PROMETHEUS_URL)/-/reload && echo "[prom.reload] RESULT = RELOADED" || \
+		{ echo "error: Prometheus at $(PROMETHEUS_URL) did not accept the reload" >&2; exit 1; }
