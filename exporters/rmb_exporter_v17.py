@@ -40,28 +40,36 @@ CHECKPOINT_EVERY_S = 1.0
 
 
 class RmbStats:
-    """What the exporter knows about the stream; `to_state`/`from_state` carry it across restarts."""
+    """What the exporter knows about the stream; `to_state`/`from_state` carry it across restarts.
+
+    Fed typed v1 events (lumen.v1types) by a typed Consumer."""
 
     def __init__(self, st=None):
         st = st or {}
         self.by_type = Counter(st.get("by_type", {}))
         self.by_risk = Counter(st.get("by_risk", {}))
         self.residual_last = st.get("residual_last", 0.0)
-        self.last_ts = st.get("last_ts")
+        self._last_ts = st.get("last_ts")  # text from the checkpoint, or a datetime
 
     @property
     def events_total(self):
         return sum(self.by_type.values())
 
+    @property
+    def last_ts(self):
+        t = self._last_ts
+        return t.isoformat() if hasattr(t, "isoformat") else t
+
     def add(self, ev, _offset=None):
-        self.by_type[ev["event_type"]] += 1
-        self.by_risk[ev["resonance_v3"]["risk_band"]] += 1
-        self.residual_last = float(ev["resonance_v3"]["residual_entropy"])
-        self.last_ts = ev["ts"]
+        r3 = ev.resonance_v3
+        self.by_type[ev.event_type] += 1
+        self.by_risk[r3.risk_band] += 1
+        self.residual_last = r3.residual_entropy
+        self._last_ts = ev.ts
 
     def to_state(self):
         return {"by_type": dict(self.by_type), "by_risk": dict(self.by_risk),
-                "residual_last": self.residual_last, "last_ts": self.last_ts}
+                "residual_last": float(self.residual_last), "last_ts": self.last_ts}
 
     def families(self, prefix="rmb"):
         """The blueprint's three metrics and the per-label counters, named `<prefix>_...`."""
@@ -129,7 +137,7 @@ class RmbExporter:
     def __init__(self, queue_path, gates, offsets_dir="logs/.offsets",
                  rejects_dir="logs/rejects", consumer="rmb_exporter"):
         self.consumer = Consumer(queue_path, consumer, "rmb_event_v1.json", "rmb_events",
-                                 offsets_dir, rejects_dir)
+                                 offsets_dir, rejects_dir, typed=True)
         self.stats = RmbStats(self.consumer.state)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(RmbCollector(self.stats, self.consumer, gates))

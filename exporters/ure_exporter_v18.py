@@ -120,12 +120,14 @@ class UreExporter:
     def __init__(self, paths, offsets_dir="logs/.offsets", rejects_dir="logs/rejects",
                  name="ure_exporter"):
         self.streams = []
-        for label, path, schema, stream, cls in (
-                ("v2", paths["v2_log"], "resonance_event_v2.json", "resonance_events_v2", UreStats),
+        for label, path, schema, stream, cls, typed in (
+                ("v2", paths["v2_log"], "resonance_event_v2.json", "resonance_events_v2",
+                 UreStats, False),
                 ("safety", paths["v1_safe"], "safety_music_event_v1.json", "safety_music_events",
-                 SafetyStats),
-                ("rmb", paths["v1_rmb"], "rmb_event_v1.json", "rmb_events", RmbStats)):
-            c = Consumer(path, f"{name}_{label}", schema, stream, offsets_dir, rejects_dir)
+                 SafetyStats, False),
+                ("rmb", paths["v1_rmb"], "rmb_event_v1.json", "rmb_events", RmbStats, True)):
+            c = Consumer(path, f"{name}_{label}", schema, stream, offsets_dir, rejects_dir,
+                         typed=typed)
             self.streams.append((label, c, cls(c.state)))
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)

@@ -37,6 +37,11 @@ MIGRATIONS = [
     """
     ALTER TABLE rmb ADD COLUMN event_type TEXT NOT NULL DEFAULT 'observe';
     """,
+    # 3: the API's other filters, newest first (a rare risk band or action is not a scan)
+    """
+    CREATE INDEX IF NOT EXISTS rmb_risk_t ON rmb (risk, t, id);
+    CREATE INDEX IF NOT EXISTS ure_action_t ON ure (action, t, id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,0 +1,64 @@
+"""schemas/rmb_event_v1.json as msgspec types: decode and validate a v1 line in one pass.
+
+The JSON Schema stays the contract. These types accept a subset of what it accepts
+(every field, type, range, enum and pattern of section 3; `ts` must carry its zone, as
+RFC 3339 date-time requires), so a line they accept is valid; a line they reject is
+judged again by the JSON Schema validator, which gives the verdict and the message.
+tests/test_v1types.py checks the two agree on generated valid and broken events.
+Unknown properties are allowed, as in the schema.
+"""
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+
+class Resonance(Struct):
+    phase_diff: Annotated[float, Meta(ge=-3.1416, le=3.1416)]
+    residual_entropy: Annotated[float, Meta(ge=0, le=1)]
+    creative_band: Literal["LOW", "MID", "HIGH"]
+    risk_band: Literal["SAFE", "WATCH", "RISK"]
+
+
+class MemoryBridge(Struct):
+    slot_id: str
+    op: Literal["UPSERT", "DELETE"]
+    key: str
+    value_hash: Annotated[str, Meta(pattern="^[a-f0-9]{8,}$")]
+
+
+class Trace(Struct):
+    loop_id: str
+    iter: Annotated[int, Meta(ge=0)]
+    host: str
+
+
+class RmbEventV1(Struct):
+    ts: Annotated[datetime, Meta(tz=True)]
+    entity_id: Annotated[str, Meta(min_length=1)]
+    group: Literal["design_core", "build_core", "safety_music", "observer"]
+    event_type: Literal["observe", "decide", "commit", "rollback"]
+    resonance_v3: Resonance
+    memory_bridge: MemoryBridge
+    trace: Trace
+
+
+DECODERS = {"rmb_event_v1.json": msgspec.json.Decoder(RmbEventV1)}
+
+
+def as_typed(ev):
+    """A schema-valid event dict the types turned down (they are stricter in corner cases,
+    e.g. an integral float as `iter`), as an object with the same attribute access."""
+    try:
+        return msgspec.convert(ev, RmbEventV1, strict=False)
+    except msgspec.ValidationError:
+        return _ns(ev)
+
+
+def _ns(v):
+    if isinstance(v, dict):
+        return SimpleNamespace(**{k: _ns(x) for k, x in v.items()})
+    return v
+DecodeError = (msgspec.ValidationError, msgspec.DecodeError)
