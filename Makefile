@@ -26,6 +26,7 @@ N ?= 100
 ALERTMANAGER_URL ?= http://localhost:9093
 PROMETHEUS_URL ?= http://localhost:9090
 LOG_RETENTION_DAYS ?= 7
+SOAK_EVENTS ?= 5000000
 SHELL := /bin/bash
 
 .DEFAULT_GOAL := help
@@ -38,7 +39,7 @@ SHELL := /bin/bash
 	safety.music.start safety.music.stop safety.music.render safety.dev \
 	merge.v2 trackD.start trackD.stop ure.exporter ure.exporter.stop ure.verify tune.v18 \
 	smoke.v18 rollback.v17 switch.v18 db.init db.ingest db.ingest.stop db.backfill \
-	api.readonly api.stop health ops.build ops.check alert.reload prom.reload
+	api.readonly api.stop health ops.build ops.check alert.reload prom.reload soak
 
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +75,9 @@ test: venv ## set up and run the whole test suite
 
 bench: venv ## measure throughput and latency of each stage (table in bench/results.md)
 	@$(PY) $(ROOT)/bench/bench.py
+
+soak: venv ## full stack under load, SIGKILLs, rotations, bad lines: fails on any loss (SOAK_EVENTS)
+	@$(PY) -u $(ROOT)/tools/soak.py --events $(SOAK_EVENTS)
 
 lint: venv ## check Python syntax of every module (changes nothing)
 	@$(PY) -m compileall -q $(ROOT)/lumen $(ROOT)/rmb $(ROOT)/exporters $(ROOT)/tools >/dev/null && echo "[lint] OK"

@@ -69,7 +69,7 @@ def _wait_for_writers(fd, timeout=5.0):
 class _File:
     """An open file being read: its identity and where reading stands."""
 
-    __slots__ = ("fd", "dev", "ino", "fp", "name")
+    __slots__ = ("fd", "dev", "ino", "fp", "name", "settled")
 
     def __init__(self, path):
         self.fd = os.open(path, os.O_RDONLY)
@@ -77,6 +77,7 @@ class _File:
         self.dev, self.ino = st.st_dev, st.st_ino
         self.fp = _fingerprint_fd(self.fd)
         self.name = str(path)
+        self.settled = False  # a rotated file: no write is in progress any more
 
     def size(self):
         return os.fstat(self.fd).st_size
@@ -117,6 +118,15 @@ class Tailer:
             self._start_from_oldest()
             return
         self.state = ck.get("state")
+        if not ck["ino"]:
+            # Committed while waiting for the file (nothing of it read yet): wait again, and
+            # read whatever was created and rotated meanwhile (rotated files we had not seen).
+            known = ck.get("known_rotated")
+            self._file = None
+            self._following = True
+            self._known_rotated = ({tuple(k) for k in known} if known is not None
+                                   else self._rotated_ids())
+            return
         want = (ck["dev"], ck["ino"])
         fp, offset = ck.get("fp"), ck["offset"]
 
@@ -136,20 +146,25 @@ class Tailer:
             self._open_live(0)
             return
 
-        # Renamed away (or copied): find it among <name>.1 ... by inode, else by first line.
-        for i in range(1, MAX_ROTATED + 1):
-            p = self._rotated(i)
-            try:
-                rst = os.stat(p)
-            except FileNotFoundError:
-                continue
-            same = (rst.st_dev, rst.st_ino) == want
-            if (same or (fp is not None and _fingerprint_path(p) == fp)) and rst.st_size >= offset:
-                self.rotations += 1
-                self._open(p, offset, skipping=ck.get("skipping", False))
-                self._following = False
-                self._queue = [self._rotated(j) for j in range(i - 1, 0, -1)] + [self.path]
-                return
+        # Renamed away (or copied): find it among <name>.1 ... by inode, else by first line
+        # (the inode first: rotated files may all begin with the same line).
+        for by_inode in (True, False):
+            for i in range(1, MAX_ROTATED + 1):
+                p = self._rotated(i)
+                try:
+                    rst = os.stat(p)
+                except FileNotFoundError:
+                    continue
+                if by_inode:
+                    same = (rst.st_dev, rst.st_ino) == want
+                else:
+                    same = fp is not None and _fingerprint_path(p) == fp
+                if same and rst.st_size >= offset:
+                    self.rotations += i  # <name>.i: rotated i times since the checkpoint
+                    self._open(p, offset, skipping=ck.get("skipping", False))
+                    self._following = False
+                    self._queue = self._queue_after(self._file)[1] or [self.path]
+                    return
 
         # Not found under a rotated name: the live file with the same first line is ours
         # (restored from backup, moved across filesystems); otherwise start it from 0.
@@ -175,18 +190,21 @@ class Tailer:
         self._open_live(0)
 
     def _drain_copy(self, fp, offset, skipping):
-        """After a copytruncate: read <name>.1 from `offset` if it is the copy of our file."""
-        copy = self._rotated(1)
-        try:
-            size = os.stat(copy).st_size
-        except FileNotFoundError:
-            return False
-        if size < offset or _fingerprint_path(copy) != fp:
-            return False
-        self._open(copy, offset, skipping=skipping)
-        self._following = False
-        self._queue = [self.path]
-        return True
+        """After a copytruncate: read the copy of our file from `offset`. It is <name>.1, or
+        <name>.2 ... after more copytruncates while we were down; the newer copies follow."""
+        for i in range(1, MAX_ROTATED + 1):
+            copy = self._rotated(i)
+            try:
+                size = os.stat(copy).st_size
+            except FileNotFoundError:
+                continue
+            if size < offset or _fingerprint_path(copy) != fp:
+                continue
+            self._open(copy, offset, skipping=skipping)
+            self._following = False
+            self._queue = self._queue_after(self._file)[1] or [self.path]
+            return True
+        return False
 
     # ------------------------------------------------------------- open/close
     def _open(self, path, offset, skipping=False):
@@ -199,12 +217,14 @@ class Tailer:
     def _open_live(self, offset, skipping=False):
         self._queue = []
         self._following = True
+        # Noted before looking: a file created and rotated after this counts as new.
+        known = self._rotated_ids()
         try:
             self._open(self.path, offset, skipping)
         except FileNotFoundError:
             self._file = None  # not there yet: poll() opens it when it appears
             self.offset = self._pos = 0
-            self._known_rotated = self._rotated_ids()
+            self._known_rotated = known
 
     def _rotated_ids(self):
         ids = set()
@@ -250,7 +270,7 @@ class Tailer:
         All lines of one call come from one file; `source` names that file's fingerprint.
         An empty list means nothing new at the moment.
         """
-        for _ in range(4):  # a few file switches at most per call
+        for _ in range(4 + 2 * MAX_ROTATED):  # file switches per call: bounded
             if self._file is None:
                 if not self._following:
                     self._next_file()
@@ -263,12 +283,26 @@ class Tailer:
                     return []
             data = os.pread(self._file.fd, self.read_size, self._pos)
             if data:
+                f = self._file
+                if self._following and f.fp is not None and _fingerprint_fd(f.fd) != f.fp:
+                    # Truncated and written again past our position since we last looked:
+                    # these bytes are not the continuation of what we read.
+                    self._truncated()
+                    continue
                 self._pos += len(data)
-                if self._file.fp is None:
-                    self._file.fp = _fingerprint_fd(self._file.fd)
+                if f.fp is None:
+                    f.fp = _fingerprint_fd(f.fd)
                 return self._split(data)
             # At the end of the current file.
             if not self._following:
+                f = self._file
+                if not f.settled:
+                    # A rotated file: a writer that found it at the path just before the
+                    # rename may still be writing its batch. Wait that out, then read on.
+                    f.settled = True
+                    _wait_for_writers(f.fd)
+                    if f.size() > self._pos:
+                        continue
                 tail = self._flush_partial()
                 self._next_file()
                 if tail:
@@ -335,17 +369,46 @@ class Tailer:
         self._buf = b""
         return [(off, line[: self.max_line_bytes + 1])]
 
+    def _queue_after(self, f):
+        """Where `f` is now, as (i, files to read after it) when it is <name>.i: the newer
+        rotated files <name>.i-1 ... <name>.1 there are, then the live file. (None, None)
+        when `f` is not among the rotated names."""
+        found, newer = None, []
+        for i in range(1, MAX_ROTATED + 1):
+            p = self._rotated(i)
+            try:
+                rst = os.stat(p)
+            except FileNotFoundError:
+                continue
+            if (rst.st_dev, rst.st_ino) == (f.dev, f.ino):
+                found = i
+                break
+            newer.append(p)
+        if found is None:
+            return None, None
+        return found, newer[::-1] + [self.path]
+
     def _next_file(self):
+        """Move on to the next file after the current one (drained)."""
+        if self._file is not None and self._queue:
+            # The names may have shifted while we drained it (another rotation): go by where
+            # it is now, not by the names it had when the queue was made.
+            _, queue = self._queue_after(self._file)
+            if queue is not None:
+                self.rotations += max(0, len(queue) - len(self._queue))
+                self._queue = queue
         self._close()
-        if self._queue:
+        while self._queue:
             nxt = self._queue.pop(0)
-            self._following = not self._queue
+            if not self._queue:
+                break  # the live file
             try:
                 self._open(nxt, 0)
             except FileNotFoundError:
-                self._file = None
-        else:
-            self._following = True
+                continue
+            self._following = False
+            return
+        self._open_live(0)
 
     def _check_live(self):
         """At EOF of the live file: has it been rotated or truncated? Returns (switched, lines)."""
@@ -353,8 +416,14 @@ class Tailer:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return False, []  # gone for now: keep our handle, the file may come back
-        if (st.st_dev, st.st_ino) != (f.dev, f.ino):
+            st = None
+            i, _ = self._queue_after(f)
+            if i is None or i == 1:
+                # Deleted, or rotated and the new file not created yet: keep our handle,
+                # the file may come back.
+                return False, []
+            # Rotated more than once: newer files are waiting under <name>.i-1 ...
+        if st is None or (st.st_dev, st.st_ino) != (f.dev, f.ino):
             # Renamed away. A Lumen writer checks the path under its lock, so once we hold
             # LOCK_SH (waiting out a write in progress) no more lines can land in the old
             # file: read whatever landed after our last read, then move on.
@@ -364,35 +433,29 @@ class Tailer:
                 self._pos += len(data)
                 return True, self._split(data)
             tail = self._flush_partial()
-            self.rotations += 1
             # If it was rotated more than once since we looked, newer copies come first.
-            queue = [self.path]
-            for i in range(1, MAX_ROTATED + 1):
-                try:
-                    rst = os.stat(self._rotated(i))
-                except FileNotFoundError:
-                    break
-                if (rst.st_dev, rst.st_ino) == (f.dev, f.ino):
-                    queue = [self._rotated(j) for j in range(i - 1, 0, -1)] + [self.path]
-                    break
-            self._close()
+            i, queue = self._queue_after(f)
+            self.rotations += i or 1
             self._following = False
-            self._queue = queue
+            self._queue = queue or [self.path]
             self._next_file()
             return True, tail
         fp_now = _fingerprint_fd(f.fd) if f.fp is not None else None
         if st.st_size < self._pos or (f.fp is not None and fp_now != f.fp):
-            # Truncated in place (copytruncate). Finish from the copy when it is ours.
-            self.truncations += 1
-            old_fp, pos, buf, skipping = f.fp, self._pos, self._buf, self._skipping
-            offset = self.offset
-            if old_fp is not None and self._drain_copy(old_fp, offset, skipping):
-                # Continue in the copy exactly where reading stood.
-                self._pos, self._buf = pos, buf
-                return True, []
-            self._open_live(0)
+            self._truncated()
             return True, []
         return False, []
+
+    def _truncated(self):
+        """The live file was truncated in place (copytruncate): finish from the copy when it
+        is ours, continuing exactly where reading stood; then the live file from 0."""
+        self.truncations += 1
+        f = self._file
+        old_fp, pos, buf, skipping = f.fp, self._pos, self._buf, self._skipping
+        if old_fp is not None and self._drain_copy(old_fp, self.offset, skipping):
+            self._pos, self._buf = pos, buf
+            return
+        self._open_live(0)
 
     # ----------------------------------------------------------- checkpoints
     def commit(self, state=None):
@@ -400,8 +463,9 @@ class Tailer:
         if state is not None:
             self.state = state
         f = self._file
-        if f is None:
-            ck = {"dev": 0, "ino": 0, "offset": 0, "fp": None}
+        if f is None:  # waiting for the file: remember which rotated files were already there
+            ck = {"dev": 0, "ino": 0, "offset": 0, "fp": None,
+                  "known_rotated": sorted(self._known_rotated)}
         else:
             if f.fp is None:
                 f.fp = _fingerprint_fd(f.fd)

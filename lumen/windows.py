@@ -88,8 +88,12 @@ class CounterWindow:
 
     def add(self, t, events_total, rollbacks_total):
         self._samples.append((t, events_total, rollbacks_total))
-        cut = t - self.span_s
-        # Keep one sample at or before the cut, so the delta spans the whole window.
+        self.expire(t)
+
+    def expire(self, now):
+        """Drop samples older than the window; keep one at or before its start, so the
+        delta spans the whole window. Called without a new sample, the window still ages."""
+        cut = now - self.span_s
         while len(self._samples) > 1 and self._samples[1][0] <= cut:
             self._samples.popleft()
 

@@ -111,6 +111,7 @@ class MetricsInput:
             self.residual = vals["rmb_residual_entropy_last"] if vals["rmb_events_total"] else None
         except (requests.RequestException, KeyError, ValueError):
             self.scrape_errors += 1  # inputs stay as they were; the ratio window ages
+        self.window.expire(now)  # ages even while scrapes fail: a long outage is undefined
         d = self.window.deltas()
         ev_n, rb_n = (int(d[0]), int(d[1])) if d else (0, 0)
         return self.residual, (rb_n / ev_n if ev_n > 0 else None), ev_n, rb_n

@@ -71,15 +71,19 @@ def cmd_fake(cfg, args):
     f = cfg["fake"]
     out = Path(cfg["stream"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():  # a fresh stream each time; the previous one is rotated, not rewritten
-        os.replace(out, f"{out}.1")
+    # A fresh stream each time, written aside and renamed into place: a reader sees the old
+    # stream or the whole new one, never a mix of profiles or a half-written stream.
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.unlink(missing_ok=True)
     count = int(f["span_s"] * f["hz"])
     start = datetime.fromtimestamp(time.time() - f["span_s"], timezone.utc).isoformat()
-    rc = rmb_emitter.main(["--config", str(args.rmb_config), "--queue", str(out),
+    rc = rmb_emitter.main(["--config", str(args.rmb_config), "--queue", str(tmp),
                            "--profile", f["profile"], "--seed", str(f["seed"]),
                            "--count", str(count), "--hz", str(f["hz"]), "--unthrottled",
                            "--sim-start", start, "--name", "metrics_fake", "--quiet"])
     if rc == 0:
+        os.replace(tmp, out)
+        Path(f"{out}.1").unlink(missing_ok=True)  # an older fake stream must not be read
         print(f"[metrics.fake.v17] {count} {f['profile']} events over the last "
               f"{f['span_s']:g}s -> {out}")
     return rc

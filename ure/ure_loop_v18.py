@@ -159,6 +159,7 @@ class UreLoop:
         self._last_commit = time.monotonic()
 
     def close(self):
+        self.observe()  # read our own last event too, so the checkpoint ends at the log's end
         self.commit()
         self.consumer.close()
 
