@@ -61,6 +61,7 @@ up: venv ## set up, start the stack on the default configs, print where to look
 	@echo "  events    logs/rmb_events.jsonl   (rejects: logs/rejects/)"
 	@echo "  safety    logs/safety_music_events.jsonl   (hear it: make safety.music.render)"
 	@echo "  URE       http://127.0.0.1:$(URE_PORT)/metrics_ure   (v2 log: logs/resonance_events_v2.jsonl)"
+	@echo "  live page http://$(API_HOST):$(API_PORT)/   (charts, SLO verdicts, newest events)"
 	@echo "  API       http://$(API_HOST):$(API_PORT)/api/rmb:last   (OpenAPI: /openapi.json, store: data/lumen.db)"
 	@echo "  processes make status   (logs in logs/proc/)   stop: make down"
 

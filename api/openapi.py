@@ -73,6 +73,18 @@ def document(max_limit):
                                      "parameters": [_q("window", {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"},
                                                        "e.g. 300s, 10m, 1h (default 10m; longer than 30d is capped at 30d)")],
                                      "responses": {"200": _ok({"type": "object", "required": ["ok", "window_s", "rmb", "ure"]}), **errors}}},
+            "/api/series": {"get": {"summary": "per-step buckets for the live page's charts",
+                                    "parameters": [
+                                        _q("window", {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"},
+                                           "default 1h; longer than 30d is capped"),
+                                        _q("step", {"type": "string", "pattern": "^[1-9][0-9]{0,4}[smh]$"},
+                                           "bucket size, 5s to 24h, at most 2000 buckets (default 60s)")],
+                                    "responses": {"200": _ok({"type": "object", "required": ["ok", "rmb", "safety", "ure"]}), **errors}}},
+            "/api/slo": {"get": {"summary": "SLO verdicts (RMB-ROLL-001, RMB-RES-002) over stored rows",
+                                 "responses": {"200": _ok({"type": "object", "required": ["ok", "result", "verdicts"]}), **errors}}},
+            "/": {"get": {"summary": "the live page (HTML)", "responses": {
+                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
+                "400": errors["400"], "405": errors["405"], "414": errors["414"]}}},
             "/healthz": {"get": {"summary": "database reachable, ingest lag", "responses": {
                 "200": _ok({"type": "object", "required": ["ok", "db"]}, "healthy"),
                 "503": _ok({"type": "object", "required": ["ok", "db"]}, "unhealthy"),

@@ -171,3 +171,61 @@ def summary(db, query, now=None):
             "rmb": {"events": ev, "rollbacks": rb, "rollback_ratio": (rb / ev) if ev else None,
                     "residual_mean": mean},
             "ure": {"events": sum(actions.values()), "actions": actions}}
+
+
+STEP = re.compile(r"^([1-9]\d{0,4})([smh])$")
+LEVEL_RANK = {"UNDEFINED": 0, "CALM": 1, "TENSE": 2, "ALERT": 3}
+RANK_LEVEL = {v: k for k, v in LEVEL_RANK.items()}
+
+
+def parse_step(v, window):
+    m = STEP.match(v if v is not None else "60s")
+    if not m:
+        raise BadRequest("step must look like 10s, 1m or 1h")
+    step = int(m.group(1)) * UNIT[m.group(2)]
+    if not 5 <= step <= 86400:
+        raise BadRequest("step must be between 5s and 24h")
+    if window / step > 2000:
+        raise BadRequest("window / step gives more than 2000 points: use a larger step")
+    return step
+
+
+def series(db, query, now=None):
+    """Per-step buckets over a window, for the live page: RMB events, rollbacks, ratio and
+    residual; the worst Safety Music level; URE harmony, coherence, hz and actions."""
+    check_known(query, {"window", "step"})
+    window = parse_window(single(query, "window"), "1h")
+    step = parse_step(single(query, "step"), window)
+    now = time.time() if now is None else now
+    lo = now - window
+    rmb = [{"t": b * step, "events": n, "rollbacks": rb, "ratio": rb / n if n else None,
+            "residual_mean": mean, "residual_max": mx}
+           for b, n, rb, mean, mx in db.execute(
+               "SELECT CAST(t / ? AS INTEGER) AS b, COUNT(*), SUM(event_type = 'rollback'), "
+               "AVG(residual), MAX(residual) FROM rmb WHERE t >= ? AND t <= ? GROUP BY b ORDER BY b",
+               (step, lo, now))]
+    rank = "CASE final WHEN 'ALERT' THEN 3 WHEN 'TENSE' THEN 2 WHEN 'CALM' THEN 1 ELSE 0 END"
+    safety = [{"t": b * step, "level": RANK_LEVEL[r]} for b, r in db.execute(
+        f"SELECT CAST(t / ? AS INTEGER) AS b, MAX({rank}) FROM safety WHERE t >= ? AND t <= ? "
+        "GROUP BY b ORDER BY b", (step, lo, now))]
+    ure = [{"t": b * step, "harmony": h, "coherence": c, "hz": hz, "actions": a}
+           for b, h, c, hz, a in db.execute(
+               "SELECT CAST(t / ? AS INTEGER) AS b, AVG(harmony), AVG(coherence), AVG(hz), "
+               "SUM(action != 'NONE') FROM ure WHERE entity_id = 'lumen.ure' AND t >= ? AND t <= ? "
+               "GROUP BY b ORDER BY b", (step, lo, now))]
+    return {"ok": True, "window_s": window, "step_s": step, "rmb": rmb, "safety": safety,
+            "ure": ure}
+
+
+def slo_verdicts(db, query, policies, min_events, now=None):
+    """slo.report's verdicts over the stored RMB rows (same policies, same maths)."""
+    from lumen import slo
+    check_known(query, set())
+    now = time.time() if now is None else now
+    span = max(slo.window_s(p["evaluate"]["metric"]) for p in policies)
+    rows = db.execute("SELECT t, residual, event_type = 'rollback' FROM rmb WHERE t >= ? AND t <= ?",
+                      (now - span, now + 60)).fetchall()
+    verdicts = slo.evaluate(policies, rows, now, min_events)
+    return {"ok": True, "result": slo.overall(verdicts), "verdicts": [
+        {"id": v.id, "metric": v.metric, "value": v.value, "threshold": v.threshold,
+         "status": v.status, "action": v.action, "events": v.events} for v in verdicts]}

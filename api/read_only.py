@@ -7,6 +7,9 @@
                                  cursor (next page)
     GET /api/summary?window=10m  counts, rollbacks and rollback ratio over a window
     GET /healthz                 database reachable, schema version, ingest lag
+    GET /api/series              per-step buckets for charts (window, step)
+    GET /api/slo                 slo.report's verdicts over the stored rows
+    GET /                        the live page (api/static/), charts from the endpoints above
     GET /openapi.json            the OpenAPI 3 document of all of this
 
 The database is opened read-only (`mode=ro` URI, `PRAGMA query_only=1`), one connection
@@ -31,6 +34,14 @@ from lumen.httpserve import serve
 from lumen.proc import Lifecycle, cli_main
 
 JSON = [("Content-Type", "application/json")]
+STATIC = Path(__file__).resolve().parent / "static"
+# The only files served besides the API: nothing outside this list is reachable.
+PAGES = {"/": ("index.html", "text/html; charset=utf-8"),
+         "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+         "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+         "/static/uPlot.iife.min.js": ("vendor/uplot-1.6.31/uPlot.iife.min.js",
+                                       "text/javascript; charset=utf-8"),
+         "/static/uPlot.min.css": ("vendor/uplot-1.6.31/uPlot.min.css", "text/css; charset=utf-8")}
 
 
 def error(status, message):
@@ -44,6 +55,9 @@ class Api:
         self.limits = cfg["api"]
         self.offsets_dir = Path(offsets_dir)
         self.doc = json.dumps(openapi.document(self.limits["max_limit"])).encode()
+        self.pages = {path: ((STATIC / f).read_bytes(), ctype) for path, (f, ctype) in PAGES.items()}
+        self.policies = config.load(ROOT / "configs/resonance_v3.policy.yaml",
+                                    "resonance_v3.policy")["policies"]
 
     def connect(self):
         if not self.db_path.exists():
@@ -101,6 +115,10 @@ class Api:
         if method not in ("GET", "HEAD"):
             st, hd, body = error(405, "method not allowed: use GET")
             return st, hd + [("Allow", "GET, HEAD")], body
+        if path in self.pages:
+            queries.check_known(query, set())
+            body, ctype = self.pages[path]
+            return 200, [("Content-Type", ctype), ("Cache-Control", "no-cache")], body
         if path == "/openapi.json":
             queries.check_known(query, set())
             return 200, JSON, self.doc
@@ -118,6 +136,8 @@ class Api:
                                                      self.limits["default_limit"],
                                                      self.limits["max_limit"]),
             "/api/summary": lambda db: queries.summary(db, query),
+            "/api/series": lambda db: queries.series(db, query),
+            "/api/slo": lambda db: queries.slo_verdicts(db, query, self.policies, 100),
         }
         handler = handlers.get(path)
         if handler is None:

@@ -42,6 +42,18 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS rmb_risk_t ON rmb (risk, t, id);
     CREATE INDEX IF NOT EXISTS ure_action_t ON ure (action, t, id);
     """,
+    # 4: Safety Music levels, and the URE loop's rate and batch, for the live page
+    """
+    CREATE TABLE IF NOT EXISTS safety (
+      id INTEGER PRIMARY KEY,
+      ts TEXT NOT NULL, t REAL NOT NULL, final TEXT NOT NULL, residual_level TEXT NOT NULL,
+      ratio_level TEXT NOT NULL, residual REAL, ratio REAL,
+      src_fp TEXT NOT NULL, src_offset INTEGER NOT NULL,
+      UNIQUE (src_fp, src_offset));
+    CREATE INDEX IF NOT EXISTS safety_t ON safety (t, id);
+    ALTER TABLE ure ADD COLUMN hz REAL;
+    ALTER TABLE ure ADD COLUMN batch_size INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -71,12 +83,21 @@ def rmb_row(e, fp, off):
 
 
 def ure_row(e, fp, off):
+    loop = e.get("loop") or {}
     return (e["ts"], e["phase_field"]["residual_entropy"], e["harmony_index"],
             e["coherence_level"], e.get("auto_reg_action", "NONE"), e["entity_id"],
-            parse_ts(e["ts"]), fp, off)
+            parse_ts(e["ts"]), fp, off, loop.get("hz"), loop.get("batch_size"))
+
+
+def safety_row(e, fp, off):
+    lv, inp = e["levels"], e.get("inputs") or {}
+    return (e["ts"], parse_ts(e["ts"]), lv["final"], lv["residual"], lv["rollback_ratio"],
+            inp.get("residual_entropy"), inp.get("rollback_ratio"), fp, off)
 
 
 INSERT_RMB = ("INSERT OR IGNORE INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, "
               "src_offset, event_type) VALUES (?,?,?,?,?,?,?,?,?)")
 INSERT_URE = ("INSERT OR IGNORE INTO ure (ts, residual, harmony, coherence, action, entity_id, "
-              "t, src_fp, src_offset) VALUES (?,?,?,?,?,?,?,?,?)")
+              "t, src_fp, src_offset, hz, batch_size) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
+INSERT_SAFETY = ("INSERT OR IGNORE INTO safety (ts, t, final, residual_level, ratio_level, "
+                 "residual, ratio, src_fp, src_offset) VALUES (?,?,?,?,?,?,?,?,?)")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """db.ingest (blueprint section 40): tail rmb_events.jsonl and resonance_events_v2.jsonl
-into SQLite, exactly once.
+(and safety_music_events.jsonl, for the live page) into SQLite, exactly once.
 
 Both logs are read through the shared consumer (consumers `ingest_rmb`, `ingest_ure`)
 from their checkpoints, so events written before the ingester started are stored (the
@@ -24,7 +24,9 @@ from lumen.proc import Lifecycle, cli_main
 CONSUMERS = (("rmb", "ingest_rmb", "rmb_event_v1.json", "rmb_events", storage.INSERT_RMB,
               storage.rmb_row),
              ("ure", "ingest_ure", "resonance_event_v2.json", "resonance_events_v2",
-              storage.INSERT_URE, storage.ure_row))
+              storage.INSERT_URE, storage.ure_row),
+             ("safety", "ingest_safety", "safety_music_event_v1.json", "safety_music_events",
+              storage.INSERT_SAFETY, storage.safety_row))
 
 
 class Ingester:
@@ -32,11 +34,12 @@ class Ingester:
         self.db = storage.connect(cfg["db"])
         storage.migrate(self.db)
         self.batch = cfg["ingest"]["batch_lines"]
-        logs = {"rmb": cfg["ingest"]["rmb_log"], "ure": cfg["ingest"]["v2_log"]}
+        logs = {"rmb": cfg["ingest"]["rmb_log"], "ure": cfg["ingest"]["v2_log"],
+                "safety": cfg["ingest"].get("safety_log", "logs/safety_music_events.jsonl")}
         self.parts = [(table, Consumer(logs[table], name, schema, stream, offsets_dir,
                                        rejects_dir), sql, to_row)
                       for table, name, schema, stream, sql, to_row in CONSUMERS]
-        self.rows = {"rmb": 0, "ure": 0}
+        self.rows = {"rmb": 0, "ure": 0, "safety": 0}
         self.inserted = 0
 
     def step(self):
