@@ -78,7 +78,7 @@ def document(max_limit):
                                         _q("window", {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"},
                                            "default 1h; longer than 30d is capped"),
                                         _q("step", {"type": "string", "pattern": "^[1-9][0-9]{0,4}[smh]$"},
-                                           "bucket size, 5s to 24h, at most 2000 buckets (default 60s)")],
+                                           "bucket size (default 60s); kept within 5s..24h and raised to give at most 2000 buckets")],
                                     "responses": {"200": _ok({"type": "object", "required": ["ok", "rmb", "safety", "ure"]}), **errors}}},
             "/api/slo": {"get": {"summary": "SLO verdicts (RMB-ROLL-001, RMB-RES-002) over stored rows",
                                  "responses": {"200": _ok({"type": "object", "required": ["ok", "result", "verdicts"]}), **errors}}},

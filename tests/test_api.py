@@ -269,3 +269,17 @@ def test_health_once(workdir, procs):
     r = run_make(workdir, "health", "ONCE=1", env=env)
     assert r.returncode == 0, r.stdout
     assert r.stdout.count(" 200 ") == 3
+
+
+def test_series_buckets(api):
+    base, cwd = api
+    body = get(base, "/api/series", window="1h", step="60s").json()
+    assert body["step_s"] == 60 and body["window_s"] == 3600
+    assert sum(b["events"] for b in body["rmb"]) == 300
+    rb = sum(json.loads(x)["event_type"] == "rollback"
+             for x in (cwd / "logs/rmb_events.jsonl").read_text().splitlines())
+    assert sum(b["rollbacks"] for b in body["rmb"]) == rb
+    assert get(base, "/api/series", window="30d", step="5s").json()["step_s"] == 1296
+    assert get(base, "/api/series", step="soon").status_code == 400
+    slo = get(base, "/api/slo").json()
+    assert slo["result"] in ("PASS", "FAIL", "NO_DATA") and len(slo["verdicts"]) == 2
