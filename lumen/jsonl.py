@@ -6,6 +6,7 @@ flush, so a rename-based rotation is picked up at the next batch.
 """
 import fcntl
 import os
+import time
 from pathlib import Path
 
 import orjson
@@ -14,6 +15,29 @@ import orjson
 def dumps(obj) -> bytes:
     """One event as a line of UTF-8 JSON, newline included."""
     return orjson.dumps(obj) + b"\n"
+
+
+class LockTimeout(OSError):
+    """Another process has held the file's lock for longer than LOCK_TIMEOUT_S."""
+
+
+LOCK_TIMEOUT_S = 2.0  # a Lumen batch holds the lock for milliseconds
+
+
+def _lock(fd, path, timeout=None):
+    """LOCK_EX, waiting at most `timeout` seconds: a writer must not hang for ever (and
+    stop answering SIGTERM) because some other process holds the lock."""
+    deadline = time.monotonic() + (LOCK_TIMEOUT_S if timeout is None else timeout)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise LockTimeout(f"{path}: locked by another process for more than "
+                                  f"{LOCK_TIMEOUT_S:g}s (see lslocks)") from None
+            time.sleep(0.002)
 
 
 def _open_locked(path):
@@ -25,7 +49,7 @@ def _open_locked(path):
     rotated file before draining it, which waits out a write already in progress."""
     for _ in range(100):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        _lock(fd, path)
         st = os.fstat(fd)
         try:
             now = os.stat(path)

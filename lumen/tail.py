@@ -7,11 +7,18 @@ What it guarantees:
   atomically, and only when the consumer calls `commit()` after handling what it was given;
 - a restart resumes from the checkpoint, never from the end of the file; a consumer with
   no checkpoint starts at the oldest uncompressed rotated file (`<name>.N`), then the newer
-  ones, then the live file: everything still on disk;
+  ones, then the live file: everything still on disk; a checkpoint taken while waiting for
+  the file remembers the rotated files already there, so files created and rotated while
+  the consumer was down are read;
 - rename rotation: the old file is drained to EOF (also after a restart, when it is found
-  again as `<name>.1`, `<name>.2`, ... by inode or fingerprint), then the newer files in order;
-- copytruncate (size < offset, or the first line changed): the remainder is read from the
-  rotated copy `<name>.1` when its fingerprint matches, then the live file from 0;
+  again as `<name>.1`, `<name>.2`, ... by inode, else by fingerprint), waiting out a batch a
+  writer is still writing into it, then the newer files in order; which files are newer is
+  decided by where the drained file is when it is finished, so a rotation while draining
+  rotated files loses nothing;
+- copytruncate (size < offset, or the first line changed, checked before bytes read from the
+  live file are used): the remainder is read from the rotated copy (`<name>.1`, or `<name>.2`
+  ... after more copytruncates while down) when its fingerprint matches, then the newer
+  copies, then the live file from 0;
 - a missing file is waited for; a file that disappears is drained through its open handle.
 - a line longer than `max_line_bytes` is delivered as its first `max_line_bytes + 1` bytes
   (so a length check classifies it) and the rest of it is skipped without being buffered.

@@ -24,6 +24,7 @@ config's batch_size, flush_ms and value_hasher are honoured; iteration numbers c
 across restarts (`logs/.state/<name>.json`).
 """
 import argparse
+import os
 import queue
 import random
 import socket
@@ -33,7 +34,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from lumen import checkpoint, config, events, v1types
-from lumen.jsonl import JsonlWriter, dumps
+from lumen.jsonl import JsonlWriter, LockTimeout, dumps
 from lumen.proc import Lifecycle, cli_main
 from lumen.rejects import Rejects
 from rmb.profiles import PROFILES, EventFactory, gate
@@ -111,9 +112,28 @@ class Emitter:
             self.flush()
 
     def flush(self):
+        """Write the pending batch. A queue locked by someone else is reported and the batch
+        kept for the next flush (the loop keeps answering SIGTERM meanwhile)."""
         self.rejects.flush()
-        self.writer.flush()
+        try:
+            self.writer.flush()
+        except LockTimeout as e:
+            print(f"[rmb] warning: {e}; keeping {len(self.writer)} events for the next flush",
+                  file=sys.stderr, flush=True)
+            self._first_at = self.clock()
+            return
         self._first_at = None
+
+    def save_unwritten(self):
+        """At exit, events that could not be written go to a side file, never lost."""
+        if len(self.writer):
+            side = f"{self.writer.path}.unwritten.{os.getpid()}"
+            with open(side, "ab") as f:
+                f.write(b"".join(self.writer._buf))
+            print(f"error: {len(self.writer)} events could not be appended to "
+                  f"{self.writer.path}; saved to {side}", file=sys.stderr, flush=True)
+            return 1
+        return 0
 
 
 def _wall_ts():
@@ -243,6 +263,7 @@ def main(argv=None):
                     run_lines(em, args, f, life.stop, str(args.replay))
         finally:
             em.flush()
+            unwritten = em.save_unwritten()
             if args.source == "sim":
                 checkpoint.save_json(f"{STATE_DIR}/{args.name}.json", state)
         dt = time.monotonic() - t0
@@ -250,7 +271,7 @@ def main(argv=None):
             rej = em.rejects.total
             print(f"[rmb] emitted {em.emitted} events ({em.gated} gated to rollback, "
                   f"{rej} rejected) in {dt:.2f}s", flush=True)
-    return 0
+    return 1 if unwritten else 0
 
 
 if __name__ == "__main__":

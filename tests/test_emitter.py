@@ -240,3 +240,27 @@ def test_help_and_bad_flags(workdir):
     assert r.returncode == 2
     r = emit(workdir, "--sim-start", "yesterday")
     assert r.returncode == 2 and b"--sim-start" in r.stderr
+
+
+def test_a_queue_locked_by_another_process_does_not_hang_the_emitter(procs, workdir):
+    import fcntl
+    import os
+    import time
+    log = workdir / "logs/rmb_events.jsonl"
+    log.parent.mkdir(parents=True)
+    holder = open(log, "a")
+    fcntl.flock(holder, fcntl.LOCK_EX)  # a foreign process holding the lock
+    try:
+        p = procs.start(EMITTER, "--config", CONFIG_RMB, "--hz", 50, "--batch-size", 5)
+        wait_until(lambda: (workdir / "run/rmb_emitter.pid").exists(), what="pid file")
+        t0 = time.monotonic()
+        wait_until(lambda: time.monotonic() - t0 > 0.5, what="events to pile up")
+        p.send_signal(signal.SIGTERM)  # answered although the queue stays locked
+        out, err = p.communicate(timeout=30)
+    finally:
+        holder.close()
+    assert p.returncode == 1
+    assert b"could not be appended" in err
+    (side,) = (workdir / "logs").glob("rmb_events.jsonl.unwritten.*")
+    n = len(side.read_text().splitlines())
+    assert n >= 5 and f"emitted {n} events".encode() in out  # nothing lost: all in the side file
