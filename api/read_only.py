@@ -23,15 +23,13 @@ import json
 import os
 import sqlite3
 import sys
-import threading
 import time
 import traceback
 from pathlib import Path
 
 from api import openapi, queries
 from lumen import ROOT, checkpoint, config
-from lumen.httpserve import serve
-from lumen.proc import Lifecycle, cli_main
+from lumen.proc import cli_main, run_exporter
 
 JSON = [("Content-Type", "application/json")]
 STATIC = Path(__file__).resolve().parent / "static"
@@ -160,18 +158,10 @@ def main(argv=None):
                                                           "api.host": args.host})
     api = Api(cfg)
     a = cfg["api"]
-    server = serve(api.app, a["host"], a["port"], timeout=a["request_timeout_s"],
-                   max_url=a["max_url_bytes"])
-    with Lifecycle(args.name) as life:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        life.ready()
-        host, port = server.server_address[:2]
-        print(f"[api] http://{'localhost' if host in ('127.0.0.1', '::1') else host}:{port}",
-              flush=True)
-        life.stop.wait()
-        server.shutdown()
-        server.server_close()
-    return 0
+    host = "localhost" if a["host"] in ("127.0.0.1", "::1") else a["host"]
+    return run_exporter(args.name, api.app, lambda stop: stop.wait(), a["host"], a["port"],
+                        f"[api] http://{host}:{{port}}", timeout=a["request_timeout_s"],
+                        max_url=a["max_url_bytes"])
 
 
 if __name__ == "__main__":

@@ -63,13 +63,14 @@ def cli_main(main):
         return 130
 
 
-def run_exporter(name, app, worker, host, port, banner):
+def run_exporter(name, app, worker, host, port, banner, **serve_kw):
     """Serve `app` on host:port while `worker(stop)` runs in a thread, until SIGTERM/SIGINT.
 
     The PID file is written once the port is bound and the worker started. Returns 0 on a
-    clean stop, 1 if the worker died on its own. `banner` may use {port}."""
+    clean stop, 1 if the worker died on its own. `banner` may use {port}; `serve_kw` go to
+    lumen.httpserve.serve (timeout, max_url)."""
     from .httpserve import serve
-    server = serve(app, host, port)
+    server = serve(app, host, port, **serve_kw)
     with Lifecycle(name) as life:
         threading.Thread(target=server.serve_forever, daemon=True).start()
         work = threading.Thread(target=worker, args=(life.stop,))

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import threading
-import time
 
 import orjson
 import pytest
@@ -84,22 +83,61 @@ def test_two_writer_processes_never_interleave(log, workdir):
     assert seen == {"A": list(range(batches)), "B": list(range(batches))}
 
 
-def test_append_waits_for_the_lock_of_another_writer(log):
+def count_refused_locks(monkeypatch):
+    """Count the writer's lock attempts refused because another process holds the lock."""
+    real_flock = fcntl.flock
+    refused = []
+
+    def flock(fd, op):
+        try:
+            return real_flock(fd, op)
+        except BlockingIOError:
+            refused.append(fd)
+            raise
+
+    monkeypatch.setattr(jsonl.fcntl, "flock", flock)
+    return refused
+
+
+def test_append_waits_for_the_lock_of_another_writer(log, monkeypatch):
     log.touch()
     held = os.open(log, os.O_WRONLY | os.O_APPEND)
     fcntl.flock(held, fcntl.LOCK_EX)  # another writer is in the middle of its batch
+    refused = count_refused_locks(monkeypatch)
     done = []
     th = threading.Thread(target=lambda: done.append(append_lines(log, [b'{"n":2}\n'])))
     th.start()
     try:
-        t0 = time.monotonic()  # the writer polls for the lock (bounded by LOCK_TIMEOUT_S)
-        wait_until(lambda: time.monotonic() - t0 > 0.3, what="the writer to be waiting")
+        # The writer polls for the lock (bounded by LOCK_TIMEOUT_S): wait until it was refused.
+        wait_until(lambda: len(refused) >= 3, timeout=1, interval=0.001,
+                   what="the writer to be refused the lock")
         assert th.is_alive() and done == [] and log.read_bytes() == b""
         os.write(held, b'{"n":1}\n')
     finally:
         os.close(held)  # releases the lock
     th.join(timeout=10)
     assert done == [8]
+    assert log.read_bytes() == b'{"n":1}\n{"n":2}\n'
+
+
+def test_a_lock_held_too_long_is_an_error_not_a_hang(log, monkeypatch):
+    append_lines(log, [b'{"n":1}\n'])
+    monkeypatch.setattr(jsonl, "LOCK_TIMEOUT_S", 0.05)
+    held = os.open(log, os.O_WRONLY | os.O_APPEND)
+    fcntl.flock(held, fcntl.LOCK_EX)  # some other process never lets go
+    try:
+        fds_before = len(os.listdir("/proc/self/fd"))
+        with pytest.raises(jsonl.LockTimeout, match=str(log)):
+            append_lines(log, [b'{"n":2}\n'])
+        assert len(os.listdir("/proc/self/fd")) == fds_before  # its fd was closed
+        w = JsonlWriter(log)
+        w.add({"n": 2})
+        with pytest.raises(jsonl.LockTimeout):
+            w.flush()
+        assert len(w) == 1  # the batch is kept for the next flush
+    finally:
+        os.close(held)
+    assert w.flush() == 1
     assert log.read_bytes() == b'{"n":1}\n{"n":2}\n'
 
 

@@ -574,6 +574,9 @@ def test_copytruncate_while_following(log):
     got += drain(t)
     assert nums(got) == list(range(12))
     assert t.truncations == 1
+    check_offsets(log.with_name(log.name + ".1"), got[6:9])  # read from the copy
+    check_offsets(log, got[9:])  # then the live file from 0
+    assert got[9][0] == 0
     write(log, [12])
     more = drain(t)
     assert nums(more) == [12]
