@@ -63,6 +63,9 @@ def make_log(d, n, queue="logs/rmb_events.jsonl"):
                     str(n), "--unthrottled", "--batch-size", "1000", "--seed", "1", "--quiet",
                     "--sim-start", start, "--queue", queue, "--name", "benchgen"],
                    cwd=d, check=True)
+    # Write the new log out now: otherwise the first fsyncs of a stage (checkpoints) pay
+    # for flushing hundreds of MB of it, and the cost looks as if it grew with log size.
+    os.sync()
 
 
 # --------------------------------------------------------------- stages
