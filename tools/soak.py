@@ -263,7 +263,9 @@ def run(args):
             for k in (6, 3, 0):  # early, while the emitter writes; it counts only when the
                 plan.insert(k, ("break", "ingest"))  # ingester is reading the live file
         gap = args.duration / max(1, len(plan))
-        t_end = time.monotonic() + args.duration + 60
+        # Each kill waits for the restarted process to be healthy, so the plan needs more
+        # than its sleeps; the bound only stops a driver that is stuck.
+        t_end = time.monotonic() + 2 * args.duration + 120
         with Clients(urls) as clients:
             for action, arg in plan:
                 if time.monotonic() > t_end:
