@@ -10,6 +10,7 @@ It measures; it asserts nothing (DESIGN.md section 7). Figures move by up to +-5
 runs on a shared machine: compare rows of one run.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -115,9 +116,7 @@ def blueprint_exporter(log, n):
 def lumen_exporter(d, n, reference_rate):
     from exporters.rmb_exporter_v17 import RmbExporter
     gates = {"residual_entropy_max": 0.85, "risk_band_block": ["RISK"], "phase_diff_abs_max": 3.0}
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
+    with contextlib.chdir(d):
         shutil.rmtree("logs/.offsets", ignore_errors=True)
         exp = RmbExporter("logs/rmb_events.jsonl", gates)
         t0 = time.perf_counter()
@@ -125,8 +124,6 @@ def lumen_exporter(d, n, reference_rate):
             pass
         r = n / (time.perf_counter() - t0)
         exp.consumer.close()
-    finally:
-        os.chdir(cwd)
     row("Lumen exporter catch-up (validated)", n, fmt(r), "events/s",
         f">= blueprint ({fmt(reference_rate)})", "yes" if r >= reference_rate else "NO")
 
@@ -198,9 +195,7 @@ def safety_tick(d, n):
         f.read()
     row("safety tick, blueprint (full re-read)", n, f"{(time.perf_counter() - t0) * 1000:.1f}", "ms")
     from safety.safety_music_loop import SafetyLoop, load_config
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
+    with contextlib.chdir(d):
         loop = SafetyLoop(load_config(ROOT / "configs/safety_music_v17.yaml"))
         while loop.input.update(time.time(), max_polls=10_000) and loop.input.last_tick_bytes:
             pass  # catch up once, as a running loop would have
@@ -211,8 +206,6 @@ def safety_tick(d, n):
             loop.tick()
             ticks.append(time.perf_counter() - t0)
         loop.close()
-    finally:
-        os.chdir(cwd)
     row("safety tick, Lumen (tailer, 1 new event)", n, f"{statistics.median(ticks) * 1000:.2f}", "ms",
         "flat in log size")
 
@@ -245,9 +238,7 @@ def merge(d, n):
 def ure_tick(d, n):
     from lumen import config
     from ure.ure_loop_v18 import UreLoop
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
+    with contextlib.chdir(d):
         loop = UreLoop(config.load(ROOT / "configs/ure_v18.yaml", env={}))
         while loop.observe(max_polls=10_000):
             pass
@@ -257,8 +248,6 @@ def ure_tick(d, n):
             loop.tick()
             ticks.append(time.perf_counter() - t0)
         loop.close()
-    finally:
-        os.chdir(cwd)
     row("URE loop tick (after catch-up)", n, f"{statistics.median(ticks) * 1000:.2f}", "ms",
         "flat in log size")
 

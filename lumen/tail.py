@@ -156,12 +156,7 @@ class Tailer:
         # Renamed away (or copied): find it among <name>.1 ... by inode, else by first line
         # (the inode first: rotated files may all begin with the same line).
         for by_inode in (True, False):
-            for i in range(1, MAX_ROTATED + 1):
-                p = self._rotated(i)
-                try:
-                    rst = os.stat(p)
-                except FileNotFoundError:
-                    continue
+            for i, p, rst in self._rotated_files():
                 if by_inode:
                     same = (rst.st_dev, rst.st_ino) == want
                 else:
@@ -184,7 +179,7 @@ class Tailer:
     def _start_from_oldest(self):
         """A new consumer reads everything still on disk uncompressed: the oldest rotated
         file (<name>.N ... <name>.1) first, then the newer ones, then the live file."""
-        rotated = [i for i in range(1, MAX_ROTATED + 1) if self._rotated(i).exists()]
+        rotated = [i for i, _, _ in self._rotated_files()]
         for i in sorted(rotated, reverse=True):
             try:
                 self._open(self._rotated(i), 0)
@@ -199,13 +194,8 @@ class Tailer:
     def _drain_copy(self, fp, offset, skipping):
         """After a copytruncate: read the copy of our file from `offset`. It is <name>.1, or
         <name>.2 ... after more copytruncates while we were down; the newer copies follow."""
-        for i in range(1, MAX_ROTATED + 1):
-            copy = self._rotated(i)
-            try:
-                size = os.stat(copy).st_size
-            except FileNotFoundError:
-                continue
-            if size < offset or _fingerprint_path(copy) != fp:
+        for _, copy, st in self._rotated_files():
+            if st.st_size < offset or _fingerprint_path(copy) != fp:
                 continue
             self._open(copy, offset, skipping=skipping)
             self._following = False
@@ -233,27 +223,23 @@ class Tailer:
             self.offset = self._pos = 0
             self._known_rotated = known
 
-    def _rotated_ids(self):
-        ids = set()
+    def _rotated_files(self):
+        """(i, path, stat) of each <name>.i that exists, newest (i = 1) first."""
         for i in range(1, MAX_ROTATED + 1):
+            p = self._rotated(i)
             try:
-                st = os.stat(self._rotated(i))
+                yield i, p, os.stat(p)
             except FileNotFoundError:
                 continue
-            ids.add((st.st_dev, st.st_ino))
-        return ids
+
+    def _rotated_ids(self):
+        return {(st.st_dev, st.st_ino) for _, _, st in self._rotated_files()}
 
     def _appeared_and_rotated(self):
         """While we waited for the file, was it created and rotated away already? Then the
         rotated files we have not seen come first (oldest first), then the live file."""
-        new = []
-        for i in range(MAX_ROTATED, 0, -1):
-            try:
-                st = os.stat(self._rotated(i))
-            except FileNotFoundError:
-                continue
-            if (st.st_dev, st.st_ino) not in self._known_rotated:
-                new.append(self._rotated(i))
+        new = [p for _, p, st in reversed(list(self._rotated_files()))
+               if (st.st_dev, st.st_ino) not in self._known_rotated]
         if not new:
             return False
         self.rotations += len(new)
@@ -381,12 +367,7 @@ class Tailer:
         rotated files <name>.i-1 ... <name>.1 there are, then the live file. (None, None)
         when `f` is not among the rotated names."""
         found, newer = None, []
-        for i in range(1, MAX_ROTATED + 1):
-            p = self._rotated(i)
-            try:
-                rst = os.stat(p)
-            except FileNotFoundError:
-                continue
+        for i, p, rst in self._rotated_files():
             if (rst.st_dev, rst.st_ino) == (f.dev, f.ino):
                 found = i
                 break
