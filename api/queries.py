@@ -222,7 +222,7 @@ def slo_verdicts(db, query, policies, min_events, now=None):
     now = time.time() if now is None else now
     span = max(slo.window_s(p["evaluate"]["metric"]) for p in policies)
     rows = db.execute("SELECT t, residual, event_type = 'rollback' FROM rmb WHERE t >= ? AND t <= ?",
-                      (now - span, now + 60)).fetchall()
+                      (now - span, now + slo.MAX_FUTURE_S)).fetchall()
     verdicts = slo.evaluate(policies, rows, now, min_events)
     return {"ok": True, "result": slo.overall(verdicts), "verdicts": [
         {"id": v.id, "metric": v.metric, "value": v.value, "threshold": v.threshold,

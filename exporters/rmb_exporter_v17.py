@@ -28,11 +28,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from lumen import config
+from lumen import config, timefmt
 from lumen.consumer import Consumer
 from lumen.httpserve import METRICS_CONTENT_TYPE
 from lumen.proc import cli_main, run_exporter
-from lumen.windows import parse_ts
 
 EVENT_TYPES = ("observe", "decide", "commit", "rollback")
 RISK_BANDS = ("SAFE", "WATCH", "RISK")
@@ -49,27 +48,24 @@ class RmbStats:
         self.by_type = Counter(st.get("by_type", {}))
         self.by_risk = Counter(st.get("by_risk", {}))
         self.residual_last = st.get("residual_last", 0.0)
-        self._last_ts = st.get("last_ts")  # text from the checkpoint, or a datetime
+        self.last_ts = st.get("last_ts")  # RFC 3339 text of the newest event
+        self.last_t = st.get("last_t") or ts_seconds(self.last_ts)
 
     @property
     def events_total(self):
         return sum(self.by_type.values())
 
-    @property
-    def last_ts(self):
-        t = self._last_ts
-        return t.isoformat() if hasattr(t, "isoformat") else t
-
-    def add(self, ev, _offset=None):
+    def add(self, ev, pos):
         r3 = ev.resonance_v3
         self.by_type[ev.event_type] += 1
         self.by_risk[r3.risk_band] += 1
         self.residual_last = r3.residual_entropy
-        self._last_ts = ev.ts
+        self.last_ts, self.last_t = ev.ts, pos.t
 
     def to_state(self):
         return {"by_type": dict(self.by_type), "by_risk": dict(self.by_risk),
-                "residual_last": float(self.residual_last), "last_ts": self.last_ts}
+                "residual_last": float(self.residual_last), "last_ts": self.last_ts,
+                "last_t": self.last_t}
 
     def families(self, prefix="rmb"):
         """The blueprint's three metrics and the per-label counters, named `<prefix>_...`."""
@@ -93,14 +89,11 @@ class RmbStats:
         yield c
         yield GaugeMetricFamily(f"{prefix}_last_event_timestamp_seconds",
                                 "ts of the newest valid event, as Unix time.",
-                                ts_seconds(self.last_ts) if self.last_ts else 0.0)
+                                self.last_t or 0.0)
 
 
 def ts_seconds(ts):
-    try:
-        return parse_ts(ts)
-    except (AttributeError, ValueError):
-        return 0.0
+    return timefmt.parse(ts) or 0.0
 
 
 class RmbCollector:

@@ -46,7 +46,7 @@ class UreStats:
         self.actions = Counter(st.get("actions", {}))
         self.entities = Counter(st.get("entities", {}))
 
-    def add(self, ev, _off=None):
+    def add(self, ev, pos=None):
         self.entities[ev["entity_id"]] += 1
         if ev["trace"]["loop_id"] != LOOP_ID:
             return
@@ -95,7 +95,7 @@ class SafetyStats:
         self.changes = st.get("changes", 0)
         self.events = st.get("events", 0)
 
-    def add(self, ev, _off=None):
+    def add(self, ev, pos=None):
         self.events += 1
         self.levels = dict(ev["levels"])
         self.changes += bool(ev.get("changed"))

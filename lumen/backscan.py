@@ -52,24 +52,26 @@ def newest_first(path, rotated=1, chunk=CHUNK):
 
 
 def recent_events(path, span_s, now, validator, slack_s=60.0, rotated=1):
-    """Valid events with `now - span_s <= ts <= now + slack_s`, newest first, and statistics.
+    """Valid events with `now - span_s <= ts <= now + MAX_FUTURE_S`, newest first, and
+    statistics.
 
     Reading stops at the first valid event older than `now - span_s - slack_s`: lines are
     appended in roughly time order, and the slack absorbs writers whose clocks or batches
     interleave. Returns (events, stats) where events are (t, event) pairs and stats holds
     lines_scanned, bad_lines, newest (Unix time of the newest event seen, or None).
     """
-    from .events import parse
-    from .windows import parse_ts
-    # Events stamped up to slack_s in the future still count: writers' clocks differ.
-    lo, hi, stop_at = now - span_s, now + slack_s, now - span_s - slack_s
+    from .events import MAX_FUTURE_S, parse
+    from .timefmt import parse as parse_ts
+    # Events stamped up to MAX_FUTURE_S ahead still count (writers' clocks differ); beyond
+    # that they are `ts_future` rejects, as in every consumer.
+    lo, hi, stop_at = now - span_s, now + MAX_FUTURE_S, now - span_s - slack_s
     out = []
     stats = {"lines_scanned": 0, "bad_lines": 0, "newest": None}
     for raw in newest_first(path, rotated):
         if not raw.strip():
             continue
         stats["lines_scanned"] += 1
-        evt, err = parse(raw, validator)
+        evt, err = parse(raw, validator, now=now, max_future_s=MAX_FUTURE_S)
         if err:
             stats["bad_lines"] += 1
             continue

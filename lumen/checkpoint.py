@@ -34,6 +34,10 @@ def write_atomic(path, data: bytes) -> None:
         os.close(dfd)
 
 
+class CorruptState(ValueError):
+    """A state file that is not what Lumen wrote: the message names it and how to recover."""
+
+
 def save_json(path, obj) -> None:
     write_atomic(path, json.dumps(obj, sort_keys=True).encode() + b"\n")
 
@@ -45,7 +49,15 @@ def load_json(path):
             raw = f.read()
     except FileNotFoundError:
         return None
+    except IsADirectoryError:
+        raise CorruptState(f"{path}: is a directory, not a checkpoint") from None
     try:
-        return json.loads(raw)
-    except ValueError as e:
-        raise ValueError(f"{path}: corrupt checkpoint ({e})") from None
+        obj = json.loads(raw)
+    except ValueError as e:  # UnicodeDecodeError included
+        obj, why = None, str(e)
+    else:
+        why = None if isinstance(obj, dict) else f"expected an object, got {type(obj).__name__}"
+    if why:
+        raise CorruptState(f"{path}: corrupt checkpoint ({why}); move it aside to re-read "
+                           f"the stream from the oldest file on disk") from None
+    return obj

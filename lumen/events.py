@@ -1,21 +1,37 @@
-"""Parse and validate one JSONL line against a stream's JSON Schema, with a reason when bad.
+"""What a line is: bytes -> a valid event, or a (reason, detail) reject. Never raises.
 
-Reasons (the `reason` label of every rejects counter): `oversize`, `utf8`, `json`,
-`not_object`, `schema`. Parsing uses orjson and validation a jsonschema_rs validator
-compiled once (DESIGN.md section 8: together ~250 000 lines/s per core, against ~1 000
-for the blueprint's `jsonschema.validate` per call). Error text comes from the same
-validator, so a rejected line says which field is wrong.
+Every stage that reads a stream classifies its lines here, so every stage accepts exactly
+the same lines. Reasons (the `reason` label of every rejects counter):
+
+  oversize    longer than MAX_LINE_BYTES
+  utf8        not valid UTF-8 (anywhere, including inside a string)
+  json        not JSON, or nested deeper than the parser allows
+  not_object  JSON, but not an object
+  schema      not valid against the stream's JSON Schema (`ts` included: lumen.timefmt is
+              the schema's `date-time` checker)
+  ts_future   valid, but stamped more than `max_future_s` ahead of the reader's clock
+  unmappable  valid, but a stage could not derive its output from it (merge)
+  conflict    a sink already holds a different line at this line's position
+  internal    anything else that went wrong while judging the line (a bug, counted)
+
+Parsing is orjson and validation a jsonschema_rs validator compiled once (~250 000 lines/s
+per core together); v1 lines take a faster path through lumen.v1types, which accepts only
+what the schema accepts (its `ts` is checked by the same RFC 3339 parser).
 """
 import json
+import time
 from functools import lru_cache
 
 import jsonschema_rs
 import orjson
 
-from . import SCHEMAS
+from . import SCHEMAS, timefmt
 
-REASONS = ("oversize", "utf8", "json", "not_object", "schema", "unmappable")
+REASONS = ("oversize", "utf8", "json", "not_object", "schema", "ts_future", "unmappable",
+           "conflict", "internal")
 MAX_LINE_BYTES = 1 << 20
+MAX_FUTURE_S = 300.0  # Loki's creation grace period and Prometheus' out-of-bounds check alike
+FORMATS = {"date-time": timefmt.is_datetime}
 
 
 @lru_cache(maxsize=None)
@@ -30,10 +46,11 @@ class Validator:
 
     def __init__(self, schema):
         self.schema = schema
-        self._v = jsonschema_rs.validator_for(schema, validate_formats=True)
+        self._v = jsonschema_rs.validator_for(schema, validate_formats=True, formats=FORMATS)
         self.is_valid = self._v.is_valid
 
     @classmethod
+    @lru_cache(maxsize=None)
     def named(cls, name):
         return cls(load_schema(name))
 
@@ -46,15 +63,15 @@ class Validator:
         return "invalid"
 
 
-def parse(line: bytes, validator: Validator, max_bytes=MAX_LINE_BYTES):
-    """(event, None) for a good line, else (None, (reason, detail))."""
+def _judge(line, validator, max_bytes):
+    """(event, None) or (None, (reason, detail)); may raise on the unforeseen."""
     if len(line) > max_bytes:
         return None, ("oversize", f"line longer than {max_bytes} bytes")
     try:
         obj = orjson.loads(line)
     except orjson.JSONDecodeError as e:
         try:
-            line.decode("utf-8")
+            bytes(line).decode("utf-8")
         except UnicodeDecodeError:
             return None, ("utf8", "not valid UTF-8")
         return None, ("json", str(e))
@@ -63,3 +80,73 @@ def parse(line: bytes, validator: Validator, max_bytes=MAX_LINE_BYTES):
     if validator.is_valid(obj):
         return obj, None
     return None, ("schema", validator.error(obj))
+
+
+def judge_future(t, now, max_future_s):
+    """The reject for an event stamped `t` read at `now`, or None."""
+    if now is not None and t > now + max_future_s:
+        return ("ts_future", f"ts is {t - now:.0f}s ahead of this reader's clock "
+                             f"(limit {max_future_s:g}s)")
+    return None
+
+
+def parse(line, validator, max_bytes=MAX_LINE_BYTES, now=None, max_future_s=MAX_FUTURE_S):
+    """(event, None) for a good line, else (None, (reason, detail)). Never raises.
+
+    With `now` (Unix seconds), an event stamped more than `max_future_s` after it is a
+    `ts_future` reject."""
+    try:
+        ev, err = _judge(line, validator, max_bytes)
+        if err is None and now is not None:
+            err = judge_future(timefmt.parse(ev.get("ts")) or 0.0, now, max_future_s)
+            if err:
+                ev = None
+        return ev, err
+    except Exception as e:  # noqa: BLE001 - totality: whatever breaks is this line's reject
+        return None, ("internal", f"{type(e).__name__}: {e}"[:500])
+
+
+class Classifier:
+    """One stream's classification: `classify(raw, now)` gives (event, t, None) or
+    (None, None, (reason, detail)), t being ts in Unix seconds and `now` the reader's
+    clock (`clock()` when None).
+
+    `typed=True` (v1 only) hands out lumen.v1types objects (attribute access) instead of
+    dicts; either way the set of accepted lines is the same."""
+
+    def __init__(self, schema, typed=False, max_future_s=MAX_FUTURE_S, clock=time.time,
+                 max_bytes=MAX_LINE_BYTES):
+        from . import v1types
+        self.validator = Validator.named(schema)
+        self.max_future_s, self.clock, self.max_bytes = max_future_s, clock, max_bytes
+        self._typed = v1types.DECODERS[schema].decode if typed else None
+        self._as_typed = v1types.as_typed if typed else None
+        self._decode_errors = v1types.DecodeError
+
+    def classify(self, raw, now=None):
+        try:
+            return self._classify(raw, self.clock() if now is None else now)
+        except Exception as e:  # noqa: BLE001 - totality: whatever breaks is this line's reject
+            return None, None, ("internal", f"{type(e).__name__}: {e}"[:500])
+
+    def _classify(self, raw, now):
+        if self._typed is not None and len(raw) <= self.max_bytes:
+            try:
+                ev = self._typed(raw)
+            except self._decode_errors:
+                ev = None  # the slow path below gives the verdict and its message
+            if ev is not None:
+                t = timefmt.parse(ev.ts)
+                if t is not None:
+                    err = judge_future(t, now, self.max_future_s)
+                    return (None, None, err) if err else (ev, t, None)
+        ev, err = _judge(raw, self.validator, self.max_bytes)
+        if err:
+            return None, None, err
+        t = timefmt.parse(ev["ts"])
+        if t is None:  # every Lumen schema requires ts as a date-time: cannot happen
+            return None, None, ("schema", "ts: not an RFC 3339 date-time")
+        err = judge_future(t, now, self.max_future_s)
+        if err:
+            return None, None, err
+        return (self._as_typed(ev) if self._as_typed else ev), t, None

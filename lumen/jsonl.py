@@ -1,8 +1,15 @@
-"""Append whole JSON lines to a log, one locked write() per batch (DESIGN.md section 2).
+"""Append whole JSON lines to a log, one locked write() per batch.
 
 Two writers of one file (merge and URE share the v2 log) never interleave: each batch
 is written under an exclusive `fcntl.flock`. The file is opened by path on every
 flush, so a rename-based rotation is picked up at the next batch.
+
+Writers never extend a fragment: if the file does not end in a newline (a writer died in
+the middle of a line), the batch starts with one, so the fragment stays a line of its own
+(a reject) and the new events are whole. A write that fails part way (disk full, I/O
+error) is cut back to where it started, never left torn, and the error is raised with the
+batch still in the caller's hands. `fsync=True` makes the batch durable before returning
+(sinks whose checkpoint vouches for their output).
 """
 import fcntl
 import os
@@ -48,7 +55,7 @@ def _open_locked(path):
     lock is taken first and the path checked again under it; readers take LOCK_SH on a
     rotated file before draining it, which waits out a write already in progress."""
     for _ in range(100):
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         _lock(fd, path)
         st = os.fstat(fd)
         try:
@@ -61,8 +68,9 @@ def _open_locked(path):
     raise OSError(f"{path}: the file keeps changing under the writer (rotation loop?)")
 
 
-def append_lines(path, lines) -> int:
-    """Append already-encoded lines (each ending in b"\\n") as one write; returns bytes written."""
+def append_lines(path, lines, fsync=False) -> int:
+    """Append already-encoded lines (each ending in b"\\n") as one write; returns bytes
+    written. On an OSError nothing of the batch stays in the file."""
     data = b"".join(lines)
     if not data:
         return 0
@@ -71,21 +79,39 @@ def append_lines(path, lines) -> int:
     path = Path(path)
     fd = _open_locked(path)
     try:
+        start = os.fstat(fd).st_size
+        if start and os.pread(fd, 1, start - 1) != b"\n":
+            data = b"\n" + data  # end the fragment a dead writer left: it stays one line
         view = memoryview(data)
-        while view:  # os.write may be short for very large batches
-            n = os.write(fd, view)
-            view = view[n:]
+        try:
+            while view:  # os.write may be short (large batch, disk filling up)
+                n = os.write(fd, view)
+                view = view[n:]
+            if fsync:
+                os.fsync(fd)
+        except OSError:
+            _cut_back(fd, start)
+            raise
     finally:
         os.close(fd)  # closing releases the lock
     return len(data)
 
 
+def _cut_back(fd, size):
+    """Undo a partial append (we hold the lock: nobody else wrote after `size`)."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:  # EIO on truncate too: the reader's classification quarantines it
+        pass
+
+
 class JsonlWriter:
     """Buffers events and appends them in batches to `path`."""
 
-    def __init__(self, path):
+    def __init__(self, path, fsync=False):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fsync = fsync
         self._buf = []
         self.lines_written = 0
         self.batches_written = 0
@@ -103,7 +129,7 @@ class JsonlWriter:
         if not self._buf:
             return 0
         n = len(self._buf)
-        append_lines(self.path, self._buf)
+        append_lines(self.path, self._buf, self.fsync)  # raises with the batch kept
         self._buf = []
         self.lines_written += n
         self.batches_written += 1

@@ -11,7 +11,9 @@ import sys
 import threading
 from pathlib import Path
 
+from .checkpoint import CorruptState
 from .config import ConfigError
+from .lock import Busy
 from .httpserve import PortInUse
 
 
@@ -53,7 +55,7 @@ def cli_main(main):
     """Run `main()` (returns an exit code) turning expected failures into one line each."""
     try:
         return main()
-    except ConfigError as e:
+    except (ConfigError, Busy, CorruptState) as e:  # the operator's to fix: one line, 2
         print(f"error: {e}", file=sys.stderr)
         return 2
     except PortInUse as e:

@@ -9,6 +9,7 @@ Pure: events in, verdicts out. Reading the stream is `lumen.backscan.recent_even
 import re
 from dataclasses import dataclass
 
+from .events import MAX_FUTURE_S
 from .windows import EventWindow
 
 _METRIC = re.compile(r"^(rollback_ratio|residual_entropy_last_stddev|residual_stddev)_(\d+)([smh])$")
@@ -47,15 +48,19 @@ class Verdict:
 
 
 def windows_for(policies, events, now):
-    """One EventWindow per distinct window length, fed (t, residual, is_rollback) tuples."""
+    """One window per distinct window length: the events with now - span <= t <= now +
+    MAX_FUTURE_S, fed (t, residual, is_rollback) tuples. Membership depends on `now` only,
+    never on which event came first or is newest, so any order of the same events gives
+    the same verdicts, from the log (slo.report) or from the store (/api/slo)."""
     wins = {}
     for p in policies:
         span = window_s(p["evaluate"]["metric"])
-        wins.setdefault(span, EventWindow(span))
-    for t, residual, rollback in events:
-        for span, w in wins.items():
-            if t >= now - span:  # the caller bounds the future (clock skew slack)
-                w.add(t, residual, rollback)
+        # The window is fixed by `now` below; the EventWindow only does the sums.
+        wins.setdefault(span, EventWindow(float("inf")))
+    for span, w in wins.items():
+        hi = now + MAX_FUTURE_S
+        for t, residual, rollback in sorted(e for e in events if now - span <= e[0] <= hi):
+            w.add(t, residual, rollback)
     return wins
 
 

@@ -8,10 +8,11 @@ it — under a UNIQUE constraint, so replaying any stretch of a log inserts noth
 The schema version is SQLite's `user_version`; `migrate()` brings any older database up
 to date in order, and is harmless to run again. WAL mode.
 """
+import json
 import sqlite3
 from pathlib import Path
 
-from .windows import parse_ts
+from .checkpoint import CorruptState, load_json
 
 MIGRATIONS = [
     # 1: the tables of section 40 with source identity and time
@@ -54,15 +55,48 @@ MIGRATIONS = [
     ALTER TABLE ure ADD COLUMN hz REAL;
     ALTER TABLE ure ADD COLUMN batch_size INTEGER;
     """,
+    # 5: the ingest consumers' checkpoints, committed in the same transaction as the rows
+    """
+    CREATE TABLE IF NOT EXISTS offsets (consumer TEXT PRIMARY KEY, ck TEXT NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class OffsetStore:
+    """A tailer checkpoint kept in the `offsets` table. `save` runs inside the caller's
+    transaction, so the rows and the position past them commit (or vanish) together; a
+    checkpoint file from before this table existed is read once as the starting point."""
+
+    def __init__(self, db, consumer, legacy_json=None):
+        self.db, self.consumer, self.legacy = db, consumer, legacy_json
+
+    def __str__(self):
+        return f"{self.consumer} in the offsets table"
+
+    def load(self):
+        row = self.db.execute("SELECT ck FROM offsets WHERE consumer = ?",
+                              (self.consumer,)).fetchone()
+        if row is not None:
+            try:
+                return json.loads(row[0])
+            except ValueError:
+                raise CorruptState(f"offsets table, consumer {self.consumer}: corrupt "
+                                   f"checkpoint") from None
+        return load_json(self.legacy) if self.legacy else None
+
+    def save(self, ck):
+        self.db.execute("INSERT OR REPLACE INTO offsets (consumer, ck) VALUES (?, ?)",
+                        (self.consumer, json.dumps(ck, sort_keys=True)))
 
 
 def connect(path):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, timeout=30)
     db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints; safe with WAL
+    # NORMAL with WAL: a power loss may undo the newest transactions, but each one whole,
+    # rows and the offsets row together, so ingest resumes exactly where the rows end.
+    db.execute("PRAGMA synchronous=NORMAL")
     return db
 
 
@@ -76,23 +110,35 @@ def migrate(db):
     return old, SCHEMA_VERSION
 
 
-def rmb_row(e, fp, off):
+# Rows from classified events (lumen.events): `pos` is the line's own (fp, offset, t).
+def rmb_row(e, pos):
     r3 = e["resonance_v3"]
     return (e["ts"], e["entity_id"], r3["residual_entropy"], r3["phase_diff"], r3["risk_band"],
-            parse_ts(e["ts"]), fp, off, e["event_type"])
+            pos.t, pos.fp, pos.offset, e["event_type"])
 
 
-def ure_row(e, fp, off):
+def ure_row(e, pos):
     loop = e.get("loop") or {}
     return (e["ts"], e["phase_field"]["residual_entropy"], e["harmony_index"],
             e["coherence_level"], e.get("auto_reg_action", "NONE"), e["entity_id"],
-            parse_ts(e["ts"]), fp, off, loop.get("hz"), loop.get("batch_size"))
+            pos.t, pos.fp, pos.offset, loop.get("hz"), loop.get("batch_size"))
 
 
-def safety_row(e, fp, off):
+def safety_row(e, pos):
     lv, inp = e["levels"], e.get("inputs") or {}
-    return (e["ts"], parse_ts(e["ts"]), lv["final"], lv["residual"], lv["rollback_ratio"],
-            inp.get("residual_entropy"), inp.get("rollback_ratio"), fp, off)
+    return (e["ts"], pos.t, lv["final"], lv["residual"], lv["rollback_ratio"],
+            inp.get("residual_entropy"), inp.get("rollback_ratio"), pos.fp, pos.offset)
+
+
+# The columns that make a row's identity, and those compared when a replayed identity is
+# already stored (equal: the same line again, nothing to do; different: a conflict).
+KEY = ("src_fp", "src_offset")
+COLUMNS = {"rmb": ("ts", "entity_id", "residual", "phase", "risk", "t", "src_fp",
+                   "src_offset", "event_type"),
+           "ure": ("ts", "residual", "harmony", "coherence", "action", "entity_id", "t",
+                   "src_fp", "src_offset", "hz", "batch_size"),
+           "safety": ("ts", "t", "final", "residual_level", "ratio_level", "residual", "ratio",
+                      "src_fp", "src_offset")}
 
 
 INSERT_RMB = ("INSERT OR IGNORE INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, "

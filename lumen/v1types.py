@@ -1,13 +1,14 @@
 """schemas/rmb_event_v1.json as msgspec types: decode and validate a v1 line in one pass.
 
 The JSON Schema stays the contract. These types accept a subset of what it accepts
-(every field, type, range, enum and pattern of section 3; `ts` must carry its zone, as
-RFC 3339 date-time requires), so a line they accept is valid; a line they reject is
-judged again by the JSON Schema validator, which gives the verdict and the message.
+(every field, type, range, enum and pattern of section 3; `ts` is decoded as text and
+checked by lumen.timefmt, the schema's own `date-time` checker), so a line they accept is
+valid; a line they reject is judged again by the JSON Schema validator, which gives the
+verdict and the message. Callers go through lumen.events.Classifier, never the decoder
+alone (the decoder does not check `ts`).
 tests/test_v1types.py checks the two agree on generated valid and broken events.
 Unknown properties are allowed, as in the schema.
 """
-from datetime import datetime
 from types import SimpleNamespace
 from typing import Annotated, Literal
 
@@ -36,7 +37,7 @@ class Trace(Struct):
 
 
 class RmbEventV1(Struct):
-    ts: Annotated[datetime, Meta(tz=True)]
+    ts: str
     entity_id: Annotated[str, Meta(min_length=1)]
     group: Literal["design_core", "build_core", "safety_music", "observer"]
     event_type: Literal["observe", "decide", "commit", "rollback"]

@@ -12,15 +12,16 @@ A window with no data answers None ("undefined"), never 0.
 """
 import math
 from collections import deque
-from datetime import datetime, timezone
+
+from . import timefmt
 
 
 def parse_ts(ts):
-    """Unix seconds of an RFC 3339 timestamp ('Z' or an offset; naive means UTC)."""
-    d = datetime.fromisoformat(ts.replace("Z", "+00:00") if ts.endswith("Z") else ts)
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=timezone.utc)
-    return d.timestamp()
+    """Unix seconds of an RFC 3339 timestamp (lumen.timefmt); ValueError when it is not one."""
+    t = timefmt.parse(ts)
+    if t is None:
+        raise ValueError(f"not an RFC 3339 date-time: {ts!r}")
+    return t
 
 
 class EventWindow:

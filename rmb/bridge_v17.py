@@ -79,7 +79,7 @@ class Bridge:
     def step(self):
         """Apply one batch of new lines in one transaction; returns how many lines it read."""
         good = []
-        n = self.consumer.poll(lambda ev, off: good.append(ev))
+        n = self.consumer.poll(lambda ev, pos: good.append(ev))
         if not n:
             return 0
         with self.db:

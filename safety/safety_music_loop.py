@@ -37,7 +37,7 @@ from lumen import ROOT, checkpoint, config, events
 from lumen.consumer import Consumer
 from lumen.jsonl import JsonlWriter
 from lumen.proc import Lifecycle, cli_main
-from lumen.windows import BucketWindow, CounterWindow, parse_ts
+from lumen.windows import BucketWindow, CounterWindow
 from safety import sound
 from safety.safety_levels import check_bands, levels
 
@@ -62,13 +62,13 @@ class LogInput:
     def tailer(self):
         return self.consumer.tailer
 
-    def _add(self, ev, _off):
-        self.window.add(parse_ts(ev["ts"]), ev["event_type"] == "rollback")
+    def _add(self, ev, pos):
+        self.window.add(pos.t, ev["event_type"] == "rollback")
         self.residual = ev["resonance_v3"]["residual_entropy"]
 
     def update(self, now, max_polls=64):
         before = self.consumer.bytes_read
-        self.consumer.poll(self._add, max_polls)  # bounded; a backlog is caught up over ticks
+        self.consumer.poll(self._add, max_polls, now)  # bounded; a backlog: caught up over ticks
         self.last_tick_bytes = self.consumer.bytes_read - before  # only what was appended
         self.window.expire(now)
         ev_n, rb_n = self.window.counts()

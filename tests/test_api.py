@@ -37,7 +37,7 @@ def rows(cwd, table="rmb"):
 
 def test_db_init_twice_and_migration_from_v1(workdir):
     r = run_make(workdir, "db.init")
-    assert "[sqlite] init ok" in r.stdout and "schema v4 (created)" in r.stdout
+    assert "[sqlite] init ok" in r.stdout and f"schema v{storage.SCHEMA_VERSION} (created)" in r.stdout
     assert "up to date" in run_make(workdir, "db.init").stdout
     # A database made by schema v1 is migrated, keeping its rows.
     old = workdir / "old.db"
@@ -216,7 +216,7 @@ def test_unknown_path_wrong_method_and_no_writes(api):
 def test_healthz_and_missing_database(api, workdir, procs):
     base, _ = api
     body = get(base, "/healthz").json()
-    assert body["ok"] is True and body["db"] == "ok" and body["schema_version"] == 4
+    assert body["ok"] is True and body["db"] == "ok" and body["schema_version"] == storage.SCHEMA_VERSION
     assert body["ingest"]["rmb"]["bytes_behind"] == 0
     emit(workdir, 10)
     assert get(base, "/healthz").json()["ingest"]["rmb"]["bytes_behind"] > 0

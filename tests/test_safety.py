@@ -37,7 +37,8 @@ SMAP = json.loads((ROOT / "configs/midi_map_v18.json").read_text())
 EVENT_SCHEMA = json.loads((ROOT / "schemas/safety_music_event_v1.json").read_text())
 RMB_LOG = "logs/rmb_events.jsonl"
 CHANNEL = "logs/safety_music_events.jsonl"
-T = 1_800_000_000.0  # a fixed "now" for in-process ticks
+T = 1_700_000_000.0  # a fixed "now" for in-process ticks (in the past: real processes
+# reading these events must not find them ahead of their clock)
 
 
 # ------------------------------------------------------------------------ helpers

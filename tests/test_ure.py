@@ -105,18 +105,21 @@ def test_merge_across_rotation(workdir):
 
 
 def upstream(cwd, residuals, start=None, loop_id="ure.merge"):
-    """Append v2 events of another entity (or, with loop_id ure.v18, fake own events)."""
+    """Append merged RMB events as v2 (or, with loop_id ure.v18, fake own events)."""
     t = time.time() if start is None else start
     p = cwd / "logs/resonance_events_v2.jsonl"
     p.parent.mkdir(parents=True, exist_ok=True)
     with open(p, "a") as f:
         for i, r in enumerate(residuals):
-            f.write(json.dumps({
+            ev = {
                 "ts": datetime.fromtimestamp(t + i * 0.01, timezone.utc).isoformat(),
                 "entity_id": "lumen.core" if loop_id != "ure.v18" else "lumen.ure",
                 "phase_field": {"phase_diff": 0.0, "residual_entropy": r, "risk_band": "SAFE"},
                 "harmony_index": 0.5, "coherence_level": 0.5, "auto_reg_action": "NONE",
-                "trace": {"loop_id": loop_id, "iter": i, "host": "t", "ver": "v1.8-pre"}}) + "\n")
+                "trace": {"loop_id": loop_id, "iter": i, "host": "t", "ver": "v1.8-pre"}}
+            if loop_id != "ure.v18":
+                ev["rmb"] = {"event_type": "observe", "group": "build_core"}
+            f.write(json.dumps(ev) + "\n")
 
 
 def cfg():

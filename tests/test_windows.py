@@ -9,7 +9,11 @@ from lumen.windows import CounterWindow, EventWindow, parse_ts
 def test_parse_ts_forms():
     assert parse_ts("1970-01-01T00:01:00Z") == 60.0
     assert parse_ts("1970-01-01T01:00:00+01:00") == 0.0
-    assert parse_ts("1970-01-01T00:00:30") == 30.0
+    assert parse_ts("1970-01-01t00:00:30z") == 30.0
+    assert parse_ts("2016-12-31T23:59:60Z") == parse_ts("2017-01-01T00:00:00Z")
+    for bad in ("1970-01-01T00:00:30", "1970-01-01 00:00:30Z", "2023-02-29T00:00:00Z"):
+        with pytest.raises(ValueError):  # no zone, no T, no such day: not RFC 3339
+            parse_ts(bad)
 
 
 def test_event_window_ratio_and_expiry():

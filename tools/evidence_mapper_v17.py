@@ -5,8 +5,9 @@ Reads `paths.queue` through the shared tailer (consumer `evidence_mapper`) and a
 bundle per valid event to `logs/evidence_bundle.jsonl`: ts, entity_id, signal (phase_diff,
 residual_entropy), memory_key, value_ref (first 16 hex digits of value_hash), trace, and
 `source` {fp, offset} naming the event's place in the log. Running it twice appends
-nothing the second time; a crash between writing bundles and the checkpoint is repaired
-on the next run, which skips events whose source the newest bundle already covers.
+nothing the second time; bundles are fsynced before the checkpoint moves, and a crash in
+between is repaired on the next run, which skips events whose source a bundle written
+since the last checkpoint already covers (every source file, not only the newest).
 Bad lines are quarantined to `logs/rejects/rmb_events.jsonl` and counted.
 Departure: the blueprint re-maps the whole log on every run (duplicating every bundle).
 """
@@ -16,7 +17,7 @@ from lumen import ROOT, config
 from lumen.consumer import Consumer
 from lumen.jsonl import JsonlWriter
 from lumen.proc import cli_main
-from lumen.resume import already_done, newest_sources
+from lumen.resume import already_done, out_position, written_since
 
 CONSUMER = "evidence_mapper"
 
@@ -34,23 +35,26 @@ def bundle(e, fp, offset):
 
 
 def run(queue, out_path, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
-    done = newest_sources(out_path, {None}).get(None)
     consumer = Consumer(queue, CONSUMER, "rmb_event_v1.json", "rmb_events", offsets_dir,
                         rejects_dir)
-    writer = JsonlWriter(out_path)
-    counts = {"mapped": 0, "skipped": 0}
+    try:
+        since = (consumer.state or {}).get("out") if consumer.state is not None else None
+        done = written_since(out_path, since)
+        writer = JsonlWriter(out_path, fsync=True)
+        counts = {"mapped": 0, "skipped": 0}
 
-    def on_event(e, off):
-        if already_done(done, consumer.source, off):
-            counts["skipped"] += 1  # already mapped before a crash
-            return
-        writer.add(bundle(e, consumer.source, off))
-        counts["mapped"] += 1
+        def on_event(e, pos):
+            if already_done(done, None, pos):
+                counts["skipped"] += 1  # already mapped before a crash
+                return
+            writer.add(bundle(e, pos.fp, pos.offset))
+            counts["mapped"] += 1
 
-    while consumer.poll(on_event):
-        writer.flush()  # bundles first, then the checkpoint past their events
-        consumer.commit()
-    consumer.close()
+        while consumer.poll(on_event):
+            writer.flush()  # bundles first, durably, then the checkpoint past their events
+            consumer.commit({"out": out_position(out_path)})
+    finally:
+        consumer.close()
     return counts["mapped"], counts["skipped"], sum(consumer.rejected.values())
 
 

@@ -4,10 +4,13 @@
 Reads `paths.v1_rmb` and `paths.v1_safe` of configs/ure_v18.yaml through the shared
 tailer (consumers `merge_rmb`, `merge_safety`) and appends their v2 mapping (ure/mapping.py)
 to `paths.v2_log`, each line validated against schemas/resonance_event_v2.json. Running it
-twice appends nothing the second time; a crash between writing and checkpointing is
-repaired on the next run from the `source` of the newest merged lines (lumen/resume.py);
-rotation of either input is followed by the tailer. `--follow` keeps merging as events
-arrive (trackD.start runs it so). Bad input lines, and events whose mapping is not a valid
+twice appends nothing the second time; the output is fsynced before the checkpoints move,
+and a crash in between is repaired on the next run from the `source` of the lines merged
+since the last checkpoint (lumen/resume.py); rotation of either input is followed by the
+tailer. `--follow` keeps merging as events arrive (trackD.start runs it so). One merge
+per state directory: the consumer names are locks. A one-shot run while the follower is
+running hands over to it (says so, exit 0); a second follower exits 2 naming the first.
+A full disk is retried, never fatal. Bad input lines, and events whose mapping is not a valid
 v2 event, are quarantined to logs/rejects/<stream>.jsonl and counted.
 
 Departure from the blueprint: it re-read both inputs from the start on every run,
@@ -20,67 +23,99 @@ import time
 
 import orjson
 
-from lumen import ROOT, config, events
+from lumen import ROOT, config, events, lock
 from lumen.consumer import Consumer
 from lumen.jsonl import JsonlWriter
 from lumen.proc import Lifecycle, cli_main
-from lumen.resume import already_done, newest_sources
+from lumen.resume import already_done, out_position, written_since
 from ure.mapping import rmb_to_v2, safety_to_v2
+
+INPUTS = (("rmb", "merge_rmb", "v1_rmb", "rmb_event_v1.json", "rmb_events"),
+          ("safety", "merge_safety", "v1_safe", "safety_music_event_v1.json",
+           "safety_music_events"))
 
 
 class Merger:
+    """Both inputs -> the v2 log, exactly once. Holds both consumer locks: a second merge
+    (one-shot or follower) of the same state directory gets lock.Busy."""
+
     def __init__(self, paths, host=None, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
         self.host = host or socket.gethostname()
-        self.writer = JsonlWriter(paths["v2_log"])
+        self.out = paths["v2_log"]
+        self.writer = JsonlWriter(self.out, fsync=True)  # durable before the checkpoint
         self.v2 = events.Validator.named("resonance_event_v2.json")
-        done = newest_sources(paths["v2_log"], {"rmb", "safety"})
-        self.inputs = [
-            ("rmb", Consumer(paths["v1_rmb"], "merge_rmb", "rmb_event_v1.json", "rmb_events",
-                             offsets_dir, rejects_dir), done.get("rmb")),
-            ("safety", Consumer(paths["v1_safe"], "merge_safety", "safety_music_event_v1.json",
-                                "safety_music_events", offsets_dir, rejects_dir),
-             done.get("safety")),
-        ]
+        self.inputs = []
+        try:
+            for stream, name, key, schema, qname in INPUTS:
+                c = Consumer(paths[key], name, schema, qname, offsets_dir, rejects_dir)
+                since = (c.state or {}).get("out") if c.state is not None else None
+                self.inputs.append((stream, c, written_since(self.out, since, {stream})))
+        except BaseException:
+            self.close()
+            raise
         self.merged = {"rmb": 0, "safety": 0}
         self.skipped = 0
+        self.write_errors = 0
 
-    def _map(self, stream, e, fp, off):
-        src = {"stream": stream, "fp": fp, "offset": off}
+    def _map(self, stream, e, pos):
+        src = {"stream": stream, "fp": pos.fp, "offset": pos.offset}
         if stream == "rmb":
             return rmb_to_v2(e, self.host, src)
         return safety_to_v2(e, self.host, src, self.merged["safety"])
 
     def step(self):
-        """Merge what is new in each input; returns the number of input lines read."""
+        """Merge what is new in each input; returns the number of input lines read.
+        If the output cannot be written (disk full), the batch is kept and retried before
+        anything new is read; the checkpoints move only after the output is durable."""
+        if len(self.writer) and not self._flush():
+            return 0
         n = 0
         for stream, consumer, done in self.inputs:
-            def on_event(e, off, stream=stream, consumer=consumer, done=done):
-                fp = consumer.source
-                if already_done(done, fp, off):
-                    self.skipped += 1
+            def on_event(e, pos, stream=stream, consumer=consumer, done=done):
+                if already_done(done, stream, pos):
+                    self.skipped += 1  # written before a crash, checkpoint not yet moved
                     return
-                v2 = self._map(stream, e, fp, off)
+                v2 = self._map(stream, e, pos)
                 bad = self.v2.error(v2)
                 if bad:
-                    consumer.reject("unmappable", f"v2: {bad}", off, orjson.dumps(e))
+                    consumer.reject("unmappable", f"v2: {bad}", pos, orjson.dumps(e))
                     return
                 self.writer.add(v2)
                 self.merged[stream] += 1
-            read = consumer.poll(on_event)
-            if read:
-                n += read
-                self.writer.flush()  # output first, then the checkpoint past it
-                consumer.commit()
+            n += consumer.poll(on_event)
+        if n:
+            self._flush()
         return n
+
+    def _flush(self):
+        try:
+            self.writer.flush()
+        except OSError as e:  # ENOSPC/EIO: keep the batch, keep the checkpoints behind it
+            self.write_errors += 1
+            if self.write_errors == 1 or self.write_errors % 100 == 0:
+                print(f"[merge] warning: {self.out}: {e.strerror or e}; will retry",
+                      file=sys.stderr, flush=True)
+            return False
+        pos = out_position(self.out)
+        for _, consumer, _ in self.inputs:
+            if consumer._dirty:
+                consumer.commit({"out": pos})
+        return True
 
     def run(self, stop=None, follow=False, idle_s=0.2, progress=None):
         while stop is None or not stop.is_set():
             if not self.step():
-                if not follow:
+                if not follow and not len(self.writer):
                     break
-                stop.wait(idle_s)
+                if stop is None:
+                    time.sleep(idle_s)
+                else:
+                    stop.wait(idle_s)
             elif progress:
                 progress(self)
+        self.close()
+
+    def close(self):
         for _, consumer, _ in self.inputs:
             consumer.close()
 
@@ -93,10 +128,20 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs/ure_v18.yaml"))
     ap.add_argument("--follow", action="store_true", help="keep merging new events")
-    ap.add_argument("--name", default="ure_merge", help="process name (PID file run/NAME.pid)")
+    ap.add_argument("--name", help="process name (PID file run/NAME.pid; default ure_merge "
+                    "with --follow, merge_v2 without)")
     args = ap.parse_args(argv)
+    name = args.name or ("ure_merge" if args.follow else "merge_v2")
     cfg = config.load(args.config, "ure_v18")
-    m = Merger(cfg["paths"])
+    try:
+        m = Merger(cfg["paths"])
+    except lock.Busy as e:
+        if args.follow:
+            raise
+        # Hand over: the running merge (the follower of trackD.start) merges new events
+        # itself, exactly once; a second writer could only duplicate them.
+        print(f"[merge] nothing to do here: {e}; it merges new events as they arrive")
+        return 0
     t0 = time.monotonic()
     last = [t0]
 
@@ -107,7 +152,7 @@ def main(argv=None):
             print(f"\r[merge] {total} events, {total / (last[0] - t0):.0f}/s", end="",
                   file=sys.stderr, flush=True)
 
-    with Lifecycle(args.name) as life:
+    with Lifecycle(name) as life:
         life.ready()
         m.run(life.stop, follow=args.follow, progress=progress)
     if sys.stderr.isatty():

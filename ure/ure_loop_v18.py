@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """URE loop (blueprint section 37.4): the adaptive-rate loop of the Unified Resonance Engine.
 
-Observes **upstream**: the merged v2 events of other entities in `paths.v2_log` (read
-through the shared tailer, consumer `ure_loop`); its own events (trace.loop_id `ure.v18`)
-are skipped, so it never regulates on its own echo (the blueprint re-read the last line
+Observes **upstream**: the merged RMB events in `paths.v2_log` (v2 events carrying an
+`rmb` block, read through the shared consumer `ure_loop`). Its own events (trace.loop_id
+`ure.v18`) are skipped, so it never regulates on its own echo, and so are merged Safety
+Music ticks, which are not events of the stream being regulated: every residual and
+rollback statistic below is over RMB events only (the blueprint re-read the last line
 of the file it writes, and after one tick saw only itself). Each tick (1/hz s) it appends
 one v2 event (entity `lumen.ure`) to the same log under the shared writer lock:
 
@@ -35,7 +37,7 @@ from lumen import ROOT, config, events
 from lumen.consumer import Consumer
 from lumen.jsonl import JsonlWriter
 from lumen.proc import Lifecycle, cli_main
-from lumen.windows import BucketWindow, parse_ts
+from lumen.windows import BucketWindow
 from rmb.profiles import risk_band
 
 LOOP_ID = "ure.v18"
@@ -94,25 +96,27 @@ class UreLoop:
         self.upstream_seen = 0
         self._last_commit = 0.0
 
-    def _add(self, ev, _off):
+    def _add(self, ev, pos):
         if ev["trace"]["loop_id"] == LOOP_ID:
             self.own_seen += 1  # our own echo: never an observation
             return
         self.upstream_seen += 1
+        rmb = ev.get("rmb")
+        if not isinstance(rmb, dict):
+            return  # merged Safety Music ticks and other entities are not RMB events
         pf = ev["phase_field"]
-        rb = (ev.get("rmb") or {}).get("event_type") == "rollback"
-        self.obs.add(parse_ts(ev["ts"]), rb, pf["residual_entropy"])
+        self.obs.add(pos.t, rmb.get("event_type") == "rollback", pf["residual_entropy"])
         self.recent.append(pf["residual_entropy"])
         self.phase = pf["phase_diff"]
 
-    def observe(self, max_polls=64):
-        """Read new v2 lines; upstream ones feed the windows, our own are skipped."""
-        return self.consumer.poll(self._add, max_polls)
+    def observe(self, max_polls=64, now=None):
+        """Read new v2 lines; upstream RMB ones feed the windows, our own are skipped."""
+        return self.consumer.poll(self._add, max_polls, now)
 
     def tick(self, now=None):
         """One step: observe, decide, write. Returns the event written, or None (no upstream)."""
         now = time.time() if now is None else now
-        self.observe()
+        self.observe(now=now)
         self.obs.expire(now)
         self.inband.expire(now)
         evt = None

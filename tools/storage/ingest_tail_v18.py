@@ -5,15 +5,19 @@
 Both logs are read through the shared consumer (consumers `ingest_rmb`, `ingest_ure`)
 from their checkpoints, so events written before the ingester started are stored (the
 blueprint seeked to the end and never stored them). Rows are inserted in batched
-transactions (`ingest.batch_lines`); a row's identity is its source (file fingerprint,
-offset) under a UNIQUE constraint, and the checkpoint moves only after the transaction
-commits, so a crash at any point neither loses nor duplicates a row. Bad lines are
-quarantined and counted. On a terminal, a backfill shows rows/s and an ETA.
+transactions (`ingest.batch_lines`); a row's identity is its source (the fingerprint of
+its own log file, offset) under a UNIQUE constraint, and each consumer's checkpoint is a
+row of the `offsets` table written in the same transaction as the rows, so a crash or a
+power loss at any point neither loses nor duplicates a row. A stored identity with a
+different payload is counted and quarantined (`conflict`). Bad lines are quarantined and
+counted. A full disk or a locked database is retried with the batch kept. On a terminal,
+a backfill shows rows/s and an ETA.
 
     ingest_tail_v18.py            follow both logs until SIGTERM (make db.ingest)
     ingest_tail_v18.py --once     backfill what is there, then exit
 """
 import argparse
+import sqlite3
 import sys
 import time
 
@@ -29,6 +33,10 @@ CONSUMERS = (("rmb", "ingest_rmb", "rmb_event_v1.json", "rmb_events", storage.IN
               storage.INSERT_SAFETY, storage.safety_row))
 
 
+class _NotCommitted(Exception):
+    """The consumer could not write its rejects: undo the transaction, retry later."""
+
+
 class Ingester:
     def __init__(self, cfg, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
         self.db = storage.connect(cfg["db"])
@@ -36,39 +44,78 @@ class Ingester:
         self.batch = cfg["ingest"]["batch_lines"]
         logs = {"rmb": cfg["ingest"]["rmb_log"], "ure": cfg["ingest"]["v2_log"],
                 "safety": cfg["ingest"].get("safety_log", "logs/safety_music_events.jsonl")}
-        self.parts = [(table, Consumer(logs[table], name, schema, stream, offsets_dir,
-                                       rejects_dir), sql, to_row)
-                      for table, name, schema, stream, sql, to_row in CONSUMERS]
+        self.parts = []
+        try:
+            for table, name, schema, stream, sql, to_row in CONSUMERS:
+                c = Consumer(logs[table], name, schema, stream, offsets_dir, rejects_dir,
+                             store=storage.OffsetStore(self.db, name,
+                                                       f"{offsets_dir}/{name}.json"))
+                self.parts.append((table, c, sql, to_row, []))
+        except BaseException:
+            self.close()
+            raise
         self.rows = {"rmb": 0, "ure": 0, "safety": 0}
         self.inserted = 0
+        self.conflicts = 0
+        self.write_errors = 0
 
     def step(self):
-        """One transaction per table with what is new; returns lines read."""
+        """One transaction per table with what is new; returns lines read. Rows that could
+        not be stored (disk full, database locked too long) stay pending and go first."""
         total = 0
-        for table, consumer, sql, to_row in self.parts:
-            rows = []
+        for table, consumer, sql, to_row, rows in self.parts:
             read = 0
-            while len(rows) < self.batch:
-                n = consumer.poll(lambda e, off: rows.append(to_row(e, consumer.source, off)))
-                if not n:
-                    break
-                read += n
-            if not read:
-                continue
+            if not rows:  # nothing pending: read a batch
+                while len(rows) < self.batch:
+                    n = consumer.poll(lambda e, pos: rows.append((to_row(e, pos), pos)))
+                    if not n:
+                        break
+                    read += n
+                if not read:
+                    continue
             total += read
-            with self.db:  # the rows, durably; then the checkpoint past them
-                before = self.db.total_changes
-                self.db.executemany(sql, rows)
-                self.inserted += self.db.total_changes - before
-            self.rows[table] += len(rows)
-            consumer.commit()
+            if self._store(table, consumer, sql, rows):
+                self.rows[table] += len(rows)
+                rows.clear()
         return total
 
+    def _store(self, table, consumer, sql, rows):
+        """The rows and the consumer's position past them, in one transaction."""
+        try:
+            with self.db:
+                before = self.db.total_changes
+                self.db.executemany(sql, [r for r, _ in rows])
+                added = self.db.total_changes - before
+                if added < len(rows):  # some identities were stored already
+                    self._conflicts(table, consumer, rows)
+                if not consumer.commit():
+                    raise _NotCommitted
+                self.inserted += added
+            return True
+        except (sqlite3.OperationalError, _NotCommitted) as e:  # full disk, busy database
+            self.write_errors += 1
+            if self.write_errors == 1 or self.write_errors % 100 == 0:
+                print(f"[ingest] warning: {table}: {e or 'rejects not written'}; will retry",
+                      file=sys.stderr, flush=True)
+            return False
+
+    def _conflicts(self, table, consumer, rows):
+        """A stored row with this row's identity: the same line again is fine; a different
+        payload is a conflict, counted and quarantined, never silently dropped."""
+        cols = storage.COLUMNS[table]
+        q = f"SELECT {', '.join(cols)} FROM {table} WHERE src_fp = ? AND src_offset = ?"
+        for row, pos in rows:
+            have = self.db.execute(q, (pos.fp, pos.offset)).fetchone()
+            if have is not None and tuple(have) != tuple(row):
+                self.conflicts += 1
+                consumer.reject("conflict", f"{table}: a different row is stored at "
+                                f"({pos.fp}, {pos.offset})", pos, repr(row).encode())
+
     def behind(self):
-        return sum(c.tailer.bytes_behind() for _, c, _, _ in self.parts)
+        return sum(c.tailer.bytes_behind() for _, c, _, _, _ in self.parts)
 
     def close(self):
-        for _, c, _, _ in self.parts:
+        for _, c, _, _, _ in self.parts:
             c.close()
         self.db.close()
 
@@ -98,7 +145,7 @@ def main(argv=None):
                     done = sum(ing.rows.values())
                     rate = done / (now - t0)
                     behind = ing.behind()
-                    per_row = sum(c.bytes_read for _, c, _, _ in ing.parts) / max(done, 1)
+                    per_row = sum(c.bytes_read for _, c, _, _, _ in ing.parts) / max(done, 1)
                     eta = behind / per_row / rate if rate > 0 else 0
                     print(f"\r[ingest] {done} rows, {rate:,.0f} rows/s, ETA {eta:,.0f}s   ",
                           end="", file=sys.stderr, flush=True)

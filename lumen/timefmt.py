@@ -1,0 +1,62 @@
+"""The one RFC 3339 parser: event timestamps as text -> Unix seconds.
+
+Every stage reads `ts` through `parse`, and the JSON Schema validators use `is_datetime`
+as their `date-time` format checker, so "is this a timestamp" has one answer everywhere.
+
+Accepted (RFC 3339 section 5.6): `YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)`, with `T`
+and `Z` in either case. A leap second (`:60`) is accepted and counted as the first
+instant of the next minute, so 23:59:60Z sorts after 23:59:59Z. Rejected: a space instead
+of `T`, a missing zone, out-of-range fields (month 13, February 30, hour 24), anything
+else. `parse` never returns anything but a float or None; it does not raise on any str.
+"""
+import re
+from datetime import datetime
+
+_RE = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z", re.ASCII)
+_fromiso = datetime.fromisoformat
+_MDAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def parse(ts):
+    """Unix seconds of an RFC 3339 date-time, or None when `ts` is not one."""
+    if type(ts) is not str:
+        return None
+    m = _RE.match(ts)
+    if m is None:
+        return None
+    try:  # the common case, in C; the regex has already fixed the shape
+        return _fromiso(ts).timestamp()
+    except (ValueError, OverflowError):
+        pass  # a leap second, 7-9 fraction digits, or a field out of range: below
+    y, mo, d, hh, mi, ss = (int(m.group(i)) for i in range(1, 7))
+    if not 1 <= mo <= 12 or hh > 23 or mi > 59 or ss > 60:
+        return None
+    leap = y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+    if not 1 <= d <= (_MDAYS[mo - 1] + (mo == 2 and leap)):
+        return None
+    t = _days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss
+    if m.group(8) is None:
+        oh, om = int(m.group(10)), int(m.group(11))
+        if oh > 23 or om > 59:
+            return None
+        off = oh * 3600 + om * 60
+        t -= off if m.group(9) == "+" else -off
+    frac = m.group(7)
+    return float(t) + (float(frac) if frac else 0.0)
+
+
+def is_datetime(ts):
+    """The JSON Schema `date-time` format checker (non-strings are not its business)."""
+    return type(ts) is not str or parse(ts) is not None
