@@ -12,7 +12,9 @@ Metrics: the blueprint's `rmb_events_total`, `rmb_rollback_total`,
 `rmb_residual_entropy_last`; by label `rmb_events_by_type_total{event_type}`,
 `rmb_events_by_risk_band_total{risk_band}`; self-monitoring `rmb_log_lines_total{status}`,
 `rmb_rejects_total{reason}`, `rmb_file_rotations_total`, `rmb_file_truncates_total`,
-`rmb_checkpoints_written_total`, `rmb_log_bytes_behind`,
+`rmb_checkpoints_written_total`, `rmb_checkpoint_errors_total`, `rmb_log_gap_bytes_total`,
+`rmb_log_bytes_behind`, the emitter's `rmb_emitter_dropped_total`,
+`rmb_emitter_write_errors_total`, `rmb_emitter_pending_events`,
 `rmb_last_event_timestamp_seconds`, `rmb_scrape_duration_seconds`; and the emitter's
 safety-gate thresholds from the config (`rmb_safety_gate_*`), so alert rules can use them.
 
@@ -28,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from lumen import config, timefmt
+from lumen import config, statsfile, timefmt
 from lumen.consumer import Consumer
 from lumen.httpserve import METRICS_CONTENT_TYPE
 from lumen.proc import cli_main, run_exporter
@@ -97,15 +99,35 @@ def ts_seconds(ts):
 
 
 class RmbCollector:
-    """Renders the exporter's state as metric families; reads nothing from disk."""
+    """Renders the exporter's state as metric families. The only file it reads is the
+    emitter's fixed-size counters file (lumen.statsfile), never the log."""
 
-    def __init__(self, stats, consumer, gates):
+    def __init__(self, stats, consumer, gates, emitter_stats=None):
         self.stats, self.consumer, self.gates = stats, consumer, gates
+        self.emitter_stats = emitter_stats
+        self._emitter = {}
+
+    def _emitter_families(self):
+        em = statsfile.read(self.emitter_stats) if self.emitter_stats else None
+        if em is not None:
+            self._emitter = em
+        em = self._emitter
+        yield CounterMetricFamily("rmb_emitter_dropped_total",
+                                  "Events the emitter dropped because the queue could not be "
+                                  "written and its memory bound was reached.",
+                                  em.get("dropped", 0))
+        yield CounterMetricFamily("rmb_emitter_write_errors_total",
+                                  "Failed appends to the queue (disk full, I/O error), retried.",
+                                  em.get("write_errors", 0))
+        yield GaugeMetricFamily("rmb_emitter_pending_events",
+                                "Events the emitter holds in memory, waiting to be written.",
+                                em.get("pending", 0))
 
     def collect(self):
         t0 = time.perf_counter()
         yield from self.stats.families("rmb")
         yield from self.consumer.families("rmb")
+        yield from self._emitter_families()
         g = self.gates
         yield GaugeMetricFamily("rmb_safety_gate_residual_entropy_max",
                                 "Emitter gate: residual entropy above this becomes rollback.",
@@ -128,12 +150,13 @@ class RmbExporter:
     """Tail thread + registry. `poll_once()` is the unit of work; `run()` loops it."""
 
     def __init__(self, queue_path, gates, offsets_dir="logs/.offsets",
-                 rejects_dir="logs/rejects", consumer="rmb_exporter"):
+                 rejects_dir="logs/rejects", consumer="rmb_exporter",
+                 emitter_stats="logs/.state/rmb_emitter.stats"):
         self.consumer = Consumer(queue_path, consumer, "rmb_event_v1.json", "rmb_events",
                                  offsets_dir, rejects_dir, typed=True)
         self.stats = RmbStats(self.consumer.state)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(RmbCollector(self.stats, self.consumer, gates))
+        self.registry.register(RmbCollector(self.stats, self.consumer, gates, emitter_stats))
 
     def poll_once(self):
         """Read what is new; returns the number of lines handled."""

@@ -7,8 +7,9 @@ flush, so a rename-based rotation is picked up at the next batch.
 Writers never extend a fragment: if the file does not end in a newline (a writer died in
 the middle of a line), the batch starts with one, so the fragment stays a line of its own
 (a reject) and the new events are whole. A write that fails part way (disk full, I/O
-error) is cut back to where it started, never left torn, and the error is raised with the
-batch still in the caller's hands. `fsync=True` makes the batch durable before returning
+error) is cut back to its last whole line, never left torn: the lines that landed stay
+(a reader may have read them already), and the error says how many (PartialWrite); the
+rest of the batch stays in the caller's hands. `fsync=True` makes the batch durable before returning
 (sinks whose checkpoint vouches for their output).
 """
 import fcntl
@@ -68,9 +69,19 @@ def _open_locked(path):
     raise OSError(f"{path}: the file keeps changing under the writer (rotation loop?)")
 
 
+class PartialWrite(OSError):
+    """The write failed part way: the first `lines` lines of the batch are in the file
+    (whole), the rest is not. Carries the errno and message of the failure."""
+
+    def __init__(self, err, lines):
+        super().__init__(err.errno, err.strerror)
+        self.lines = lines
+
+
 def append_lines(path, lines, fsync=False) -> int:
     """Append already-encoded lines (each ending in b"\\n") as one write; returns bytes
-    written. On an OSError nothing of the batch stays in the file."""
+    written. On an OSError the file keeps only whole lines: a line cut short is removed,
+    and PartialWrite says how many lines of the batch did land."""
     data = b"".join(lines)
     if not data:
         return 0
@@ -80,17 +91,25 @@ def append_lines(path, lines, fsync=False) -> int:
     fd = _open_locked(path)
     try:
         start = os.fstat(fd).st_size
+        lead = 0
         if start and os.pread(fd, 1, start - 1) != b"\n":
             data = b"\n" + data  # end the fragment a dead writer left: it stays one line
+            lead = 1
         view = memoryview(data)
+        done = 0
         try:
-            while view:  # os.write may be short (large batch, disk filling up)
-                n = os.write(fd, view)
-                view = view[n:]
+            while done < len(data):  # os.write may be short (large batch, disk filling up)
+                done += os.write(fd, view[done:])
             if fsync:
                 os.fsync(fd)
-        except OSError:
-            _cut_back(fd, start)
+        except OSError as e:
+            # Keep the whole lines that landed (readers may have seen them), cut the rest;
+            # a failed fsync keeps all (the caller does not move its checkpoint past them).
+            keep = data.rfind(b"\n", 0, done) + 1
+            _cut_back(fd, start + keep)
+            landed = data[lead:keep].count(b"\n") if keep > lead else 0
+            if landed:
+                raise PartialWrite(e, landed) from None
             raise
     finally:
         os.close(fd)  # closing releases the lock
@@ -98,7 +117,7 @@ def append_lines(path, lines, fsync=False) -> int:
 
 
 def _cut_back(fd, size):
-    """Undo a partial append (we hold the lock: nobody else wrote after `size`)."""
+    """Remove a partial line (we hold the lock: nobody else wrote after `size`)."""
     try:
         os.ftruncate(fd, size)
     except OSError:  # EIO on truncate too: the reader's classification quarantines it
@@ -106,21 +125,38 @@ def _cut_back(fd, size):
 
 
 class JsonlWriter:
-    """Buffers events and appends them in batches to `path`."""
+    """Buffers events and appends them in batches to `path`.
 
-    def __init__(self, path, fsync=False):
+    While the file cannot be written (disk full, I/O error) the batch stays here, up to
+    `max_pending` lines; lines offered beyond that are refused and counted in `dropped`
+    (memory stays bounded). `flush()` raises the OSError; `try_flush()` counts it in
+    `write_errors`, waits at least `retry_s` before trying again, and returns False."""
+
+    def __init__(self, path, fsync=False, max_pending=100_000, retry_s=0.5):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:  # a full disk (the directory is made again at the first write)
+            pass
         self.fsync = fsync
+        self.max_pending, self.retry_s = max_pending, retry_s
         self._buf = []
         self.lines_written = 0
         self.batches_written = 0
+        self.dropped = 0
+        self.write_errors = 0
+        self.last_error = None
+        self._retry_at = 0.0
 
-    def add(self, obj) -> None:
-        self._buf.append(dumps(obj))
+    def add(self, obj) -> bool:
+        return self.add_line(dumps(obj))
 
-    def add_line(self, line: bytes) -> None:
+    def add_line(self, line: bytes) -> bool:
+        if len(self._buf) >= self.max_pending:
+            self.dropped += 1
+            return False
         self._buf.append(line if line.endswith(b"\n") else line + b"\n")
+        return True
 
     def __len__(self):
         return len(self._buf)
@@ -129,8 +165,31 @@ class JsonlWriter:
         if not self._buf:
             return 0
         n = len(self._buf)
-        append_lines(self.path, self._buf, self.fsync)  # raises with the batch kept
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            append_lines(self.path, self._buf, self.fsync)
+        except PartialWrite as e:  # what landed is written; the rest stays for next time
+            del self._buf[:e.lines]
+            self.lines_written += e.lines
+            raise
         self._buf = []
         self.lines_written += n
         self.batches_written += 1
+        self.last_error = None
         return n
+
+    def try_flush(self) -> bool:
+        """Flush unless the last failure was under `retry_s` ago; False while it fails."""
+        if not self._buf:
+            return True
+        now = time.monotonic()
+        if now < self._retry_at:
+            return False
+        try:
+            self.flush()
+            return True
+        except OSError as e:  # ENOSPC, EIO, EDQUOT, a lock held too long: keep the batch
+            self.write_errors += 1
+            self.last_error = f"{self.path}: {e.strerror or e}"
+            self._retry_at = now + self.retry_s
+            return False

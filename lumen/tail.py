@@ -314,9 +314,15 @@ class Tailer:
                 self._open_live(offset, skipping)
                 return
             # Truncated while we were down: the rest is in the copy, if there is one.
-            self.truncations += 1
             if fp is not None and self._open_copy(fp, offset, skipping):
+                self.truncations += 1
                 return
+            if fp is not None and live_fp == fp:  # shorter, same start: lost its tail
+                self._mark_older_done(None)
+                self._open_live(offset)
+                self._shrunk(st.st_size)
+                return
+            self.truncations += 1
             self._gap(ck, f"{self.path} was truncated and no copy of it was found")
             self._mark_older_done(None)
             self._open_live(0)
@@ -587,10 +593,29 @@ class Tailer:
             f.settled = True
             self._finish_rotated()
             return True, tail
+        if st.st_size < self._pos and f.fp is not None and f.fingerprint() == f.fp:
+            self._shrunk(st.st_size)  # the same file, cut back: not a copytruncate
+            return False, Batch(f.fp)
         if st.st_size < self._pos or (f.fp is not None and f.fingerprint() != f.fp):
             self._truncated()
             return True, Batch()
         return False, Batch(f.fp)
+
+    def _shrunk(self, size):
+        """The live file got shorter but still starts with our first line: a writer cut a
+        failed write back to its last whole line (lumen.jsonl), or the machine lost the
+        file's unsynced tail. Bytes of a partial line we were holding are dropped; lines
+        already delivered that are gone are reported (they cannot be taken back)."""
+        if size >= self.offset:
+            self._buf = b""
+            self._pos = self.offset
+            return
+        self.log(f"[tail] {self.consumer}: {self.path} shrank to {size} bytes, below the "
+                 f"{self.offset} already read: {self.offset - size} bytes read before are "
+                 f"gone from the file")
+        self.offset = self._pos = size
+        self._buf = b""
+        self._skipping = False
 
     def _truncated(self):
         """The live file was truncated in place (copytruncate): finish from the copy when it

@@ -14,7 +14,12 @@ validated against schemas/rmb_event_v1.json before it is written; an input line 
 a valid event is quarantined and counted, never written to the queue.
 
 Writes are batched: a batch is appended (one locked write) when it holds `loop.batch_size`
-events or its oldest event is `loop.flush_ms` old. `--count`/`--duration` bound a run;
+events or its oldest event is `loop.flush_ms` old. When the queue cannot be written (disk
+full, I/O error) the emitter keeps going: up to `loop.max_pending` (default 100 000) events
+wait in memory and are written when space returns; beyond that new events are dropped and
+counted. Its counters (emitted, dropped, write errors, pending) are kept in
+`logs/.state/<name>.stats`, a fixed-size file rewritten in place (no new disk space
+needed), which the RMB exporter serves as `rmb_emitter_*`. `--count`/`--duration` bound a run;
 `--unthrottled` drops the `hz` pacing (benchmarks); `--sim-start TS` stamps events on a
 simulated clock (TS + i/hz) instead of the wall clock, so ten minutes of stream can be
 produced in a second. SIGTERM/SIGINT flush the batch and exit 0.
@@ -34,7 +39,8 @@ import time
 from datetime import datetime, timedelta, timezone
 
 from lumen import checkpoint, config, events, v1types
-from lumen.jsonl import JsonlWriter, LockTimeout, dumps
+from lumen.jsonl import JsonlWriter, dumps
+from lumen.statsfile import StatsFile
 from lumen.proc import Lifecycle, cli_main
 from lumen.rejects import Rejects
 from rmb.profiles import PROFILES, EventFactory, gate
@@ -66,12 +72,13 @@ def build_parser():
 class Emitter:
     """Gates, validates, batches and writes events; owns the counters a run reports."""
 
-    def __init__(self, cfg, validator=None, rejects=None, clock=time.monotonic):
+    def __init__(self, cfg, validator=None, rejects=None, clock=time.monotonic, stats=None):
         self.cfg = cfg
         self.gates = cfg["safety_gates"]
         self.batch_size = cfg["loop"]["batch_size"]
         self.flush_s = cfg["loop"]["flush_ms"] / 1000.0
-        self.writer = JsonlWriter(cfg["paths"]["queue"])
+        self.writer = JsonlWriter(cfg["paths"]["queue"],
+                                  max_pending=cfg["loop"].get("max_pending", 100_000))
         self.validator = validator or events.Validator.named("rmb_event_v1.json")
         self._check = v1types.DECODERS["rmb_event_v1.json"].decode
         self.rejects = rejects or Rejects("rmb_input", "rmb_emitter")
@@ -79,6 +86,8 @@ class Emitter:
         self.emitted = 0
         self.gated = 0
         self._first_at = None
+        self._warned = None
+        self.stats = stats or StatsFile(None)
 
     def offer(self, evt):
         """Gate, validate and buffer one event; False if it was rejected instead."""
@@ -92,9 +101,10 @@ class Emitter:
             if err:
                 self.rejects.add("schema", err, "emitter", -1, line[:-1])
                 return False
+        if not self.writer.add_line(line):
+            return False  # memory full while the queue cannot be written: counted as dropped
         if self._first_at is None:
             self._first_at = self.clock()
-        self.writer.add_line(line)
         self.emitted += 1
         if len(self.writer) >= self.batch_size:
             self.flush()
@@ -111,29 +121,63 @@ class Emitter:
         if d is not None and d <= 0:
             self.flush()
 
+    @property
+    def dropped(self):
+        return self.writer.dropped
+
     def flush(self):
-        """Write the pending batch. A queue locked by someone else is reported and the batch
-        kept for the next flush (the loop keeps answering SIGTERM meanwhile)."""
-        self.rejects.flush()
+        """Write the pending batch. A queue that cannot be written (disk full, I/O error,
+        locked by someone else) is reported once, and the batch kept in bounded memory for
+        the next try (the loop keeps answering SIGTERM meanwhile); a short write never
+        leaves a torn line (lumen.jsonl)."""
         try:
-            self.writer.flush()
-        except LockTimeout as e:
-            print(f"[rmb] warning: {e}; keeping {len(self.writer)} events for the next flush",
-                  file=sys.stderr, flush=True)
+            self.rejects.flush()
+        except OSError:  # the same full disk: the rejects stay pending with the batch
+            pass
+        if self.writer.try_flush():
+            if self._warned:
+                print(f"[rmb] writing again: {self.writer.path} "
+                      f"({self.writer.dropped} events dropped while it could not be written)",
+                      file=sys.stderr, flush=True)
+                self._warned = None
+            self._first_at = None
+        else:
+            err = self.writer.last_error
+            if err and err != self._warned:
+                print(f"[rmb] warning: {err}; keeping up to {self.writer.max_pending} events "
+                      f"in memory until it can be written", file=sys.stderr, flush=True)
+                self._warned = err
             self._first_at = self.clock()
-            return
-        self._first_at = None
+        self.stats.write(self.counters())
+
+    def counters(self):
+        return {"emitted": self.emitted, "gated": self.gated, "dropped": self.writer.dropped,
+                "write_errors": self.writer.write_errors, "pending": len(self.writer),
+                "rejected": self.rejects.total}
+
+    def finish(self, wait_s=3.0):
+        """At exit: flush, retrying for up to `wait_s` while the disk is full."""
+        deadline = time.monotonic() + wait_s
+        self.flush()
+        while len(self.writer) and time.monotonic() < deadline:
+            time.sleep(self.writer.retry_s)
+            self.flush()
 
     def save_unwritten(self):
-        """At exit, events that could not be written go to a side file, never lost."""
-        if len(self.writer):
-            side = f"{self.writer.path}.unwritten.{os.getpid()}"
+        """At exit, events that could not be written go to a side file; if even that
+        fails, the count lost is said. Returns the exit status (1 when anything is left)."""
+        if not len(self.writer):
+            return 0
+        n, side = len(self.writer), f"{self.writer.path}.unwritten.{os.getpid()}"
+        try:
             with open(side, "ab") as f:
                 f.write(b"".join(self.writer._buf))
-            print(f"error: {len(self.writer)} events could not be appended to "
-                  f"{self.writer.path}; saved to {side}", file=sys.stderr, flush=True)
-            return 1
-        return 0
+            print(f"error: {n} events could not be appended to {self.writer.path}; "
+                  f"saved to {side}", file=sys.stderr, flush=True)
+        except OSError as e:
+            print(f"error: {n} events could not be appended to {self.writer.path} nor saved "
+                  f"to {side} ({e.strerror or e}): they are lost", file=sys.stderr, flush=True)
+        return 1
 
 
 def _wall_ts():
@@ -238,7 +282,7 @@ def main(argv=None):
             print(f"error: --sim-start {args.sim_start!r} is not an RFC 3339 time",
                   file=sys.stderr)
             return 2
-    em = Emitter(cfg)
+    em = Emitter(cfg, stats=StatsFile(f"{STATE_DIR}/{args.name}.stats"))
     state = checkpoint.load_json(f"{STATE_DIR}/{args.name}.json") or {}
     with Lifecycle(args.name) as life:
         life.ready()
@@ -262,15 +306,21 @@ def main(argv=None):
                 with f:
                     run_lines(em, args, f, life.stop, str(args.replay))
         finally:
-            em.flush()
+            em.finish()
             unwritten = em.save_unwritten()
             if args.source == "sim":
-                checkpoint.save_json(f"{STATE_DIR}/{args.name}.json", state)
+                try:
+                    checkpoint.save_json(f"{STATE_DIR}/{args.name}.json", state)
+                except OSError as e:  # a full disk: iterations restart from the last save
+                    print(f"[rmb] warning: state not saved ({e.strerror or e})",
+                          file=sys.stderr, flush=True)
         dt = time.monotonic() - t0
+        em.stats.write(em.counters())
         if not args.quiet:
             rej = em.rejects.total
             print(f"[rmb] emitted {em.emitted} events ({em.gated} gated to rollback, "
-                  f"{rej} rejected) in {dt:.2f}s", flush=True)
+                  f"{rej} rejected" + (f", {em.dropped} dropped" if em.dropped else "")
+                  + f") in {dt:.2f}s", flush=True)
     return 1 if unwritten else 0
 
 

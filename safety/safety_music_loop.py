@@ -117,7 +117,10 @@ class MetricsInput:
         return self.residual, (rb_n / ev_n if ev_n > 0 else None), ev_n, rb_n
 
     def commit(self, previous):
-        checkpoint.save_json(self.state_path, {"previous": previous})
+        try:
+            checkpoint.save_json(self.state_path, {"previous": previous})
+        except OSError:  # a full disk: the previous level is only for `changed`; next tick
+            pass
 
     def close(self):
         self.session.close()
@@ -142,6 +145,13 @@ class Recorder:
         segs = sound.segments(list(self.buf), self.tick_s)
         if not segs:
             return
+        try:
+            self._write(segs)
+        except OSError as e:  # a full disk: the recording is rewritten whole next time
+            print(f"[safety] warning: recording not written ({e.strerror or e})",
+                  file=sys.stderr, flush=True)
+
+    def _write(self, segs):
         if self.midi_path:
             tmp = f"{self.midi_path}.tmp"
             Path(tmp).parent.mkdir(parents=True, exist_ok=True)
@@ -181,7 +191,8 @@ class SafetyLoop:
             self.input = MetricsInput(inp.get("metrics_url", "http://127.0.0.1:9409/metrics"),
                                       window_s)
         out = cfg["output"]
-        self.writer = JsonlWriter(out["channel"])
+        self.writer = JsonlWriter(out["channel"], max_pending=10_000)
+        self._warned = None
         self.validator = events.Validator.named("safety_music_event_v1.json")
         self.tick_s = 1.0 / cfg["loop"]["hz"]
         self.previous = self.input.previous
@@ -217,7 +228,7 @@ class SafetyLoop:
         if err:  # a bug, not bad input: say so loudly rather than write a bad event
             raise RuntimeError(f"safety music event does not match its schema: {err}")
         self.writer.add(evt)
-        self.writer.flush()
+        self._flush()
         if self.osc:
             self.osc.send(evt)
         if self.recorder:
@@ -227,9 +238,22 @@ class SafetyLoop:
         self.ticks += 1
         return evt
 
+    def _flush(self):
+        """Append the tick; on a full disk keep it (bounded, lumen.jsonl) and say so once."""
+        ok = self.writer.try_flush()
+        err = self.writer.last_error
+        if not ok and err and err != self._warned:
+            print(f"[safety] warning: {err}; ticks kept in memory until it can be written",
+                  file=sys.stderr, flush=True)
+        elif ok and self._warned:
+            print(f"[safety] writing again ({self.writer.dropped} ticks dropped meanwhile)",
+                  file=sys.stderr, flush=True)
+        self._warned = None if ok else err
+
     def close(self):
         if self.recorder:
             self.recorder.write()
+        self._flush()
         self.input.close()
 
 

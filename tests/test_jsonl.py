@@ -250,10 +250,12 @@ def test_failed_flush_keeps_the_batch(log, workdir):
     w = JsonlWriter(log)
     w.add({"n": 1})
     os.rmdir(log.parent)
-    with pytest.raises(FileNotFoundError):
+    log.parent.write_bytes(b"")  # a file where the directory was: no write can succeed
+    with pytest.raises(OSError):
         w.flush()
     assert len(w) == 1 and w.lines_written == 0
-    log.parent.mkdir()
+    assert w.try_flush() is False and w.write_errors == 1 and "logs" in w.last_error
+    log.parent.unlink()  # the directory is made again by the next flush
     assert w.flush() == 1
     assert log.read_bytes() == b'{"n":1}\n'
 
