@@ -38,7 +38,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-from lumen import checkpoint, config, events, v1types
+from lumen import checkpoint, config, events
 from lumen.jsonl import JsonlWriter, dumps
 from lumen.statsfile import StatsFile
 from lumen.proc import Lifecycle, cli_main
@@ -79,8 +79,9 @@ class Emitter:
         self.flush_s = cfg["loop"]["flush_ms"] / 1000.0
         self.writer = JsonlWriter(cfg["paths"]["queue"],
                                   max_pending=cfg["loop"].get("max_pending", 100_000))
-        self.validator = validator or events.Validator.named("rmb_event_v1.json")
-        self._check = v1types.DECODERS["rmb_event_v1.json"].decode
+        self.classifier = events.Classifier("rmb_event_v1.json", typed=True)
+        self.validator = validator or self.classifier.validator
+        self.wall = time.time
         self.rejects = rejects or Rejects("rmb_input", "rmb_emitter")
         self.clock = clock
         self.emitted = 0
@@ -94,13 +95,12 @@ class Emitter:
         if gate(evt, self.gates):
             self.gated += 1
         line = dumps(evt)
-        try:
-            self._check(line[:-1])  # decode + validate in one pass (lumen.v1types)
-        except v1types.DecodeError:
-            err = self.validator.error(evt)  # the JSON Schema has the last word
-            if err:
-                self.rejects.add("schema", err, "emitter", -1, line[:-1])
-                return False
+        # What every consumer will decide about this line, decided here first (ts_future
+        # included), so the queue only ever gets lines the readers count as events.
+        _, _, err = self.classifier.classify(line[:-1], self.wall())
+        if err:
+            self.rejects.add(err[0], err[1], "emitter", -1, line[:-1])
+            return False
         if not self.writer.add_line(line):
             return False  # memory full while the queue cannot be written: counted as dropped
         if self._first_at is None:
@@ -258,7 +258,7 @@ def run_lines(em, args, stream, stop, source_name):
         here, offset = offset, offset + len(line)
         if not raw.strip():
             continue
-        evt, err = events.parse(raw, validator)
+        evt, err = events.parse(raw, validator, now=time.time())
         if err:
             em.rejects.add(err[0], err[1], source_name, here, raw)
         else:
