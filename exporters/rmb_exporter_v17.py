@@ -30,7 +30,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
-from lumen import config, statsfile, timefmt
+from lumen import ROOT, config, statsfile, timefmt
 from lumen.consumer import Consumer
 from lumen.httpserve import METRICS_CONTENT_TYPE
 from lumen.proc import cli_main, run_exporter
@@ -183,7 +183,7 @@ class RmbExporter:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="configs/rmb_v17.yaml")
+    ap.add_argument("--config", default=str(ROOT / "configs/rmb_v17.yaml"))
     ap.add_argument("--port", type=int, help="override exporter.port (blueprint: 9409)")
     ap.add_argument("--host", help="override exporter.host")
     ap.add_argument("--queue", help="override paths.queue")

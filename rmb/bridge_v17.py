@@ -27,7 +27,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from lumen import config
+from lumen import ROOT, config
 from lumen.consumer import Consumer
 from lumen.proc import Lifecycle, cli_main
 from lumen.tail import MAX_ROTATED
@@ -105,7 +105,7 @@ def reset(offsets_dir="logs/.offsets"):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="configs/rmb_v17.yaml")
+    ap.add_argument("--config", default=str(ROOT / "configs/rmb_v17.yaml"))
     ap.add_argument("--store", help="override memory_bridge.store (default data/rmb_bridge.db)")
     ap.add_argument("--queue", help="override paths.queue")
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -38,7 +38,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-from lumen import checkpoint, config, events
+from lumen import ROOT, checkpoint, config, events
 from lumen.jsonl import JsonlWriter, dumps
 from lumen.statsfile import StatsFile
 from lumen.proc import Lifecycle, cli_main
@@ -50,7 +50,7 @@ STATE_DIR = "logs/.state"
 
 def build_parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default="configs/rmb_v17.yaml", help="config file (YAML)")
+    ap.add_argument("--config", default=str(ROOT / "configs/rmb_v17.yaml"), help="config file (YAML)")
     ap.add_argument("--source", choices=("sim", "stdin", "replay"), default="sim")
     ap.add_argument("--replay", metavar="FILE", help="file of v1 events for --source replay")
     ap.add_argument("--profile", choices=PROFILES, default="steady")
