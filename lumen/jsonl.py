@@ -14,6 +14,7 @@ rest of the batch stays in the caller's hands. `fsync=True` makes the batch dura
 """
 import fcntl
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -146,6 +147,7 @@ class JsonlWriter:
         self.dropped = 0
         self.write_errors = 0
         self.last_error = None
+        self._said = None
         self._retry_at = 0.0
 
     def add(self, obj) -> bool:
@@ -178,8 +180,22 @@ class JsonlWriter:
         self.last_error = None
         return n
 
-    def try_flush(self) -> bool:
-        """Flush unless the last failure was under `retry_s` ago; False while it fails."""
+    def try_flush(self, tag=None) -> bool:
+        """Flush unless the last failure was under `retry_s` ago; False while it fails.
+        With `tag` (e.g. "[ure]"), a failure is said once on stderr, and so is recovery."""
+        ok = self._try_flush()
+        if tag is not None:
+            if not ok and self.last_error and self.last_error != self._said:
+                print(f"{tag} warning: {self.last_error}; keeping up to {self.max_pending} "
+                      f"lines in memory until it can be written", file=sys.stderr, flush=True)
+                self._said = self.last_error
+            elif ok and self._said:
+                print(f"{tag} writing {self.path} again ({self.dropped} lines dropped so far)",
+                      file=sys.stderr, flush=True)
+                self._said = None
+        return ok
+
+    def _try_flush(self):
         if not self._buf:
             return True
         now = time.monotonic()

@@ -87,7 +87,6 @@ class Emitter:
         self.emitted = 0
         self.gated = 0
         self._first_at = None
-        self._warned = None
         self.stats = stats or StatsFile(None)
 
     def offer(self, evt):
@@ -134,19 +133,9 @@ class Emitter:
             self.rejects.flush()
         except OSError:  # the same full disk: the rejects stay pending with the batch
             pass
-        if self.writer.try_flush():
-            if self._warned:
-                print(f"[rmb] writing again: {self.writer.path} "
-                      f"({self.writer.dropped} events dropped while it could not be written)",
-                      file=sys.stderr, flush=True)
-                self._warned = None
+        if self.writer.try_flush("[rmb]"):
             self._first_at = None
         else:
-            err = self.writer.last_error
-            if err and err != self._warned:
-                print(f"[rmb] warning: {err}; keeping up to {self.writer.max_pending} events "
-                      f"in memory until it can be written", file=sys.stderr, flush=True)
-                self._warned = err
             self._first_at = self.clock()
         self.stats.write(self.counters())
 

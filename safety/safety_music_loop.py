@@ -192,7 +192,6 @@ class SafetyLoop:
                                       window_s)
         out = cfg["output"]
         self.writer = JsonlWriter(out["channel"], max_pending=10_000)
-        self._warned = None
         self.validator = events.Validator.named("safety_music_event_v1.json")
         self.tick_s = 1.0 / cfg["loop"]["hz"]
         self.previous = self.input.previous
@@ -228,7 +227,7 @@ class SafetyLoop:
         if err:  # a bug, not bad input: say so loudly rather than write a bad event
             raise RuntimeError(f"safety music event does not match its schema: {err}")
         self.writer.add(evt)
-        self._flush()
+        self.writer.try_flush("[safety]")
         if self.osc:
             self.osc.send(evt)
         if self.recorder:
@@ -238,22 +237,10 @@ class SafetyLoop:
         self.ticks += 1
         return evt
 
-    def _flush(self):
-        """Append the tick; on a full disk keep it (bounded, lumen.jsonl) and say so once."""
-        ok = self.writer.try_flush()
-        err = self.writer.last_error
-        if not ok and err and err != self._warned:
-            print(f"[safety] warning: {err}; ticks kept in memory until it can be written",
-                  file=sys.stderr, flush=True)
-        elif ok and self._warned:
-            print(f"[safety] writing again ({self.writer.dropped} ticks dropped meanwhile)",
-                  file=sys.stderr, flush=True)
-        self._warned = None if ok else err
-
     def close(self):
         if self.recorder:
             self.recorder.write()
-        self._flush()
+        self.writer.try_flush("[safety]")
         self.input.close()
 
 

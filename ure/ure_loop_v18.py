@@ -91,7 +91,6 @@ class UreLoop:
         self.recent = collections.deque(st.get("recent", []), maxlen=max(lp["batch_size"], 1))
         self.phase = st.get("phase", 0.0)
         self.writer = JsonlWriter(v2, max_pending=10_000)
-        self._warned = None
         self.validator = events.Validator.named("resonance_event_v2.json")
         self.own_seen = 0
         self.upstream_seen = 0
@@ -151,23 +150,11 @@ class UreLoop:
             if err:  # a bug, not input: stop loudly rather than write a bad event
                 raise RuntimeError(f"URE event does not match schema v2: {err}")
             self.writer.add(evt)
-            self._flush()
+            self.writer.try_flush("[ure]")
             self.iter += 1
         if time.monotonic() - self._last_commit >= CHECKPOINT_EVERY_S:
             self.commit()
         return evt
-
-    def _flush(self):
-        """Append the tick; on a full disk keep it (bounded, lumen.jsonl) and say so once."""
-        ok = self.writer.try_flush()
-        err = self.writer.last_error
-        if not ok and err and err != self._warned:
-            print(f"[ure] warning: {err}; ticks kept in memory until it can be written",
-                  file=sys.stderr, flush=True)
-        elif ok and self._warned:
-            print(f"[ure] writing again ({self.writer.dropped} ticks dropped meanwhile)",
-                  file=sys.stderr, flush=True)
-        self._warned = None if ok else err
 
     def commit(self):
         self.consumer.commit({"hz": self.hz, "batch_size": self.bsz, "iter": self.iter,
@@ -176,7 +163,7 @@ class UreLoop:
         self._last_commit = time.monotonic()
 
     def close(self):
-        self._flush()
+        self.writer.try_flush("[ure]")
         self.observe()  # read our own last event too, so the checkpoint ends at the log's end
         self.commit()
         self.consumer.close()
