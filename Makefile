@@ -11,17 +11,30 @@ CONFIG_TRACKA ?= $(ROOT)/configs/trackA_v17.yaml
 CONFIG_SAFETY ?= $(ROOT)/configs/safety_music_v17.yaml
 CONFIG_URE ?= $(ROOT)/configs/ure_v18.yaml
 SCRAPE_FILE ?= $(ROOT)/ops/prometheus/scrape.yml
-URE_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_URE) exporter.port)
 CONFIG_API ?= $(ROOT)/configs/api_v18.yaml
-API_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_API) api.port)
-API_HOST = $(shell $(PY) -m lumen.config get $(CONFIG_API) api.host)
 MINUTES ?= 2
 TRACKA = $(PY) $(ROOT)/tools/tracka_v17.py --config $(CONFIG_TRACKA) --rmb-config $(CONFIG_RMB)
-# Resolved from the config (env overrides such as RMB_EXPORTER_PORT applied).
-RMB_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_RMB) exporter.port)
-FAKE_PORT = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) exporter.port)
-FAKE_HOST = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) exporter.host)
-FAKE_STREAM = $(shell $(PY) -m lumen.config get $(CONFIG_TRACKA) stream)
+# Ports and hosts resolved from the configs (env overrides such as RMB_EXPORTER_PORT
+# applied): each group is looked up once per make run, and only by a target that uses it.
+# A bad config is its one error line; make then stops (status 2) before anything starts.
+# (Names differ from the env variables, e.g. API_PORT, so make never re-exports them.)
+GET := $(PY) -m lumen.config get
+define lookup_once
+$(eval $1 := $(shell $2))$(if $(filter-out 0,$(.SHELLSTATUS)),$(error stopped: could not resolve ports from the configs (the line above)))$($1)
+endef
+CFG_RMB = $(call lookup_once,CFG_RMB,$(GET) $(CONFIG_RMB) exporter.port)
+CFG_URE = $(call lookup_once,CFG_URE,$(GET) $(CONFIG_URE) exporter.port)
+CFG_API = $(call lookup_once,CFG_API,$(GET) $(CONFIG_API) api.port && $(GET) $(CONFIG_API) api.host)
+CFG_FAKE = $(call lookup_once,CFG_FAKE,$(GET) $(CONFIG_TRACKA) exporter.port && \
+	$(GET) $(CONFIG_TRACKA) exporter.host && $(GET) $(CONFIG_TRACKA) stream)
+RMB_PORT = $(CFG_RMB)
+URE_PORT = $(CFG_URE)
+API_LISTEN_PORT = $(word 1,$(CFG_API))
+API_LISTEN_HOST = $(word 2,$(CFG_API))
+FAKE_PORT = $(word 1,$(CFG_FAKE))
+FAKE_HOST = $(word 2,$(CFG_FAKE))
+FAKE_STREAM = $(word 3,$(CFG_FAKE))
+UP_TARGETS = trackB.start safety.music.start trackD.start ure.exporter db.init db.ingest api.readonly
 N ?= 100
 ALERTMANAGER_URL ?= http://localhost:9093
 PROMETHEUS_URL ?= http://localhost:9090
@@ -52,23 +65,25 @@ $(VENV)/.installed: $(ROOT)/pyproject.toml
 venv: $(VENV)/.installed ## create .venv and install Lumen with its dependencies
 
 # ---------------------------------------------------------------- the stack
-up: venv ## set up, start the stack on the default configs, print where to look
-	@$(MAKE) -s -f $(ROOT)/Makefile trackB.start safety.music.start trackD.start ure.exporter \
-		db.init db.ingest api.readonly
+up: venv ## set up, start the stack on the default configs (under supervisord), print where to look
+	@$(PY) -m lumen.config check $(CONFIG_RMB) $(CONFIG_TRACKA) $(CONFIG_SAFETY) $(CONFIG_URE) \
+		$(CONFIG_API) >/dev/null
+	@$(CTL) up -- $(MAKE) -s --no-print-directory -f $(ROOT)/Makefile $(UP_TARGETS) \
+		'CFG_RMB=$(CFG_RMB)' 'CFG_URE=$(CFG_URE)' 'CFG_API=$(CFG_API)'
 	@echo
 	@echo "Lumen is up:"
 	@echo "  metrics   http://127.0.0.1:$(RMB_PORT)/metrics"
 	@echo "  events    logs/rmb_events.jsonl   (rejects: logs/rejects/)"
 	@echo "  safety    logs/safety_music_events.jsonl   (hear it: make safety.music.render)"
 	@echo "  URE       http://127.0.0.1:$(URE_PORT)/metrics_ure   (v2 log: logs/resonance_events_v2.jsonl)"
-	@echo "  live page http://$(API_HOST):$(API_PORT)/   (charts, SLO verdicts, newest events)"
-	@echo "  API       http://$(API_HOST):$(API_PORT)/api/rmb:last   (OpenAPI: /openapi.json, store: data/lumen.db)"
-	@echo "  processes make status   (logs in logs/proc/)   stop: make down"
+	@echo "  live page http://$(API_LISTEN_HOST):$(API_LISTEN_PORT)/   (charts, SLO verdicts, newest events)"
+	@echo "  API       http://$(API_LISTEN_HOST):$(API_LISTEN_PORT)/api/rmb:last   (OpenAPI: /openapi.json, store: data/lumen.db)"
+	@echo "  processes make status   (supervised: crashes restart; logs in logs/proc/)   stop: make down"
 
-down: ## stop every process started here (by PID file)
-	@$(CTL) stop --all
+down: ## stop every process started here, then its supervisord (nothing running: success)
+	@if [ -x $(PY) ]; then $(CTL) stop --all; else echo "[ctl] nothing running (no $(VENV))"; fi
 
-status: venv ## each process: pid, alive, port, log file
+status: venv ## each process: state, pid, uptime, restarts, last exit, port, log
 	@$(CTL) status
 
 test: venv ## set up and run the whole test suite
@@ -97,7 +112,7 @@ trackB.start: validate.v17.schema ## start RMB exporter + emitter in the backgro
 	@$(CTL) start rmb_emitter -- $(PY) -u $(ROOT)/rmb/rmb_emitter.py --config $(CONFIG_RMB)
 	@echo "[trackB] RESULT = STARTED"
 
-trackB.stop: venv ## stop RMB exporter + emitter (by PID file)
+trackB.stop: venv ## stop RMB exporter + emitter (via supervisord)
 	@$(CTL) stop rmb_emitter rmb_exporter
 	@echo "[trackB] RESULT = STOPPED"
 
@@ -178,7 +193,7 @@ safety.music.start: venv ## start the Safety Music loop in the background
 	@echo "[safety] music loop start"
 	@$(CTL) start safety_music -- $(PY) -u $(ROOT)/safety/safety_music_loop.py --config $(CONFIG_SAFETY)
 
-safety.music.stop: venv ## stop the Safety Music loop (by PID file)
+safety.music.stop: venv ## stop the Safety Music loop (via supervisord)
 	@$(CTL) stop safety_music
 	@echo "[safety] music loop stop"
 
@@ -198,7 +213,7 @@ trackD.start: merge.v2 ## start the merge (follow mode) and the URE loop in the 
 	@$(CTL) start ure_loop -- $(PY) -u $(ROOT)/ure/ure_loop_v18.py --config $(CONFIG_URE)
 	@echo "[trackD] RESULT = STARTED"
 
-trackD.stop: venv ## stop the URE loop and the merge (by PID file)
+trackD.stop: venv ## stop the URE loop and the merge (via supervisord)
 	@$(CTL) stop ure_loop ure_merge
 	@echo "[trackD] RESULT = STOPPED"
 
@@ -244,7 +259,8 @@ db.backfill: db.init ## ingest what the logs hold now, with progress, then exit
 	@$(PY) -u $(ROOT)/tools/storage/ingest_tail_v18.py --config $(CONFIG_API) --once --name backfill
 
 api.readonly: venv ## start the read-only API (:8088) in the background
-	@$(CTL) start api --port $(API_PORT) --host $(API_HOST) -- $(PY) -u $(ROOT)/api/read_only.py --config $(CONFIG_API)
+	@$(CTL) start api --port $(API_LISTEN_PORT) --host $(API_LISTEN_HOST) -- \
+		$(PY) -u $(ROOT)/api/read_only.py --config $(CONFIG_API)
 
 api.stop: venv ## stop the read-only API
 	@$(CTL) stop api

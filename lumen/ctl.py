@@ -1,165 +1,321 @@
-"""Start, stop and list Lumen's background processes by PID file (DESIGN.md section 3).
+"""Start, stop and list Lumen's background processes, supervised by supervisord (issue 13).
 
     python -m lumen.ctl start NAME [--port P] [--host H] [--timeout S] -- CMD ARGS...
     python -m lumen.ctl stop NAME [NAME ...] | --all
     python -m lumen.ctl status
+    python -m lumen.ctl up -- CMD ARGS...
 
-`start` returns once the process is healthy: its PID file exists (it writes it when
-ready) and, with --port, the port answers. Output goes to `logs/proc/NAME.log`.
-Starting a running process says so and succeeds; stopping a stopped one succeeds.
-A busy port is one line naming the port and its owner, exit 1. Nothing is ever stopped
-by name: only the PID recorded in `run/NAME.pid`.
+`start` runs CMD as the program NAME of this directory's supervisord (started if needed;
+see lumen/supervise.py) and returns once it is healthy: supervisord has it up, it wrote
+`run/NAME.pid` with its own PID (it does when ready), and with --port the port answers.
+Output goes to `logs/proc/NAME.log`, rotated by supervisord. From then on a crash is
+restarted (with backoff; a crash loop ends FATAL). Starting a running process says so and
+succeeds; a busy port is one line naming the port and its owner, exit 1; a process that
+exits while starting is one line with the end of its log, exit 1, and is not retried.
+`stop` asks supervisord to stop (SIGTERM, SIGKILL after 15 s); `stop --all` stops every
+program and supervisord itself. `status` shows each program's state, pid, uptime,
+restarts, last exit, port and log. `up` runs CMD (the Makefile's start targets) and, if it
+fails, stops every process that CMD started and says where to look.
 """
 import argparse
-import json
+import http.client
 import os
-import signal
 import subprocess
 import sys
+import tempfile
 import time
+import xmlrpc.client
 from pathlib import Path
 
 from . import ports
+from . import supervise as sv
+from .supervise import ACTIVE, LOGS, RUN, UP, SupervisorError, pid_alive, read_pid
 
-RUN = Path("run")
-LOGS = Path("logs/proc")
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def read_pid(name):
-    try:
-        return int((RUN / f"{name}.pid").read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
+# Kept for callers of the former module (tools/soak.py): same meaning.
+_pid_alive = pid_alive
+STARTED_ENV = "LUMEN_CTL_STARTED"  # `up` collects the names its start targets started here
 
 
 def running_pid(name):
     pid = read_pid(name)
-    return pid if pid is not None and _pid_alive(pid) else None
+    return pid if pid is not None and pid_alive(pid) else None
 
 
-def _tail(path, n=5):
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
-    return [ln for ln in lines if ln.strip()][-n:]
+def _err(msg):
+    print(f"error: {msg}", file=sys.stderr, flush=True)
 
 
-def start(name, cmd, port=None, host="127.0.0.1", timeout=20.0):
-    pid = running_pid(name)
-    if pid:
-        print(f"[ctl] {name} already running (pid {pid})")
-        return 0
-    if port and not ports.is_free(host if host not in ("", "::") else "0.0.0.0", port):
-        print(f"error: {name}: {ports.busy_message(host, port)}", file=sys.stderr)
-        return 1
-    RUN.mkdir(parents=True, exist_ok=True)
-    LOGS.mkdir(parents=True, exist_ok=True)
-    (RUN / f"{name}.pid").unlink(missing_ok=True)
+def _note_started(name):
+    path = os.environ.get(STARTED_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(name + "\n")
+
+
+def _healthy(i, name, port, host):
+    return (i is not None and i["statename"] in UP and pid_alive(i["pid"])
+            and read_pid(name) == i["pid"] and (not port or ports.answers(host, port)))
+
+
+def start(name, cmd, port=None, host="127.0.0.1", timeout=20.0, startsecs=sv.STARTSECS,
+          startretries=sv.STARTRETRIES, stopwaitsecs=sv.STOPWAITSECS):
+    if not sv.NAME_RE.match(name):
+        _err(f"{name!r}: a process name is letters, digits, '_', '.', '-'")
+        return 2
     log = LOGS / f"{name}.log"
-    with open(log, "ab") as out:
-        child = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    (RUN / f"{name}.json").write_text(json.dumps(
-        {"name": name, "cmd": cmd, "port": port, "host": host, "log": str(log)}))
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        code = child.poll()
-        if code is not None:
-            last = _tail(log, 3)
-            print(f"error: {name} exited with status {code} while starting"
-                  + (": " + " | ".join(last) if last else f" (see {log})"), file=sys.stderr)
+    try:
+        with sv.locked():
+            s = sv.connect()
+            i = sv.info(s, name) if s is not None else None
+            while i is not None and i["statename"] == "STOPPING" and time.monotonic() < deadline:
+                time.sleep(0.05)
+                i = sv.info(s, name)
+            already = i is not None and i["statename"] in ACTIVE
+            if not already:
+                if s is None:  # a dead supervisord's children would hold ports: stop them
+                    sv.stop_orphans()
+                if port and not ports.is_free(host if host not in ("", "::") else "0.0.0.0",
+                                              port):
+                    _err(f"{name}: {ports.busy_message(host, port)}")
+                    return 1
+                s = sv.ensure_running()
+                LOGS.mkdir(parents=True, exist_ok=True)
+                sv.record(name, cmd, port, host)
+                sv.clear_stale_pidfile(name)
+                sv.add_program(s, name, startsecs=startsecs, startretries=startretries,
+                               stopwaitsecs=stopwaitsecs)
+                s.startProcess(name, False)
+                _note_started(name)
+        if already:
+            return _wait_already(s, name, port, host, deadline, log)
+        return _wait_started(s, name, port, host, deadline, log, timeout)
+    except SupervisorError as e:
+        _err(f"{name}: {e}")
+        return 1
+
+
+def _wait_already(s, name, port, host, deadline, log):
+    """NAME is supervised already (perhaps being restarted): wait until it is healthy."""
+    while True:
+        i = sv.info(s, name)
+        if _healthy(i, name, port, host):
+            print(f"[ctl] {name} already running (pid {i['pid']})")
+            return 0
+        if i is None or i["statename"] not in ACTIVE:
+            _err(f"{name} is {i['statename'] if i else 'gone'} (see {log})")
             return 1
-        if read_pid(name) == child.pid and (not port or ports.answers(host, port)):
-            print(f"[ctl] {name} started (pid {child.pid}{f', port {port}' if port else ''},"
+        if time.monotonic() > deadline:
+            _err(f"{name} is supervised but not healthy ({i['statename']}; see {log})")
+            return 1
+        time.sleep(0.05)
+
+
+def _wait_started(s, name, port, host, deadline, log, timeout):
+    first = None
+    while time.monotonic() < deadline:
+        i = sv.info(s, name)
+        state, pid = i["statename"], i["pid"]
+        if state not in UP or (first and pid != first):  # it exited: no retries from here
+            with sv.locked():
+                sv.stop_programs(s, [name], sv.STOPWAITSECS + 10)
+                time.sleep(0.1)  # the last lines of its output reach the log
+                last = sv.tail(log, 3)
+                how = sv.describe_exit(name)
+                sv.shutdown_if_idle(s)
+            _err(f"{name} {how} while starting"
+                 + (": " + " | ".join(last) if last else f" (see {log})"))
+            return 1
+        first = first or pid
+        if _healthy(i, name, port, host):
+            print(f"[ctl] {name} started (pid {pid}{f', port {port}' if port else ''},"
                   f" log {log})")
             return 0
         time.sleep(0.05)
-    os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    print(f"error: {name} not healthy after {timeout:g}s (see {log}); stopped it", file=sys.stderr)
+    with sv.locked():
+        sv.stop_programs(s, [name], sv.STOPWAITSECS + 10)
+        sv.shutdown_if_idle(s)
+    _err(f"{name} not healthy after {timeout:g}s (see {log}); stopped it")
     return 1
 
 
-def stop(name, timeout=15.0):
-    pidfile = RUN / f"{name}.pid"
-    pid = running_pid(name)
-    if pid is None:
-        pidfile.unlink(missing_ok=True)
-        print(f"[ctl] {name} not running")
+def stop(name, timeout=30.0):
+    """Stop NAME (kept for callers that stop one process)."""
+    return stop_many([name], timeout)
+
+
+def stop_many(names, timeout=30.0):
+    try:
+        with sv.locked():
+            s = sv.connect()
+            if s is None:
+                for name in names:
+                    if not sv.stop_orphans(name):
+                        print(f"[ctl] {name} not running")
+                    sv.clear_stale_pidfile(name)
+                return 0
+            was = sv.stop_programs(s, names, timeout + sv.STOPWAITSECS)
+            for name in names:
+                i = sv.info(s, name)
+                if name in was:
+                    print(f"[ctl] {name} stopped"
+                          + (f" (pid {was[name]})" if was[name] else " (it was between restarts)"))
+                elif i is not None and i["statename"] == "FATAL":
+                    s.removeProcessGroup(name)  # stopped on purpose: no longer on show
+                    print(f"[ctl] {name} not running (it was FATAL; see {LOGS / name}.log)")
+                else:
+                    print(f"[ctl] {name} not running")
+                sv.clear_stale_pidfile(name)
+            sv.shutdown_if_idle(s)
         return 0
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _pid_alive(pid):
-        print(f"[ctl] {name} (pid {pid}) ignored SIGTERM for {timeout:g}s: sending SIGKILL",
-              file=sys.stderr)
-        os.kill(pid, signal.SIGKILL)
-        while _pid_alive(pid):
-            time.sleep(0.05)
-    pidfile.unlink(missing_ok=True)
-    print(f"[ctl] {name} stopped (pid {pid})")
+    except SupervisorError as e:
+        _err(str(e))
+        return 1
+
+
+def stop_all(timeout=30.0):
+    """Every program of this directory, then supervisord; then anything left behind."""
+    did = False
+    try:
+        with sv.locked():
+            s = sv.connect()
+            if s is not None:
+                names = [i["name"] for i in s.getAllProcessInfo()]
+                was = sv.stop_programs(s, names, timeout + sv.STOPWAITSECS)
+                for name, pid in was.items():
+                    print(f"[ctl] {name} stopped"
+                          + (f" (pid {pid})" if pid else " (it was between restarts)"))
+                sv.shutdown(s)
+                did = True
+            did = bool(sv.stop_orphans()) or did
+            for name in sv.known_names():
+                sv.clear_stale_pidfile(name)
+            sv.clear_stale_supervisor()
+    except SupervisorError as e:
+        _err(str(e))
+        return 1
+    if not did:
+        print("[ctl] nothing running")
     return 0
+
+
+def _uptime(i):
+    if i["statename"] not in UP or not i["start"]:
+        return "-"
+    secs = max(0, int(i["now"] - i["start"]))
+    d, rest = divmod(secs, 86400)
+    h, rest = divmod(rest, 3600)
+    m, sec = divmod(rest, 60)
+    return (f"{d}d" if d else "") + f"{h}:{m:02d}:{sec:02d}"
 
 
 def status():
-    metas = sorted(RUN.glob("*.json")) if RUN.exists() else []
-    if not metas:
-        print("[status] nothing started (no run/*.json)")
-        return 0
-    print(f"{'name':<18} {'pid':>7} {'alive':<6} {'port':>5}  log")
-    for meta_path in metas:
-        meta = json.loads(meta_path.read_text())
-        pid = read_pid(meta["name"])
-        alive = pid is not None and _pid_alive(pid)
-        print(f"{meta['name']:<18} {pid if pid else '-':>7} {'yes' if alive else 'no':<6} "
-              f"{meta.get('port') or '-':>5}  {meta['log']}")
+    try:
+        s = sv.connect()
+        if s is None:
+            orphans = sv.find_orphans()
+            for pid, name in orphans:
+                print(f"warning: {name} (pid {pid}) runs without its supervisord (it died): "
+                      "`make down` stops it", file=sys.stderr)
+            print("[status] nothing running here (no supervisord for this directory)")
+            return 1 if orphans else 0
+        infos = s.getAllProcessInfo()
+        pid = s.getPID()
+    except SupervisorError as e:
+        _err(str(e))
+        return 1
+    print(f"[status] supervisord pid {pid}, log {sv.LOG}")
+    print(f"{'name':<18} {'state':<9} {'pid':>7} {'uptime':>9} {'restarts':>8} "
+          f"{'last-exit':<10} {'port':>5}  log")
+    for i in sorted(infos, key=lambda x: x["name"]):
+        name = i["name"]
+        meta = sv.meta(name)
+        n = sv.restarts(name) if i["start"] else None
+        print(f"{name:<18} {i['statename']:<9} {i['pid'] or '-':>7} {_uptime(i):>9} "
+              f"{'-' if n is None else n:>8} {sv.last_exit(name, i):<10} "
+              f"{meta.get('port') or '-':>5}  {meta.get('log') or LOGS / (name + '.log')}")
     return 0
+
+
+def up(cmd):
+    """Run CMD; if it fails, stop what it started (and supervisord if then idle)."""
+    RUN.mkdir(parents=True, exist_ok=True)
+    fd, started_path = tempfile.mkstemp(prefix="up.", suffix=".started", dir=RUN)
+    os.close(fd)
+    try:
+        try:
+            rc = subprocess.call(cmd, env=dict(os.environ, **{STARTED_ENV: started_path}))
+        except KeyboardInterrupt:
+            rc = 130
+        if rc == 0:
+            return 0
+        names = list(dict.fromkeys(Path(started_path).read_text().split()))
+    finally:
+        Path(started_path).unlink(missing_ok=True)
+    print("[up] FAILED part way" + (f": stopping what this run started ({', '.join(names)})"
+                                     if names else " (it had started nothing)"),
+          file=sys.stderr, flush=True)
+    if names:
+        try:
+            with sv.locked():
+                s = sv.connect()
+                if s is not None:
+                    sv.stop_programs(s, list(reversed(names)), 30 + sv.STOPWAITSECS)
+                    sv.shutdown_if_idle(s)
+        except SupervisorError as e:
+            _err(str(e))
+    print(f"[up] look at: the error above; {LOGS}/<name>.log (each process' output), "
+          f"{sv.LOG}; `make status` shows what still runs, `make down` stops everything",
+          file=sys.stderr, flush=True)
+    return rc or 1
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m lumen.ctl", description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="action", required=True)
-    s = sub.add_parser("start", help="start NAME in the background and wait until healthy")
+    s = sub.add_parser("start", help="start NAME under supervisord and wait until healthy")
     s.add_argument("name")
     s.add_argument("--port", type=int)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--timeout", type=float, default=20.0)
-    t = sub.add_parser("stop", help="stop by PID file: SIGTERM, wait, SIGKILL after --timeout")
+    s.add_argument("--startsecs", type=float, default=sv.STARTSECS,
+                   help="up this long = started; dying sooner is retried with backoff")
+    s.add_argument("--startretries", type=int, default=sv.STARTRETRIES,
+                   help="failed starts in a row before FATAL")
+    s.add_argument("--stopwaitsecs", type=float, default=sv.STOPWAITSECS,
+                   help="SIGTERM, then SIGKILL after this long")
+    t = sub.add_parser("stop", help="stop via supervisord: SIGTERM, SIGKILL after 15 s")
     t.add_argument("names", nargs="*")
-    t.add_argument("--all", action="store_true", help="every process with a PID file in run/")
-    t.add_argument("--timeout", type=float, default=15.0)
-    sub.add_parser("status", help="each process: pid, alive, port, log")
+    t.add_argument("--all", action="store_true", help="every program, then supervisord")
+    t.add_argument("--timeout", type=float, default=30.0)
+    sub.add_parser("status", help="each process: state, pid, uptime, restarts, last exit, "
+                                  "port, log")
+    sub.add_parser("up", help="run the command after --; on failure stop what it started")
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = argv[argv.index("--") + 1:] if "--" in argv else []
     a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    if a.action in ("start", "up") and not cmd:
+        ap.error(f"{a.action} needs a command after --")
+    try:
+        return _run(a, cmd)
+    except (xmlrpc.client.Fault, OSError, http.client.HTTPException) as e:
+        _err(f"talking to supervisord ({sv.socket_path()}): {e} (see {sv.LOG})")
+        return 1
+
+
+def _run(a, cmd):
     if a.action == "start":
-        if not cmd:
-            ap.error("start needs a command after --")
-        return start(a.name, cmd, a.port, a.host, a.timeout)
+        return start(a.name, cmd, a.port, a.host, a.timeout, a.startsecs, a.startretries,
+                     a.stopwaitsecs)
+    if a.action == "up":
+        return up(cmd)
     if a.action == "stop":
-        names = list(a.names)
-        if a.all and RUN.exists():
-            names += sorted({p.stem for p in RUN.glob("*.pid")} - set(names))
-        if not names:
+        if a.all:
+            return stop_all(a.timeout)
+        if not a.names:
             print("[ctl] nothing to stop")
             return 0
-        return max(stop(n, a.timeout) for n in names)
+        return stop_many(a.names, a.timeout)
     return status()
 
 

@@ -1,6 +1,6 @@
 """The Makefile as the user meets it: help, README and blueprint targets exist, and the
 Track B lifecycle (start returns, counts grow at ~hz, stop frees everything, twice is
-harmless, a busy port is one clear line)."""
+harmless, a busy port is one clear line). Supervision itself: tests/test_supervise.py."""
 import os
 import re
 import signal
@@ -107,18 +107,22 @@ def test_up_status_and_down(stack):
     assert f"http://127.0.0.1:{env['API_PORT']}/api/rmb:last" in r.stdout
     assert f"http://127.0.0.1:{env['URE_EXPORTER_PORT']}/metrics_ure" in r.stdout
     s = run_make(cwd, "status", env=env)
-    assert re.search(r"^rmb_exporter\s+\d+\s+yes\s+%d\s+logs/proc/rmb_exporter.log" % port,
+    # name, state, pid, uptime, restarts, last exit, port, log
+    up = r"(?:STARTING|RUNNING)\s+\d+\s+\d+:\d\d:\d\d\s+0\s+-"
+    assert re.search(r"^rmb_exporter\s+%s\s+%d\s+logs/proc/rmb_exporter.log$" % (up, port),
                      s.stdout, re.M), s.stdout
     for name in ("rmb_emitter", "safety_music", "ure_merge", "ure_loop", "ure_exporter",
                  "ingest", "api"):
-        assert re.search(r"^%s\s+\d+\s+yes" % name, s.stdout, re.M), (name, s.stdout)
+        assert re.search(r"^%s\s+%s\s" % (name, up), s.stdout, re.M), (name, s.stdout)
+    pids = pids_in(cwd / "run")
     # Data flows end to end: an event reaches the API through the ingester.
     api = f"http://127.0.0.1:{env['API_PORT']}/api/rmb:last"
     wait_until(lambda: requests.get(api, timeout=5).json().get("ts"), timeout=20,
                what="an RMB row in the API")
     r = run_make(cwd, "down", env=env)
     assert r.returncode == 0
-    assert "no " in run_make(cwd, "status", env=env).stdout
+    assert not [name for name, pid in pids.items() if pid_alive(pid)]  # supervisord too
+    assert "nothing running" in run_make(cwd, "status", env=env).stdout
 
 
 def test_trackB_lifecycle(stack):
@@ -127,6 +131,7 @@ def test_trackB_lifecycle(stack):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().endswith("[trackB] RESULT = STARTED")
     pids = pids_in(cwd / "run")
+    supervisord = pids.pop("supervisord")  # both run under this directory's supervisord
     assert set(pids) == {"rmb_exporter", "rmb_emitter"}
 
     # Counts grow at about hz (20 events/s here) as the emitter flushes every 500 ms.
@@ -139,11 +144,12 @@ def test_trackB_lifecycle(stack):
     # Starting again is harmless: same processes, success.
     r = run_make(cwd, "trackB.start", env=env, timeout=60)
     assert r.returncode == 0 and "already running" in r.stdout
-    assert pids_in(cwd / "run") == pids
+    assert pids_in(cwd / "run") == dict(pids, supervisord=supervisord)
 
     r = run_make(cwd, "trackB.stop", env=env)
     assert r.returncode == 0 and "[trackB] RESULT = STOPPED" in r.stdout
     assert not any(pid_alive(p) for p in pids.values())
+    assert not pid_alive(supervisord)  # it had nothing left to supervise
     assert not list((cwd / "run").glob("*.pid"))
     assert ports.is_free("127.0.0.1", port)
     r = run_make(cwd, "trackB.stop", env=env)  # stopping twice is fine
