@@ -5,10 +5,12 @@ In a scratch directory, on ephemeral ports: `make up` starts every process; the 
 replaced by one writing N events (default 200 000) at `--rate` events/s; meanwhile a
 seeded fault driver, bounded in time,
   - SIGKILLs each consumer (exporter, safety loop, merge, URE loop, URE exporter,
-    ingester) at random moments, several times each, and restarts it;
+    ingester) at random moments, several times each; supervisord restarts it;
   - rotates the logs with `make logs.rotate` (real logrotate, rename), and a few times
     with copytruncate, as a foreign logrotate would;
-  - injects bad lines (not JSON, invalid UTF-8, truncated, oversize, schema-invalid)
+  - injects bad lines of every reject kind (not JSON, invalid UTF-8 also inside a string,
+    1 000-deep nesting, not an object, truncated, oversize, schema-invalid, a space for the
+    `T`, stamped 2099) and torn fragments (no newline, as a writer killed mid line leaves)
     through a second writer;
 and 16 clients keep requesting /metrics, /metrics_ure and the API.
 At the end it reports, per stage, events expected / seen / lost / duplicated / rejected,
@@ -23,6 +25,7 @@ consumer's checkpoint forward while it is down (a tailer that skips lines): the 
 then fail, which tests/test_soak.py checks.
 """
 import argparse
+import fcntl
 import gzip
 import json
 import os
@@ -103,13 +106,26 @@ class Clients:
             t.join(timeout=10)
 
 
-BAD_LINES = {
+_FUTURE = {"ts": "2099-01-01T00:00:00Z", "entity_id": "soak.future", "group": "observer",
+           "event_type": "rollback",
+           "resonance_v3": {"phase_diff": 0.1, "residual_entropy": 0.5, "creative_band": "MID",
+                            "risk_band": "SAFE"},
+           "memory_bridge": {"slot_id": "s", "op": "UPSERT", "key": "k",
+                             "value_hash": "deadbeef"},
+           "trace": {"loop_id": "soak", "iter": 0, "host": "soak"}}
+BAD_LINES = {  # one of every reject kind a reader can meet
     "json": b"this is not json",
     "utf8": b"\xff\xfe\xfd not utf-8",
+    "utf8_in_string": b'{"entity_id":"\xff\xfe"}',
+    "deep": b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+    "not_object": b"[1, 2, 3]",
     "truncated": b'{"ts": "2025-11-01T00:00:00Z", "entity_id": "x", "group": "desi',
     "oversize": b'{"pad": "' + b"x" * (1 << 20) + b'"}',
     "schema": b'{"ts": "2025-11-01T00:00:00Z", "entity_id": "x"}',
+    "ts_space": orjson.dumps(dict(_FUTURE, ts="2025-11-01 00:00:00Z")),
+    "ts_future": orjson.dumps(_FUTURE),
 }
+FRAGMENT = b'{"ts": "2025-11-01T00:00:00Z", "entity_id": "torn'  # a writer died mid line
 
 
 class Driver:
@@ -122,38 +138,47 @@ class Driver:
         self.corrupted = False
 
     def kill_restart(self, name, corrupt=False):
+        """SIGKILL the process; supervisord restarts it. Waits (bounded) until a new process
+        has written its PID file."""
         pid = ctl.running_pid(name)
         if pid is None:
             self.not_back.append(f"{name} was not running before a kill")
             return
+        if corrupt:
+            return self._corrupt_and_restart(name)
         os.kill(pid, signal.SIGKILL)
-        while ctl._pid_alive(pid):
-            time.sleep(0.01)
         self.kills[name] += 1
-        if corrupt and not self.corrupted:
-            # A broken checkpoint: 10 000 bytes ahead of what the consumer handled, in the
-            # file it is reading (when that is the live file and has grown past it).
-            ck = Path("logs/.offsets/ingest_rmb.json")
-            st = json.loads(ck.read_text())
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                try:
-                    live = os.stat(self.log)
-                except FileNotFoundError:
-                    break
-                if (live.st_dev, live.st_ino) != (st["dev"], st["ino"]):
-                    break  # reading a rotated file: try again at the next break
-                if live.st_size > st["offset"] + 30_000:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            new = ctl.running_pid(name)
+            if new is not None and new != pid:
+                return
+            time.sleep(0.05)
+        self.not_back.append(f"{name}: not back 120 s after SIGKILL (pid was {pid})")
+
+    def _corrupt_and_restart(self, name):
+        """A broken checkpoint: the ingester's position 10 000 bytes ahead of what it
+        stored, in the live file it is reading (it is stopped meanwhile)."""
+        subprocess.run([sys.executable, "-m", "lumen.ctl", "stop", name], env=self.env,
+                       capture_output=True, timeout=60)
+        try:
+            with sqlite3.connect("data/lumen.db", timeout=30) as db:
+                row = db.execute("SELECT ck FROM offsets WHERE consumer = 'ingest_rmb'").fetchone()
+                st = json.loads(row[0]) if row else None
+                live = os.stat(self.log)
+                if st and (live.st_dev, live.st_ino) == (st["dev"], st["ino"]) and \
+                        live.st_size > st["offset"] + 30_000:
                     st["offset"] += 10_000
-                    ck.write_text(json.dumps(st))
+                    db.execute("UPDATE offsets SET ck = ? WHERE consumer = 'ingest_rmb'",
+                               (json.dumps(st),))
                     self.corrupted = True
-                    break
-                time.sleep(0.02)
+        except (OSError, sqlite3.Error):
+            pass
         meta = json.loads(Path(f"run/{name}.json").read_text())
         out = subprocess.run([sys.executable, "-m", "lumen.ctl", "start", name,
                               *(["--port", str(meta["port"]), "--host", meta["host"]]
                                 if meta.get("port") else []), "--", *meta["cmd"]],
-                             env=self.env, capture_output=True, text=True, timeout=60)
+                             env=self.env, capture_output=True, text=True, timeout=120)
         if out.returncode != 0:
             self.not_back.append(f"{name}: {out.stderr.strip()}")
 
@@ -174,14 +199,25 @@ class Driver:
             self.not_back.append(f"logrotate ({kind}): {r.stderr.strip()[:200]}")
 
     def inject(self):
-        kind = self.rng.choice(sorted(BAD_LINES))
-        append_lines(self.log, [BAD_LINES[kind] + b"\n"])
+        kind = self.rng.choice(sorted(BAD_LINES) + ["fragment"])
+        if kind == "fragment":
+            # What a writer killed mid-line leaves: no newline. The next batch ends it.
+            fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                os.write(fd, FRAGMENT)
+            finally:
+                os.close(fd)
+        else:
+            append_lines(self.log, [BAD_LINES[kind] + b"\n"])
         self.injected[kind] += 1
 
 
-def on_disk(logdir, stem, validator):
-    """(valid events, bad lines) in every file of a stream: live, .N and .N.gz."""
+def on_disk(logdir, stem, validator, now=None):
+    """(valid events, bad lines) in every file of a stream: live, .N and .N.gz, judged as
+    every stage judges them (events.parse, ts_future against `now`)."""
     good, bad = [], 0
+    now = time.time() if now is None else now
     for p in sorted(logdir.glob(stem + "*")):
         if p.name.endswith(".tmp"):
             continue
@@ -189,7 +225,7 @@ def on_disk(logdir, stem, validator):
         for raw in data.split(b"\n"):
             if not raw.strip():
                 continue
-            ev, err = events.parse(raw, validator)
+            ev, err = events.parse(raw, validator, now=now)
             if err:
                 bad += 1
             else:
@@ -198,7 +234,14 @@ def on_disk(logdir, stem, validator):
 
 
 def monitor(name):
-    ck = json.loads(Path(f"logs/.offsets/{name}.json").read_text())
+    """(valid, rejected) counted by a consumer, from its checkpoint (ingest: the offsets
+    table of the store)."""
+    if name.startswith("ingest_"):
+        with sqlite3.connect("data/lumen.db", timeout=30) as db:
+            row = db.execute("SELECT ck FROM offsets WHERE consumer = ?", (name,)).fetchone()
+        ck = json.loads(row[0]) if row else {}
+    else:
+        ck = json.loads(Path(f"logs/.offsets/{name}.json").read_text())
     mon = (ck.get("state") or {}).get("monitor") or {}
     return mon.get("valid", 0), sum((mon.get("rejects") or {}).values())
 
@@ -262,6 +305,9 @@ def run(args):
         if args.break_checkpoint:
             for k in (6, 3, 0):  # early, while the emitter writes; it counts only when the
                 plan.insert(k, ("break", "ingest"))  # ingester is reading the live file
+        print(f"[soak] seed {args.seed}, fault plan ({len(plan)} actions; replay with the same "
+              f"--seed and sizes): " + " ".join(f"{a}:{x}" if x not in (None, False) else a
+                                                for a, x in plan), flush=True)
         gap = args.duration / max(1, len(plan))
         # Each kill waits for the restarted process to be healthy, so the plan needs more
         # than its sleeps; the bound only stops a driver that is stuck.
