@@ -156,10 +156,12 @@ def test_logrotate_on_a_live_stream_loses_nothing(workdir, procs):
         return next(float(x.split()[1]) for x in txt.splitlines()
                     if x.startswith("rmb_events_total "))
     wait_until(lambda: total() == n, timeout=30, what=f"exporter to count {n}")
-    txt = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     rotated = len(list((workdir / "logs").glob("rmb_events.jsonl.*")))
     assert rotated >= 2  # logrotate skips a run that finds no file (missingok, nocreate)
-    assert f"rmb_file_rotations_total {rotated}.0" in txt
+    # The last rename is seen at the exporter's next look at the path after its last line.
+    wait_until(lambda: f"rmb_file_rotations_total {rotated}.0" in requests.get(
+        f"http://127.0.0.1:{port}/metrics", timeout=5).text, timeout=30,
+        what=f"rmb_file_rotations_total {rotated}")
     run_make(workdir, "evidence.map")
     bundles = (workdir / "logs/evidence_bundle.jsonl").read_text().splitlines()
     on_disk = _all_events(workdir / "logs")
