@@ -44,10 +44,15 @@ def document(max_limit):
                                "items": {"type": "array", "items": item},
                                "next_cursor": {"type": "string", "nullable": True}}}
 
-    errors = {"400": _err("a parameter is missing or invalid"),
+    # Every status has the same JSON body, the server's own (408, 413, 431, 503) included.
+    errors = {"400": _err("a parameter is missing or invalid, or a malformed request"),
               "404": _err("no such path"), "405": _err("only GET and HEAD"),
+              "408": _err("the request was not complete within api.request_timeout_s"),
+              "413": _err("a request body over 64 KB (a GET carries none)"),
               "414": _err("the URL is longer than api.max_url_bytes"),
-              "503": _err("the database is not available")}
+              "431": _err("the request head is over 64 KB or has over 100 headers"),
+              "503": _err("the database is not available, or too many open connections")}
+    server = {k: errors[k] for k in ("400", "405", "408", "413", "414", "431")}
     last_rmb = {"type": "object", "properties": {"ts": STR, "residual": NUM, "phase": NUM, "risk": STR}}
     last_ure = {"type": "object", "properties": {"ts": STR, "residual": NUM, "harmony": NUM,
                                                   "coherence": NUM, "action": STR}}
@@ -84,14 +89,13 @@ def document(max_limit):
                                  "responses": {"200": _ok({"type": "object", "required": ["ok", "result", "verdicts"]}), **errors}}},
             "/": {"get": {"summary": "the live page (HTML)", "responses": {
                 "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
-                "400": errors["400"], "405": errors["405"], "414": errors["414"]}}},
+                **server}}},
             "/healthz": {"get": {"summary": "database reachable, ingest lag", "responses": {
                 "200": _ok({"type": "object", "required": ["ok", "db"]}, "healthy"),
                 "503": _ok({"type": "object", "required": ["ok", "db"]}, "unhealthy"),
-                "400": errors["400"], "405": errors["405"], "414": errors["414"]}}},
+                **server}}},
             "/openapi.json": {"get": {"summary": "this document", "responses": {
-                "200": _ok({"type": "object"}), "400": errors["400"], "405": errors["405"],
-                "414": errors["414"]}}},
+                "200": _ok({"type": "object"}), **server}}},
         },
         "components": {"schemas": {"Error": ERROR}},
     }

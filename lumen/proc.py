@@ -69,25 +69,27 @@ def run_exporter(name, app, worker, host, port, banner, **serve_kw):
     """Serve `app` on host:port while `worker(stop)` runs in a thread, until SIGTERM/SIGINT.
 
     The PID file is written once the port is bound and the worker started. Returns 0 on a
-    clean stop, 1 if the worker died on its own. `banner` may use {port}; `serve_kw` go to
-    lumen.httpserve.serve (timeout, max_url)."""
+    clean stop, 1 if the worker or the server died on its own. `banner` may use {port};
+    `serve_kw` go to lumen.httpserve.serve (timeout, max_url, max_conns, workers)."""
     from .httpserve import serve
     server = serve(app, host, port, **serve_kw)
     with Lifecycle(name) as life:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        serving = threading.Thread(target=server.serve_forever, daemon=True, name="http")
+        serving.start()
         work = threading.Thread(target=worker, args=(life.stop,))
         work.start()
         life.ready()
         print(banner.format(port=server.server_address[1]), flush=True)
-        while work.is_alive() and not life.stop.is_set():
+        while work.is_alive() and serving.is_alive() and not life.stop.is_set():
             life.stop.wait(0.5)
-        crashed = not life.stop.is_set()  # the worker ended on its own: an error
+        crashed = not life.stop.is_set()  # the worker or the server ended on its own: an error
+        dead = "worker" if not work.is_alive() else "HTTP server"
         life.stop.set()
         work.join(timeout=30)
-        server.shutdown()
+        server.shutdown()  # returns at once if serve_forever has ended already
         server.server_close()
     if crashed:
-        print(f"error: the worker thread of {name} stopped unexpectedly (see above)",
+        print(f"error: the {dead} thread of {name} stopped unexpectedly (see above)",
               file=sys.stderr)
         return 1
     return 0
