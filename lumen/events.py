@@ -57,9 +57,14 @@ class Validator:
     def error(self, obj):
         if self._v.is_valid(obj):
             return None
-        for err in self._v.iter_errors(obj):
-            where = "/".join(str(p) for p in err.instance_path) or "(root)"
-            return f"{where}: {err.message}"
+        try:
+            for err in self._v.iter_errors(obj):
+                where = "/".join(str(p) for p in err.instance_path) or "(root)"
+                return f"{where}: {err.message}"
+        except (RecursionError, ValueError, TypeError):
+            # The validator describes errors recursively; a document nested deep enough
+            # (still valid JSON) exceeds that. The verdict stands: it is not valid.
+            return "(root): not valid against the schema (nested too deep to say where)"
         return "invalid"
 
 
@@ -133,8 +138,8 @@ class Classifier:
         if self._typed is not None and len(raw) <= self.max_bytes:
             try:
                 ev = self._typed(raw)
-            except self._decode_errors:
-                ev = None  # the slow path below gives the verdict and its message
+            except Exception:  # noqa: BLE001 - any refusal (bad UTF-8, depth, type): the
+                ev = None      # slow path below gives the one verdict and its message
             if ev is not None:
                 t = timefmt.parse(ev.ts)
                 if t is not None:

@@ -34,8 +34,12 @@ def parse(ts):
     if type(ts) is not str:
         return None
     m = _RE.match(ts)
-    if m is None:
-        return None
+    if m is None or (m.group(8) is None and (m.group(10) > "23" or m.group(11) > "59")):
+        return None  # no such shape, or no such offset (fromisoformat takes +00:99)
+    frac = m.group(7)
+    if frac is not None and len(frac) > 7:
+        ts = ts[:m.start(7) + 7] + ts[m.end(7):]  # microseconds, cut (not rounded) as in C
+        frac = frac[:7]
     try:  # the common case, in C; the regex has already fixed the shape
         return _fromiso(ts).timestamp()
     except (ValueError, OverflowError):
@@ -48,13 +52,10 @@ def parse(ts):
         return None
     t = _days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60 + ss
     if m.group(8) is None:
-        oh, om = int(m.group(10)), int(m.group(11))
-        if oh > 23 or om > 59:
-            return None
-        off = oh * 3600 + om * 60
+        off = int(m.group(10)) * 3600 + int(m.group(11)) * 60
         t -= off if m.group(9) == "+" else -off
-    frac = m.group(7)
-    return float(t) + (float(frac) if frac else 0.0)
+    us = int(frac[1:].ljust(6, "0")) if frac else 0
+    return (t * 1_000_000 + us) / 1_000_000  # int / int, as datetime.timestamp() does
 
 
 def is_datetime(ts):

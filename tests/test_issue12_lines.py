@@ -161,21 +161,21 @@ def test_a_failing_validator_becomes_reason_internal(workdir, monkeypatch):
     assert cons.valid == 0 and dict(cons.rejected) == {"internal": 2}
     recs = [json.loads(x) for x in (workdir / "rej/rmb_events.jsonl").read_text().splitlines()]
     assert [r["reason"] for r in recs] == ["internal", "internal"]
-    # The typed fast path has its own decoder: break that and the verdict is internal too.
+    # The typed fast path has its own decoder: whatever it raises, the slow path gives the
+    # one verdict (here: a valid event, as the untyped classifier says).
+    monkeypatch.undo()
     typed = classifier(typed=True)
     def decoder_boom(raw):
         raise RuntimeError("decoder exploded")
 
     monkeypatch.setattr(typed, "_typed", decoder_boom)
     ev, t, err = typed.classify(event_bytes(), NOW_FAR)
-    assert (ev, t, err[0]) == (None, None, "internal") and "decoder exploded" in err[1]
+    assert err is None and ev is not None and ev.trace.loop_id
+    assert t == classifier().classify(event_bytes(), NOW_FAR)[1]
 
 
-# Known disagreements of the typed fast path with the untyped one (found by this file):
-# reported to the core's owner; strict xfail, so fixing them turns these red until the
-# marker goes.
-@pytest.mark.xfail(strict=True, reason="bug in lumen.events: the typed fast path lets "
-                   "msgspec's UnicodeDecodeError / RecursionError through to `internal`")
+# The typed fast path and the untyped one agree on hostile lines too (msgspec refusing
+# bad UTF-8 or depth hands the line to the one slow-path verdict).
 @pytest.mark.parametrize("raw", [
     b'{"entity_id":"\xff\xfe"}',
     b'{"ts": "\xed\xa0\x80"}',
@@ -186,9 +186,6 @@ def test_typed_and_untyped_agree_on_hostile_lines(raw):
     assert classifier(typed=True).classify(raw, NOW_FAR) == classifier().classify(raw, NOW_FAR)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in lumen.events: JSON nested 255..1023 deep is "
-                   "judged `internal` (jsonschema_rs 'Recursion limit reached' escapes "
-                   "Validator.error), not a line reason")
 @pytest.mark.parametrize("depth", [255, 1000])
 def test_deep_but_parseable_json_is_a_line_reason_not_internal(depth):
     raw = b'{"x": ' + b"[" * depth + b"]" * depth + b"}"
@@ -269,14 +266,13 @@ TS = st.one_of(valid_ts(), near_miss(), st.text(max_size=30),
                                 "2025-11-01T00:00:00.123456789+09:00"]))
 
 
-@settings(HYP, max_examples=3000)
+@settings(HYP, max_examples=800)
 @given(TS)
 @example("2016-12-31T23:59:60Z")
 @example("2025-11-01t00:00:00z")
 @example("2025-11-01 00:00:00Z")
 def test_timefmt_is_rfc3339_and_nothing_else(s):
     from lumen import timefmt
-    assume(not offset_minutes_over_59(s))  # a known bug, pinned by the xfail test below
     ok = rfc3339_reference(s)
     assert timefmt.is_datetime(s) is ok, s
     t = timefmt.parse(s)
@@ -299,9 +295,6 @@ def offset_minutes_over_59(s):
     return bool(m and m.group(9) and int(m.group(11)) > 59)
 
 
-@pytest.mark.xfail(strict=True, reason="bug in lumen.timefmt: the datetime.fromisoformat fast "
-                   "path does not range-check the offset's minutes (+00:60 .. +HH:99 are "
-                   "accepted, e.g. +00:99 as +01:39)")
 @pytest.mark.parametrize("zone", ["+00:60", "-00:60", "+00:99", "+01:75"])
 def test_offset_minutes_over_59_are_not_a_time(zone):
     from lumen import timefmt
@@ -325,7 +318,7 @@ def test_timefmt_edge_forms():
         assert timefmt.parse(bad) is None and timefmt.is_datetime(bad) is True
 
 
-@settings(HYP, max_examples=1500)
+@settings(HYP, max_examples=500)
 @given(valid_ts(leap_ok=False, min_year=1))
 def test_timefmt_parse_equals_fromisoformat(s):
     norm = s.upper()
@@ -354,16 +347,13 @@ def test_timefmt_parse_equals_fromisoformat(s):
     check(timefmt.parse(s))
 
 
-@pytest.mark.xfail(strict=True, reason="minor bug in lumen.timefmt: 7-9 fraction digits are "
-                   "truncated to microseconds on the datetime path (Z) but kept on the "
-                   "fallback path (z), so the same instant gets two values")
 def test_the_case_of_t_and_z_never_changes_the_value():
     from lumen import timefmt
     s = "2025-11-01T00:00:00.9999999Z"
     assert timefmt.parse(s) == timefmt.parse(s[:-1] + "z") == timefmt.parse(s.lower())
 
 
-@settings(HYP, max_examples=1500)
+@settings(HYP, max_examples=500)
 @given(valid_ts())
 def test_the_case_of_t_and_z_never_changes_the_value_to_microseconds(s):
     a, b, c = _parse_ts(s.upper()), _parse_ts(s.lower()), _parse_ts(s)
@@ -385,7 +375,7 @@ def _oracle():
 ORACLE = None
 
 
-@settings(HYP, max_examples=2500)
+@settings(HYP, max_examples=800)
 @given(TS)
 @example("2016-12-31T23:59:60Z")
 @example("2025-11-01t00:00:00z")

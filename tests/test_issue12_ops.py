@@ -365,8 +365,8 @@ def test_every_stage_counts_the_same_events_and_rejects(procs, workdir):
         line(rmb_event(lower_iso(now - 8), "rollback", i=102)),
         line(over),                                         # oversize
         b"\xff\xfe\xfa not utf-8",                          # utf8
-        # (invalid UTF-8 inside a JSON string is left out: the typed stages call it
-        # `internal`, see test_issue12_lines.test_typed_and_untyped_agree_on_hostile_lines)
+        b'{"entity_id":"\xff\xfe"}',                        # utf8, inside a string
+        b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b"}",       # schema (valid JSON, deep)
         b"not json at all",                                 # json
         b"[1, 2, 3]",                                       # not_object
         line(schema_bad),                                   # schema
@@ -375,7 +375,7 @@ def test_every_stage_counts_the_same_events_and_rejects(procs, workdir):
         line(rmb_event(T2099, "observe", i=105)),           # ts_future
     ]
     append(workdir / RMB_LOG, lines)
-    want = (23, {"oversize": 1, "utf8": 1, "json": 1, "not_object": 1, "schema": 2,
+    want = (23, {"oversize": 1, "utf8": 2, "json": 1, "not_object": 1, "schema": 3,
                  "ts_future": 2})
     stages, _ = run_every_stage(workdir, procs, len(lines))
     for stage, got in stages.items():
