@@ -41,7 +41,7 @@ class Rejects:
         """Write pending records; call before committing the checkpoint past them."""
         if self._pending:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            append_lines(self.path, self._pending)
+            append_lines(self.path, self._pending, fsync=True)  # before the checkpoint
             self._pending = []
 
     @property

@@ -322,18 +322,22 @@ class Tailer:
                 self._open_live(offset)
                 self._shrunk(st.st_size)
                 return
+            # Truncated with no copy, or the inode was reused by a new file after ours was
+            # deleted: rotated files not drained yet come first (the list of drained files
+            # says which), then the live file from 0.
             self.truncations += 1
-            self._gap(ck, f"{self.path} was truncated and no copy of it was found")
-            self._mark_older_done(None)
-            self._open_live(0)
+            self._gap(ck, f"{self.path} was truncated, or is another file now, and no copy "
+                          f"of ours was found")
+            self._advance()
             return
 
         # Renamed away (or copied, or compressed): by inode, else by first line.
         rotated = self._rotated_files()
         for by_inode in (True, False):
             for i, p, rst in reversed(rotated):  # newest first: the likeliest place
-                if by_inode:
-                    same = not p.endswith(".gz") and (rst.st_dev, rst.st_ino) == want
+                if by_inode:  # and the same first line: an inode number can be reused
+                    same = not p.endswith(".gz") and (rst.st_dev, rst.st_ino) == want and (
+                        fp is None or (self._identity(p, rst) or (None,))[0] == fp)
                 else:
                     ident = self._identity(p, rst) if fp is not None else None
                     same = ident is not None and ident[0] == fp

@@ -265,8 +265,6 @@ def test_evidence_map_lost_checkpoint_after_a_rotation_maps_600_events_once(work
     assert (mapped, skipped) == (0, 600)
 
 
-@pytest.mark.xfail(strict=True, reason="bug (issue 13.6): rejects (lumen.rejects) are "
-                   "appended without fsync, yet the checkpoint that counts them is durable")
 def test_quarantined_lines_survive_a_power_loss_like_their_counters(workdir, monkeypatch):
     from tools.evidence_mapper_v17 import run
     s = Stream(workdir)
