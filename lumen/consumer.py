@@ -190,7 +190,9 @@ class Consumer:
         yield counter("checkpoint_errors", "Checkpoint writes that failed (disk full, I/O "
                       "error) and were retried.", self.checkpoint_errors)
         yield counter("log_gap_bytes", "Bytes of the log that were gone (deleted, truncated "
-                      "without a copy) before this consumer read them.", self.gap_bytes)
+                      "without a copy) before this consumer read them; a lower bound (bytes "
+                      "appended after the last checkpoint of a deleted file are not known).",
+                      self.gap_bytes)
         g = GaugeMetricFamily(f"{prefix}_log_bytes_behind",
                               "Bytes of the log not yet read.", labels=names)
         g.add_metric(lv, self.behind)

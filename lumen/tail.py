@@ -368,8 +368,10 @@ class Tailer:
     def _gap(self, ck, why):
         lost = max(0, (ck.get("size") or ck["offset"]) - ck["offset"])
         self.gap_bytes += lost
-        self.log(f"[tail] {self.consumer}: {why}: {lost} unread bytes after offset "
-                 f"{ck['offset']} are lost; going on with the oldest file not read yet")
+        # A lower bound: what was appended to the file after the checkpoint is not known.
+        self.log(f"[tail] {self.consumer}: {why}: at least {lost} unread bytes after offset "
+                 f"{ck['offset']} are lost (more if it grew after the last checkpoint); going "
+                 f"on with the oldest file not read yet")
 
     def _stat_live(self):
         try:
