@@ -37,6 +37,9 @@ from lumen.proc import cli_main, run_exporter
 
 JSON = [("Content-Type", "application/json")]
 POOL_IDLE = 32  # idle connections kept; more are opened under load and closed after
+# Threads answering requests: more than the exporters' 4, so a few slow queries (/api/slo,
+# a long /api/series) do not hold up the :last rows the live page polls.
+WORKERS = 8
 STATIC = Path(__file__).resolve().parent / "static"
 # The only files served besides the API: nothing outside this list is reachable.
 PAGES = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -207,7 +210,7 @@ def main(argv=None):
     host = "localhost" if a["host"] in ("127.0.0.1", "::1") else a["host"]
     return run_exporter(args.name, api.app, lambda stop: stop.wait(), a["host"], a["port"],
                         f"[api] http://{host}:{{port}}", timeout=a["request_timeout_s"],
-                        max_url=a["max_url_bytes"])
+                        max_url=a["max_url_bytes"], workers=WORKERS)
 
 
 if __name__ == "__main__":
