@@ -534,7 +534,7 @@ def serve(app, host, port, timeout=10, max_url=8192, max_conns=256, workers=4):
     try:
         return Server((host, port), make_handler(app, max_url), timeout, max_conns,
                       workers)
-    except OSError as e:
+    except OSError as e:  # binding: a busy port, an address not of this host, a port < 1024
         if e.errno == errno.EADDRINUSE:
             raise PortInUse(ports.busy_message(host, port)) from None
-        raise
+        raise PortInUse(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
