@@ -1,4 +1,4 @@
-"""YAML configs validated against their JSON Schema, with env and flag overrides (DESIGN.md section 4).
+"""YAML configs validated against their JSON Schema, with env and flag overrides.
 
 Precedence, lowest first: the YAML file, environment variables, command-line flags.
 A config schema names the variable that overrides a key with `"x-env": "NAME"` next to

@@ -44,7 +44,7 @@ from urllib.parse import parse_qs, urlsplit
 from . import ports
 
 
-# Prometheus text format 0.0.4 (DESIGN.md section 5), which generate_latest() writes.
+# Prometheus text format 0.0.4, which generate_latest() writes.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 JSON_TYPE = "application/json"
 MAX_HEAD = 64 * 1024     # request line and headers together

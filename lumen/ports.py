@@ -1,4 +1,4 @@
-"""Who holds a TCP port: for the one-line 'port busy' error (DESIGN.md section 3)."""
+"""Who holds a TCP port: for the one-line 'port busy' error."""
 import errno
 import os
 import socket

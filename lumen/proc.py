@@ -1,4 +1,4 @@
-"""Lifecycle of a long-running Lumen process (DESIGN.md section 3).
+"""Lifecycle of a long-running Lumen process.
 
 `Lifecycle(name)` writes `run/<name>.pid` once the process is ready, turns SIGTERM and
 SIGINT into a `stop` event the main loop watches (so it can flush and checkpoint), and

@@ -1,4 +1,4 @@
-"""Time windows measured on event timestamps, not line counts (DESIGN.md section 2).
+"""Time windows measured on event timestamps, not line counts.
 
 - `parse_ts`: RFC 3339 text -> Unix seconds.
 - `EventWindow(span_s)`: per-event values in the last `span_s` seconds of event time:

@@ -1,4 +1,4 @@
-"""The shared writer (lumen.jsonl), against DESIGN.md section 2: whole lines only, one
+"""The shared writer (lumen.jsonl), against the writer contract of docs/architecture.md: whole lines only, one
 locked write() per batch (two writer processes never interleave), and the file re-opened
 by path on every flush so that a rename rotation is picked up."""
 import fcntl

@@ -1,5 +1,5 @@
 """The shared tailer (lumen.tail) and its atomic checkpoints (lumen.checkpoint), against
-DESIGN.md section 2: restart from the checkpoint (never from the end), at-least-once commit,
+the reader contract of docs/architecture.md: restart from the checkpoint (never from the end), at-least-once commit,
 rename rotation and copytruncate (while following and while the consumer is down), partial
 and oversize lines, missing and vanishing files, real byte offsets, bytes behind."""
 import fcntl
