@@ -484,7 +484,7 @@ class Tailer:
             f = self._file
             data = f.pread(self.read_size, self._pos)
             if data:
-                if self._following and f.fp is not None and f.fingerprint() != f.fp:
+                if self._following and self._replaced(f):
                     # Truncated and written again past our position since we last looked:
                     # these bytes are not the continuation of what we read.
                     self._truncated()
@@ -574,8 +574,19 @@ class Tailer:
         return Batch(f.fp, [(off, line[: self.max_line_bytes + 1])])
 
     def _check_live(self):
-        """At EOF of the live file: has it been rotated or truncated? Returns (switched, lines)."""
+        """At EOF of the live file: has it been rotated or truncated? Returns (switched, lines).
+
+        The file we hold is checked first: truncated in place (a copytruncate, perhaps
+        followed by a rename before we looked) is told apart from renamed whole."""
         f = self._file
+        size = f.size()
+        changed = f.fp is not None and f.fingerprint() != f.fp
+        if size < self._pos and f.fp is not None and not changed:
+            self._shrunk(size)  # the same file, cut back: not a copytruncate
+            return False, Batch(f.fp)
+        if size < self._pos or changed:
+            self._truncated()
+            return True, Batch()
         st = self._stat_live()
         if st is None:
             # Deleted, or rotated and the new file not created yet. If it is among the
@@ -599,13 +610,27 @@ class Tailer:
             f.settled = True
             self._finish_rotated()
             return True, tail
-        if st.st_size < self._pos and f.fp is not None and f.fingerprint() == f.fp:
-            self._shrunk(st.st_size)  # the same file, cut back: not a copytruncate
-            return False, Batch(f.fp)
-        if st.st_size < self._pos or (f.fp is not None and f.fingerprint() != f.fp):
+        if f.fp is None and self._undrained_rotated():
+            # We never saw this file's first line whole, so a copytruncate that wrote and
+            # truncated it between two looks leaves it as it was (empty, or the same
+            # fragment). A rotated file we have not read can only be that copy.
             self._truncated()
             return True, Batch()
         return False, Batch(f.fp)
+
+    def _replaced(self, f):
+        """Is the live file we hold no longer the one we were reading (truncated and written
+        again)? By its first line; before that line was ever whole, by the bytes we hold
+        of it, and by a rotated file we have not read appearing (its copy)."""
+        if f.fp is not None:
+            return f.fingerprint() != f.fp
+        if self._pos and f.pread(self._pos, 0) != self._buf:
+            return True
+        return self._undrained_rotated()
+
+    def _undrained_rotated(self):
+        return any(not self._is_done(self._identity(p, st)) and self._identity(p, st)
+                   for _, p, st in self._rotated_files())
 
     def _shrunk(self, size):
         """The live file got shorter but still starts with our first line: a writer cut a
@@ -625,19 +650,22 @@ class Tailer:
 
     def _truncated(self):
         """The live file was truncated in place (copytruncate): finish from the copy when it
-        is ours, continuing exactly where reading stood; then the live file from 0."""
+        is ours, continuing exactly where reading stood; then the live file from 0. Without
+        our file's fingerprint (its first line was never whole) the copy cannot be told by
+        it: the rotated files not drained yet are read from 0 (nothing of this file was
+        delivered), which includes the copy."""
         self.truncations += 1
         f = self._file
         old_fp, pos, buf, skipping, offset = f.fp, self._pos, self._buf, self._skipping, self.offset
         if old_fp is not None and self._open_copy(old_fp, offset, skipping):
             self._pos, self._buf = pos, buf
             return
-        lost = max(0, pos - offset)
-        if lost:
-            self.gap_bytes += lost
+        if old_fp is not None and pos > offset:
+            self.gap_bytes += pos - offset
             self.log(f"[tail] {self.consumer}: {self.path} was truncated with no copy: "
-                     f"{lost} bytes after offset {offset} are lost")
-        self._open_live(0)
+                     f"at least {pos - offset} bytes after offset {offset} are lost")
+        self._close()
+        self._advance()
 
     # ----------------------------------------------------------- checkpoints
     def position(self):
