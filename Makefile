@@ -92,8 +92,9 @@ test: venv ## set up and run the whole test suite
 bench: venv ## measure throughput and latency of each stage (table in bench/results.md)
 	@$(PY) $(ROOT)/bench/bench.py
 
-soak: venv ## full stack under load, SIGKILLs, rotations, bad lines: fails on any loss (SOAK_EVENTS)
-	@$(PY) -u $(ROOT)/tools/soak.py --events $(SOAK_EVENTS)
+soak: venv ## full stack under load, SIGKILLs, rotations, bad lines, then the long model check (SOAK_EVENTS, SOAK_HOG=cpu|disk|cpu,disk)
+	@$(PY) -u $(ROOT)/tools/soak.py --events $(SOAK_EVENTS) $(if $(SOAK_HOG),--hog $(SOAK_HOG),)
+	@$(PY) -u $(ROOT)/tools/model_check.py --long --seeds 1-10
 
 lint: venv ## check Python syntax of every module (changes nothing)
 	@$(PY) -m compileall -q $(ROOT)/lumen $(ROOT)/rmb $(ROOT)/exporters $(ROOT)/tools >/dev/null && echo "[lint] OK"

@@ -294,14 +294,53 @@ def say(msg):
     print(f"[soak] {time.monotonic() - T0:6.1f}s {msg}", file=sys.stderr, flush=True)
 
 
+class Hogs:
+    """Other work on the machine, as a busy host has it: `cpu` runs one busy loop per core,
+    `disk` a loop writing and fsyncing 1 GiB files in the scratch directory. Stopped by the
+    PIDs started here."""
+
+    def __init__(self, kinds, where):
+        self.kinds, self.where, self.procs = kinds, where, []
+
+    def __enter__(self):
+        if "cpu" in self.kinds:
+            for _ in range(os.cpu_count() or 2):
+                self.procs.append(subprocess.Popen(["yes"], stdout=subprocess.DEVNULL))
+        if "disk" in self.kinds:
+            self.where.mkdir(parents=True, exist_ok=True)
+            big = self.where / "hog.bin"
+            self.procs.append(subprocess.Popen(
+                ["bash", "-c", f"while true; do dd if=/dev/zero of={big} bs=1M count=1024 "
+                 f"conv=fsync status=none; rm -f {big}; done"], start_new_session=True))
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            try:
+                if p.args[0] == "bash":
+                    os.killpg(p.pid, signal.SIGKILL)  # the loop and its dd
+                else:
+                    p.kill()
+            except ProcessLookupError:
+                pass
+            p.wait()
+        (self.where / "hog.bin").unlink(missing_ok=True)
+
+
 def run(args):
+    with Hogs(args.hog or "", Path(args.dir or tempfile.gettempdir())):
+        return _run(args)
+
+
+def _run(args):
     cwd = Path(args.dir or tempfile.mkdtemp(prefix="lumen-soak-")).resolve()
     cwd.mkdir(parents=True, exist_ok=True)
     os.chdir(cwd)
     rng = random.Random(args.seed)
     ports = {k: free_port() for k in ("RMB_EXPORTER_PORT", "URE_EXPORTER_PORT", "API_PORT")}
     env = dict(os.environ, **{k: str(v) for k, v in ports.items()})
-    print(f"[soak] {args.events} events at {args.rate}/s in {cwd}", flush=True)
+    print(f"[soak] {args.events} events at {args.rate}/s in {cwd}"
+          + (f", beside {args.hog} hogs" if args.hog else ", no hogs"), flush=True)
     r = make(cwd, env, "up")
     say("stack up")
     if r.returncode != 0:
@@ -444,6 +483,8 @@ def main(argv=None):
     ap.add_argument("--bad-lines", type=int, default=25)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", help="scratch directory (default: a new temp dir)")
+    ap.add_argument("--hog", choices=("cpu", "disk", "cpu,disk"),
+                    help="run beside a busy-loop per core and/or a write+fsync loop")
     ap.add_argument("--break-checkpoint", action="store_true",
                     help="corrupt the ingester's checkpoint once (the soak must then FAIL)")
     args = ap.parse_args(argv)
