@@ -229,6 +229,8 @@ class Tailer:
         self._done = []           # [fp, size] of drained rotated files, newest last
         self._fps = {}            # (dev, ino, size, mtime) -> fingerprint of rotated files
         self._index = None        # <name>.i the current rotated file was at when opened
+        self._waiting = False     # waiting for the live file after following one: files
+        #                           rotated meanwhile were live files we never got to see
         self._restore(start)
 
     # ------------------------------------------------------------ rotated files
@@ -301,6 +303,7 @@ class Tailer:
                     if ident is not None:
                         self._mark_done(*ident)
             self._following = True
+            self._waiting = True
             return
         want = (ck["dev"], ck["ino"])
         fp, offset = ck.get("fp"), ck["offset"]
@@ -411,6 +414,8 @@ class Tailer:
         self._close()
         self._file = f
         self._following = following
+        if following:
+            self._waiting = False
         self.offset = self._pos = offset
         self._buf = b""
         self._skipping = skipping
@@ -422,6 +427,7 @@ class Tailer:
         except (FileNotFoundError, NotADirectoryError):
             self._close()
             self._following = True
+            self._waiting = True
             self.offset = self._pos = 0
             self._buf = b""
             self._skipping = False
@@ -440,6 +446,8 @@ class Tailer:
                 f = _open(p, final=True)
             except (FileNotFoundError, *_GZ_ERRORS):
                 continue
+            if self._waiting:
+                self.rotations += 1  # created and renamed while we waited for it
             self._use(f, 0, following=False)
             self._index = i
             return True
