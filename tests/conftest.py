@@ -27,6 +27,30 @@ def wait_until(pred, timeout=10.0, interval=0.05, what="condition"):
         time.sleep(interval)
 
 
+def fingerprint(data):
+    """The fingerprint a file is known by (lumen.tail's documented rule, written out here as
+    an independent oracle): sha256 of its first line, capped at 1024 bytes; a file with no
+    newline at all, of its partial content."""
+    import hashlib
+    head = data[:1024]
+    nl = head.find(b"\n")
+    if nl >= 0:
+        head = head[: nl + 1]
+    elif len(head) < 1024:
+        head = b"partial:" + head
+    return hashlib.sha256(head).hexdigest()[:24]
+
+
+def unlabelled_samples(text):
+    """{name: value} of the samples without labels in a Prometheus exposition."""
+    out = {}
+    for ln in text.splitlines():
+        if ln and not ln.startswith("#") and "{" not in ln:
+            name, value = ln.split()[:2]
+            out[name] = float(value)
+    return out
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

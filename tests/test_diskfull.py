@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PY, ROOT, free_port
+from conftest import PY, ROOT, free_port, unlabelled_samples
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -195,12 +195,7 @@ class Driver:
                 text = r.read().decode()
         except OSError:
             return None
-        out = {}
-        for ln in text.splitlines():
-            if ln and not ln.startswith("#") and "{" not in ln:
-                name, value = ln.split()[:2]
-                out[name] = float(value)
-        return out
+        return unlabelled_samples(text)
 
     def metric(self, name):
         m = self.metrics()

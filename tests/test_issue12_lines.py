@@ -10,7 +10,6 @@
 The process-level halves of these points are in tests/test_issue12_ops.py.
 """
 import copy
-import hashlib
 import json
 import math
 import os
@@ -25,7 +24,7 @@ from hypothesis import HealthCheck, assume, example, given, settings, strategies
 
 from lumen import events, jsonl, slo
 from lumen.consumer import Consumer
-from conftest import ROOT
+from conftest import ROOT, fingerprint
 
 SCHEMA = "rmb_event_v1.json"
 BASE = json.loads((ROOT / "tests/fixtures/rmb_sample.json").read_text())
@@ -44,15 +43,7 @@ def event_bytes(**changes):
 
 
 def fp_of_first_line(data):
-    """The fingerprint a file is known by (lumen.tail's documented rule): sha256 of its first
-    line, capped at 1024 bytes; a file with no newline at all, of its partial content."""
-    head = data[:1024]
-    nl = head.find(b"\n")
-    if nl >= 0:
-        head = head[: nl + 1]
-    elif len(head) < 1024:
-        head = b"partial:" + head
-    return hashlib.sha256(head).hexdigest()[:24]
+    return fingerprint(data)
 
 
 # ------------------------------------------------------------------ 1. totality

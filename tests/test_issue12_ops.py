@@ -13,7 +13,6 @@ loop on ephemeral ports in a temp dir.
 8. the URE loop's rollback ratio is over RMB events only.
 """
 import copy
-import hashlib
 import json
 import os
 import signal
@@ -28,7 +27,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import CONFIG_RMB, PY, ROOT, free_port, pid_alive, wait_until
+from conftest import CONFIG_RMB, PY, ROOT, fingerprint, free_port, pid_alive, wait_until
 
 RMB_EXPORTER = ROOT / "exporters/rmb_exporter_v17.py"
 URE_EXPORTER = ROOT / "exporters/ure_exporter_v18.py"
@@ -88,15 +87,7 @@ def append(path, lines):
 
 
 def fp_of(data):
-    """A file's fingerprint (lumen.tail's documented rule): sha256 of its first line, capped
-    at 1024 bytes; a file with no newline at all, of its partial content."""
-    head = data[:1024]
-    nl = head.find(b"\n")
-    if nl >= 0:
-        head = head[: nl + 1]
-    elif len(head) < 1024:
-        head = b"partial:" + head
-    return hashlib.sha256(head).hexdigest()[:24]
+    return fingerprint(data)
 
 
 def read_jsonl(path):

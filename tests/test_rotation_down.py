@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIG_RMB, ROOT, free_port, run_make, wait_until
+from conftest import CONFIG_RMB, ROOT, free_port, run_make, unlabelled_samples, wait_until
 from lumen.consumer import Consumer
 from lumen.jsonl import append_lines, dumps
 from lumen.tail import Tailer
@@ -106,12 +106,7 @@ def consumer(name="down_reader"):
 def scrape(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
-    out = {}
-    for ln in text.splitlines():
-        if ln and not ln.startswith("#") and "{" not in ln:
-            name, value = ln.split()[:2]
-            out[name] = float(value)
-    return out
+    return unlabelled_samples(text)
 
 
 def start_exporter(procs, port):

@@ -186,8 +186,10 @@ def test_exit_while_starting_is_one_line_and_not_retried(here):
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "dies exited with status 3 while starting" in err[0], r.stderr
     assert "cannot start: no such thing" in err[0]
-    time.sleep(2.5)  # longer than supervisord's first backoff: nothing may respawn it
-    assert (here / "run/dies.spawns").read_text().count("\n") == 1
+    watch_until = time.monotonic() + 2.5  # longer than supervisord's first backoff
+    while time.monotonic() < watch_until:  # nothing may respawn it meanwhile
+        assert (here / "run/dies.spawns").read_text().count("\n") == 1
+        time.sleep(0.1)
     assert not ours(here)
     # nothing else ran here, so supervisord went away with it
     assert supervisord_pid(here) is None
