@@ -394,10 +394,18 @@ class Tailer:
 
     def _open_copy(self, fp, offset, skipping):
         """After a copytruncate: read the copy of our file (the newest rotated file with our
-        fingerprint, long enough) from `offset`."""
+        fingerprint, long enough) from `offset`. A copy with our fingerprint but shorter
+        than what we read lost the lines written between logrotate's copy and its truncate
+        (we read them from the live file): we have read all of it, so it is marked drained
+        and reading goes on with the files after it. Returns "open" (reading the copy from
+        `offset`), "short" (the copy held nothing new), or None (no copy)."""
+        short = None
         for i, p, st in reversed(self._rotated_files()):
             ident = self._identity(p, st)
-            if ident is None or ident[0] != fp or ident[1] < offset:
+            if ident is None or ident[0] != fp:
+                continue
+            if ident[1] < offset:
+                short = short or (i, ident)
                 continue
             try:
                 f = _open(p, final=True)
@@ -406,8 +414,15 @@ class Tailer:
             self._mark_older_done(i)
             self._use(f, offset, skipping, following=False)
             self._index = i
-            return True
-        return False
+            return "open"
+        if short is None:
+            return None
+        i, ident = short
+        self._mark_older_done(i)
+        self._mark_done(*ident)
+        self._close()
+        self._advance()
+        return "short"
 
     # ------------------------------------------------------------- open/close
     def _use(self, f, offset, skipping=False, following=False):
@@ -665,8 +680,13 @@ class Tailer:
         self.truncations += 1
         f = self._file
         old_fp, pos, buf, skipping, offset = f.fp, self._pos, self._buf, self._skipping, self.offset
-        if old_fp is not None and self._open_copy(old_fp, offset, skipping):
+        found = self._open_copy(old_fp, offset, skipping) if old_fp is not None else None
+        if found == "open":
             self._pos, self._buf = pos, buf
+            return
+        if found == "short":
+            if pos > offset:  # a line we had begun, whose rest was in neither file
+                self.gap_bytes += pos - offset
             return
         if old_fp is not None and pos > offset:
             self.gap_bytes += pos - offset

@@ -907,3 +907,37 @@ def test_old_empty_checkpoint_without_known_rotated_files(log, workdir):
     checkpoint.save_json(workdir / "logs" / ".offsets" / "c.json",
                          {"dev": 0, "ino": 0, "offset": 0, "fp": None, "state": None})
     assert nums(drain(restart(log))) == [0, 1]
+
+
+def test_copytruncate_window_read_from_the_live_file_is_not_read_again_from_the_copy(log):
+    """Lines written between logrotate's copy and its truncate are in the live file only;
+    a reader that read them is past the end of the copy: the copy holds nothing new for it
+    (reading it from 0 counted a whole file twice in the 5 M soak)."""
+    write(log, range(10))
+    t = Tailer(log, "c")
+    got = drain(t)
+    shutil.copy(log, f"{log}.1")  # logrotate's copy ...
+    write(log, range(10, 15))     # ... a writer appends in the window ...
+    got += drain(t)               # ... and the reader reads those lines from the live file
+    os.truncate(log, 0)           # ... then the truncate
+    write(log, range(15, 20))
+    got += drain(t)
+    assert nums(got) == list(range(20))
+    t.commit()
+    t.close()
+    write(log, [20])
+    assert nums(drain(restart(log))) == [20]  # and nothing of the copy after a restart
+
+
+def test_copytruncate_window_while_down_is_not_read_again(log):
+    write(log, range(10))
+    t = Tailer(log, "c")
+    drain(t)
+    shutil.copy(log, f"{log}.1")
+    write(log, range(10, 15))
+    drain(t)
+    t.commit()                    # the checkpoint is past the end of the copy
+    t.close()
+    os.truncate(log, 0)
+    write(log, range(15, 20))
+    assert nums(drain(restart(log))) == list(range(15, 20))
