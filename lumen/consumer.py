@@ -67,10 +67,6 @@ class Consumer:
         self._last_error = None
 
     @property
-    def source(self):
-        return self.tailer.source
-
-    @property
     def rotations(self):
         return self._base[0] + self.tailer.rotations
 

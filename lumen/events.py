@@ -126,7 +126,6 @@ class Classifier:
         self.max_future_s, self.clock, self.max_bytes = max_future_s, clock, max_bytes
         self._typed = v1types.DECODERS[schema].decode if typed else None
         self._as_typed = v1types.as_typed if typed else None
-        self._decode_errors = v1types.DecodeError
 
     def classify(self, raw, now=None):
         try:
