@@ -1,4 +1,6 @@
 """The OpenAPI 3 document of the read-only API, served at /openapi.json."""
+from lumen import vocab
+
 
 ERROR = {"type": "object", "required": ["ok", "error", "status"], "additionalProperties": False,
          "properties": {"ok": {"type": "boolean", "enum": [False]}, "error": {"type": "string"},
@@ -32,7 +34,7 @@ def document(max_limit):
     ]
     rmb_item = {"type": "object", "required": ["ts", "entity_id", "residual", "phase", "risk", "event_type"],
                 "properties": {"ts": STR, "entity_id": STR, "residual": NUM, "phase": NUM,
-                               "risk": {"type": "string", "enum": ["SAFE", "WATCH", "RISK"]},
+                               "risk": {"type": "string", "enum": list(vocab.RISK_BANDS)},
                                "event_type": STR}}
     ure_item = {"type": "object", "required": ["ts", "entity_id", "residual", "harmony", "coherence", "action"],
                 "properties": {"ts": STR, "entity_id": STR, "residual": NUM, "harmony": NUM,
@@ -67,12 +69,10 @@ def document(max_limit):
                                       "parameters": [common[3]], "responses": {
                 "200": _ok(last_ure, "the newest row, or {} when there is none"), **errors}}},
             "/api/rmb": {"get": {"summary": "RMB rows, newest first",
-                                 "parameters": common + [_q("risk", {"type": "string", "enum": ["SAFE", "WATCH", "RISK"]}, "only this risk band")],
+                                 "parameters": common + [_q("risk", {"type": "string", "enum": list(vocab.RISK_BANDS)}, "only this risk band")],
                                  "responses": {"200": _ok(page(rmb_item)), **errors}}},
             "/api/ure": {"get": {"summary": "URE (v2) rows, newest first",
-                                 "parameters": common + [_q("action", {"type": "string", "enum": [
-                                     "NONE", "LOWER_HZ", "RAISE_HZ", "REDUCE_BATCH", "INCREASE_BATCH",
-                                     "DOWNGRADE_OBSERVE"]}, "only this auto_reg_action")],
+                                 "parameters": common + [_q("action", {"type": "string", "enum": list(vocab.ACTIONS)}, "only this auto_reg_action")],
                                  "responses": {"200": _ok(page(ure_item)), **errors}}},
             "/api/summary": {"get": {"summary": "counts and rollback ratio over a window",
                                      "parameters": [_q("window", {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"},

@@ -9,9 +9,8 @@ import time
 from datetime import datetime, timezone
 
 from lumen.windows import parse_ts
+from lumen import vocab
 
-RISKS = ("SAFE", "WATCH", "RISK")
-ACTIONS = ("NONE", "LOWER_HZ", "RAISE_HZ", "REDUCE_BATCH", "INCREASE_BATCH", "DOWNGRADE_OBSERVE")
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 WINDOW = re.compile(r"^([1-9]\d{0,5})([smhd])$")
 MAX_WINDOW_S = 30 * 86400
@@ -118,12 +117,12 @@ def list_rows(db, table, query, default_limit, max_limit):
         where.append("entity_id = ?")
         args.append(entity)
     if table == "rmb":
-        risk = parse_enum("risk", single(query, "risk"), RISKS)
+        risk = parse_enum("risk", single(query, "risk"), vocab.RISK_BANDS)
         if risk:
             where.append("risk = ?")
             args.append(risk)
     else:
-        action = parse_enum("action", single(query, "action"), ACTIONS)
+        action = parse_enum("action", single(query, "action"), vocab.ACTIONS)
         if action:
             where.append("action = ?")
             args.append(action)
@@ -174,8 +173,11 @@ def summary(db, query, now=None):
 
 
 STEP = re.compile(r"^([1-9]\d{0,4})([smh])$")
-LEVEL_RANK = {"UNDEFINED": 0, "CALM": 1, "TENSE": 2, "ALERT": 3}
-RANK_LEVEL = {v: k for k, v in LEVEL_RANK.items()}
+LEVEL_OF = {v: k for k, v in vocab.SEVERITY.items()}
+# The worst level in a bucket: MAX of the levels' severities (UNDEFINED when none is defined).
+SEVERITY_SQL = ("CASE final " + " ".join(f"WHEN '{lv}' THEN {v}" for lv, v in vocab.SEVERITY.items()
+                                         if lv != vocab.UNDEFINED)
+                + f" ELSE {vocab.SEVERITY[vocab.UNDEFINED]} END")
 
 
 def parse_step(v, window):
@@ -199,18 +201,17 @@ def series(db, query, now=None):
     rmb = [{"t": b * step, "events": n, "rollbacks": rb, "ratio": rb / n if n else None,
             "residual_mean": mean, "residual_max": mx}
            for b, n, rb, mean, mx in db.execute(
-               "SELECT CAST(t / ? AS INTEGER) AS b, COUNT(*), SUM(event_type = 'rollback'), "
+               "SELECT CAST(t / ? AS INTEGER) AS b, COUNT(*), SUM(event_type = ?), "
                "AVG(residual), MAX(residual) FROM rmb WHERE t >= ? AND t <= ? GROUP BY b ORDER BY b",
-               (step, lo, now))]
-    rank = "CASE final WHEN 'ALERT' THEN 3 WHEN 'TENSE' THEN 2 WHEN 'CALM' THEN 1 ELSE 0 END"
-    safety = [{"t": b * step, "level": RANK_LEVEL[r]} for b, r in db.execute(
-        f"SELECT CAST(t / ? AS INTEGER) AS b, MAX({rank}) FROM safety WHERE t >= ? AND t <= ? "
+               (step, vocab.ROLLBACK, lo, now))]
+    safety = [{"t": b * step, "level": LEVEL_OF[r]} for b, r in db.execute(
+        f"SELECT CAST(t / ? AS INTEGER) AS b, MAX({SEVERITY_SQL}) FROM safety WHERE t >= ? AND t <= ? "
         "GROUP BY b ORDER BY b", (step, lo, now))]
     ure = [{"t": b * step, "harmony": h, "coherence": c, "hz": hz, "actions": a}
            for b, h, c, hz, a in db.execute(
                "SELECT CAST(t / ? AS INTEGER) AS b, AVG(harmony), AVG(coherence), AVG(hz), "
-               "SUM(action != 'NONE') FROM ure WHERE entity_id = 'lumen.ure' AND t >= ? AND t <= ? "
-               "GROUP BY b ORDER BY b", (step, lo, now))]
+               "SUM(action != ?) FROM ure WHERE entity_id = 'lumen.ure' AND t >= ? AND t <= ? "
+               "GROUP BY b ORDER BY b", (step, vocab.NO_ACTION, lo, now))]
     return {"ok": True, "window_s": window, "step_s": step, "rmb": rmb, "safety": safety,
             "ure": ure}
 

@@ -30,6 +30,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from lumen import vocab  # noqa: E402
 PY = sys.executable
 RMB_CFG = ROOT / "configs/rmb_v17.yaml"
 SAMPLE = (ROOT / "tests/fixtures/rmb_sample.json").read_bytes().strip()
@@ -104,7 +105,7 @@ def blueprint_exporter(log, n):
                     evt = json.loads(line)
                     m["ev"] += 1
                     m["last"] = float(evt["resonance_v3"]["residual_entropy"])
-                    if evt.get("event_type") == "rollback":
+                    if evt.get("event_type") == vocab.ROLLBACK:
                         m["rb"] += 1
                 except Exception:
                     pass
@@ -115,7 +116,7 @@ def blueprint_exporter(log, n):
 
 def lumen_exporter(d, n, reference_rate):
     from exporters.rmb_exporter_v17 import RmbExporter
-    gates = {"residual_entropy_max": 0.85, "risk_band_block": ["RISK"], "phase_diff_abs_max": 3.0}
+    gates = {"residual_entropy_max": 0.85, "risk_band_block": [vocab.RISK], "phase_diff_abs_max": 3.0}
     with contextlib.chdir(d):
         shutil.rmtree("logs/.offsets", ignore_errors=True)
         exp = RmbExporter("logs/rmb_events.jsonl", gates)
@@ -187,7 +188,7 @@ def safety_tick(d, n):
         for line in f:
             ev += 1
             try:
-                rb += json.loads(line).get("event_type") == "rollback"
+                rb += json.loads(line).get("event_type") == vocab.ROLLBACK
             except ValueError:
                 pass
     with open(log, "rb") as f:

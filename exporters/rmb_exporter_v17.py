@@ -34,9 +34,8 @@ from lumen import ROOT, config, statsfile, timefmt
 from lumen.consumer import Consumer
 from lumen.httpserve import METRICS_CONTENT_TYPE
 from lumen.proc import cli_main, run_exporter
+from lumen import vocab
 
-EVENT_TYPES = ("observe", "decide", "commit", "rollback")
-RISK_BANDS = ("SAFE", "WATCH", "RISK")
 CHECKPOINT_EVERY_S = 1.0
 
 
@@ -75,18 +74,18 @@ class RmbStats:
         yield CounterMetricFamily(f"{prefix}_events_total", "Valid v1 events in the log.",
                                   sum(by_type.values()))
         yield CounterMetricFamily(f"{prefix}_rollback_total", "Events of type rollback.",
-                                  by_type.get("rollback", 0))
+                                  by_type.get(vocab.ROLLBACK, 0))
         yield GaugeMetricFamily(f"{prefix}_residual_entropy_last",
                                 "resonance_v3.residual_entropy of the newest event.",
                                 self.residual_last)
         c = CounterMetricFamily(f"{prefix}_events_by_type", "Valid events by event_type.",
                                 labels=["event_type"])
-        for t in EVENT_TYPES:
+        for t in vocab.EVENT_TYPES:
             c.add_metric([t], by_type.get(t, 0))
         yield c
         c = CounterMetricFamily(f"{prefix}_events_by_risk_band", "Valid events by risk_band.",
                                 labels=["risk_band"])
-        for b in RISK_BANDS:
+        for b in vocab.RISK_BANDS:
             c.add_metric([b], self.by_risk.get(b, 0))
         yield c
         yield GaugeMetricFamily(f"{prefix}_last_event_timestamp_seconds",
@@ -138,7 +137,7 @@ class RmbCollector:
         c = GaugeMetricFamily("rmb_safety_gate_risk_band_blocked",
                               "Emitter gate: 1 when events of this risk_band become rollback.",
                               labels=["risk_band"])
-        for b in RISK_BANDS:
+        for b in vocab.RISK_BANDS:
             c.add_metric([b], 1.0 if b in g["risk_band_block"] else 0.0)
         yield c
         yield GaugeMetricFamily("rmb_scrape_duration_seconds",

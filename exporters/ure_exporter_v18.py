@@ -33,9 +33,8 @@ from lumen import ROOT, config
 from lumen.consumer import Consumer
 from lumen.httpserve import METRICS_CONTENT_TYPE
 from lumen.proc import cli_main, run_exporter
+from lumen import vocab
 
-LEVEL_VALUE = {"CALM": 0, "TENSE": 1, "ALERT": 2, "UNDEFINED": -1}
-ACTIONS = ("NONE", "LOWER_HZ", "RAISE_HZ", "REDUCE_BATCH", "INCREASE_BATCH", "DOWNGRADE_OBSERVE")
 LOOP_ID = "ure.v18"
 
 
@@ -50,7 +49,7 @@ class UreStats:
         self.entities[ev["entity_id"]] += 1
         if ev["trace"]["loop_id"] != LOOP_ID:
             return
-        for a in ev.get("actions") or [ev.get("auto_reg_action", "NONE")]:
+        for a in ev.get("actions") or [ev.get("auto_reg_action", vocab.NO_ACTION)]:
             self.actions[a] += 1
         loop = ev.get("loop") or {}
         self.last = {"residual": ev["phase_field"]["residual_entropy"],
@@ -78,7 +77,7 @@ class UreStats:
         yield gauge("ure_loop_hz", "Current rate of the URE loop.", "hz")
         yield gauge("ure_loop_batch_size", "Current observation batch of the URE loop.", "batch")
         c = CounterMetricFamily("ure_actions", "URE regulation actions taken.", labels=["action"])
-        for a in ACTIONS:
+        for a in vocab.ACTIONS:
             c.add_metric([a], self.actions.get(a, 0))
         yield c
         c = CounterMetricFamily("ure_v2_events", "Events in the v2 log by entity.",
@@ -108,7 +107,7 @@ class SafetyStats:
                               "Safety Music level by source: 0 CALM, 1 TENSE, 2 ALERT, -1 UNDEFINED.",
                               labels=["source"])
         for src in ("residual", "rollback_ratio", "final"):
-            g.add_metric([src], LEVEL_VALUE.get(self.levels.get(src, "UNDEFINED"), -1))
+            g.add_metric([src], vocab.SEVERITY.get(self.levels.get(src), -1))
         yield g
         yield CounterMetricFamily("ure_safety_music_level_changes_total",
                                   "Changes of the final Safety Music level.", self.changes)

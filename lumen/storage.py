@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from .checkpoint import CorruptState, load_json
+from . import vocab
 
 MIGRATIONS = [
     # 1: the tables of section 40 with source identity and time
@@ -120,7 +121,7 @@ def rmb_row(e, pos):
 def ure_row(e, pos):
     loop = e.get("loop") or {}
     return (e["ts"], e["phase_field"]["residual_entropy"], e["harmony_index"],
-            e["coherence_level"], e.get("auto_reg_action", "NONE"), e["entity_id"],
+            e["coherence_level"], e.get("auto_reg_action", vocab.NO_ACTION), e["entity_id"],
             pos.t, pos.fp, pos.offset, loop.get("hz"), loop.get("batch_size"))
 
 

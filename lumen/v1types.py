@@ -14,18 +14,19 @@ from typing import Annotated, Literal
 
 import msgspec
 from msgspec import Meta, Struct
+from . import vocab
 
 
 class Resonance(Struct):
     phase_diff: Annotated[float, Meta(ge=-3.1416, le=3.1416)]
     residual_entropy: Annotated[float, Meta(ge=0, le=1)]
-    creative_band: Literal["LOW", "MID", "HIGH"]
-    risk_band: Literal["SAFE", "WATCH", "RISK"]
+    creative_band: Literal[vocab.CREATIVE_BANDS]
+    risk_band: Literal[vocab.RISK_BANDS]
 
 
 class MemoryBridge(Struct):
     slot_id: str
-    op: Literal["UPSERT", "DELETE"]
+    op: Literal[vocab.OPS]
     key: str
     value_hash: Annotated[str, Meta(pattern="^[a-f0-9]{8,}$")]
 
@@ -39,8 +40,8 @@ class Trace(Struct):
 class RmbEventV1(Struct):
     ts: str
     entity_id: Annotated[str, Meta(min_length=1)]
-    group: Literal["design_core", "build_core", "safety_music", "observer"]
-    event_type: Literal["observe", "decide", "commit", "rollback"]
+    group: Literal[vocab.GROUPS]
+    event_type: Literal[vocab.EVENT_TYPES]
     resonance_v3: Resonance
     memory_bridge: MemoryBridge
     trace: Trace

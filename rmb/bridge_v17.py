@@ -31,6 +31,7 @@ from lumen import ROOT, config
 from lumen.consumer import Consumer
 from lumen.proc import Lifecycle, cli_main
 from lumen.tail import MAX_ROTATED
+from lumen import vocab
 
 CONSUMER = "rmb_bridge"
 DEFAULT_STORE = "data/rmb_bridge.db"
@@ -55,10 +56,10 @@ def apply_events(db, evts):
     """Apply committed ops in order; returns (upserts, deletes)."""
     ups = dels = 0
     for e in evts:
-        if e["event_type"] != "commit":
+        if e["event_type"] != vocab.COMMIT:
             continue
         mb = e["memory_bridge"]
-        if mb["op"] == "UPSERT":
+        if mb["op"] == vocab.UPSERT:
             db.execute("INSERT OR REPLACE INTO kv(key, slot_id, value_hash, ts, iter) "
                        "VALUES (?,?,?,?,?)",
                        (mb["key"], mb["slot_id"], mb["value_hash"], e["ts"], e["trace"]["iter"]))

@@ -13,8 +13,8 @@ The safety gates are applied by `gate()`, not here, so every source (simulated, 
 replay) passes through the same gates.
 """
 import hashlib
+from lumen import vocab
 
-EVENT_TYPES = ["observe", "decide", "commit", "rollback"]
 PROFILES = ("seed", "steady", "spike", "jitter", "rollbacks")
 
 # Risk and creative bands of an event's residual entropy, as the blueprint's emitter and
@@ -23,11 +23,11 @@ WATCH_ABOVE, RISK_ABOVE = 0.55, 0.85
 
 
 def risk_band(residual):
-    return "RISK" if residual > RISK_ABOVE else ("WATCH" if residual > WATCH_ABOVE else "SAFE")
+    return vocab.RISK if residual > RISK_ABOVE else (vocab.WATCH if residual > WATCH_ABOVE else vocab.SAFE)
 
 
 def creative_band(residual):
-    return "HIGH" if residual < 0.25 else ("MID" if residual < 0.6 else "LOW")
+    return vocab.HIGH if residual < 0.25 else (vocab.MID if residual < 0.6 else vocab.LOW)
 
 
 def _clamp(x, lo, hi):
@@ -37,16 +37,16 @@ def _clamp(x, lo, hi):
 def sample(profile, rng):
     """(residual, phase, event_type, delete) for one simulated event."""
     if profile == "seed":
-        return rng.uniform(0.05, 0.9), rng.uniform(-3.0, 3.0), rng.choice(EVENT_TYPES), False
+        return rng.uniform(0.05, 0.9), rng.uniform(-3.0, 3.0), rng.choice(vocab.EVENT_TYPES), False
     if profile in ("steady", "jitter", "rollbacks"):
         residual = _clamp(rng.gauss(0.40, 0.08 if profile == "jitter" else 0.01), 0.0, 1.0)
         phase = _clamp(rng.gauss(0.0, 0.3), -3.0, 3.0)
         r = rng.random()
-        etype = "rollback" if r < (0.12 if profile == "rollbacks" else 0.01) else ("commit" if r < 0.40 else
-                                             ("decide" if r < 0.60 else "observe"))
+        etype = (vocab.ROLLBACK if r < (0.12 if profile == "rollbacks" else 0.01) else
+                 vocab.COMMIT if r < 0.40 else vocab.DECIDE if r < 0.60 else vocab.OBSERVE)
         return residual, phase, etype, rng.random() < 0.05
     if profile == "spike":
-        return (rng.uniform(0.80, 0.98), rng.uniform(-3.1, 3.1), rng.choice(EVENT_TYPES),
+        return (rng.uniform(0.80, 0.98), rng.uniform(-3.1, 3.1), rng.choice(vocab.EVENT_TYPES),
                 rng.random() < 0.05)
     raise ValueError(f"unknown profile {profile!r} (expected one of {', '.join(PROFILES)})")
 
@@ -55,7 +55,7 @@ class EventFactory:
     """Builds v1 events for iteration numbers; config supplies namespace and hasher."""
 
     def __init__(self, profile, rng, slot_namespace, value_hasher, host,
-                 entity_id="lumen.core", group="design_core", loop_id="rmb.v17"):
+                 entity_id="lumen.core", group=vocab.DESIGN_CORE, loop_id="rmb.v17"):
         if profile not in PROFILES:
             sample(profile, rng)  # raises the one-line error
         self.profile, self.rng = profile, rng
@@ -79,7 +79,7 @@ class EventFactory:
             },
             "memory_bridge": {
                 "slot_id": f"{self.ns}/slot-{key_i % 32}",
-                "op": "DELETE" if key_i != i else "UPSERT",
+                "op": vocab.DELETE if key_i != i else vocab.UPSERT,
                 "key": f"k:{key_i}",
                 "value_hash": self.hasher(f"v{key_i}".encode()).hexdigest(),
             },
@@ -100,5 +100,5 @@ def gate(evt, gates):
         why = "residual_entropy"
     else:
         return None
-    evt["event_type"] = "rollback"
+    evt["event_type"] = vocab.ROLLBACK
     return why

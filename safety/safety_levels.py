@@ -6,8 +6,7 @@ level is the worst of the defined levels (CALM < TENSE < ALERT). An undefined in
 event yet, or no event in the ratio window) maps to UNDEFINED, never to CALM by accident;
 the final level is the worst of the defined ones, and UNDEFINED only when none is.
 """
-ORDER = ("CALM", "TENSE", "ALERT")
-UNDEFINED = "UNDEFINED"
+from lumen.vocab import SEVERITY, UNDEFINED
 
 
 def check_bands(bands, where):
@@ -30,7 +29,7 @@ def level_from(value, bands):
 
 def worst(*levels):
     defined = [lv for lv in levels if lv != UNDEFINED]
-    return max(defined, key=ORDER.index) if defined else UNDEFINED
+    return max(defined, key=SEVERITY.__getitem__) if defined else UNDEFINED
 
 
 def levels(residual, ratio, mapping):

@@ -40,6 +40,7 @@ from lumen.proc import Lifecycle, cli_main
 from lumen.windows import BucketWindow, CounterWindow
 from safety import sound
 from safety.safety_levels import check_bands, levels
+from lumen import vocab
 
 CONSUMER = "safety_music"
 LOOP_ID = "safety.music.v17"
@@ -63,7 +64,7 @@ class LogInput:
         return self.consumer.tailer
 
     def _add(self, ev, pos):
-        self.window.add(pos.t, ev["event_type"] == "rollback")
+        self.window.add(pos.t, ev["event_type"] == vocab.ROLLBACK)
         self.residual = ev["resonance_v3"]["residual_entropy"]
 
     def update(self, now, max_polls=64):

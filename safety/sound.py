@@ -18,6 +18,7 @@ from pathlib import Path
 
 import mido
 import numpy as np
+from lumen import vocab
 
 TICKS_PER_BEAT = 480
 MIDI_TEMPO = 500_000          # microseconds per beat: 120 bpm, so one second is 960 ticks
@@ -27,7 +28,7 @@ TICKS_PER_S = TICKS_PER_BEAT * 1_000_000 / MIDI_TEMPO
 def load_map(path):
     with open(path, encoding="utf-8") as f:
         smap = json.load(f)
-    for level in ("CALM", "TENSE", "ALERT", "UNDEFINED"):
+    for level in vocab.LEVELS:
         if level not in smap.get("levels", {}):
             raise ValueError(f"{path}: levels.{level} is missing")
     return smap

@@ -82,6 +82,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from lumen.jsonl import append_lines  # noqa: E402
+from lumen import vocab  # noqa: E402
 
 PY = sys.executable
 RMB_LOG = "logs/rmb_events.jsonl"
@@ -330,17 +331,17 @@ def iso(t):
 
 
 def valid_event(n, tag, ts=None):
-    types = ("observe", "observe", "decide", "commit", "rollback")
+    types = (vocab.OBSERVE, *vocab.EVENT_TYPES)
     residual = round((n * 0.137) % 1.0, 4)
     return {
         "ts": ts or iso(time.time()), "entity_id": f"{tag}-{n}",
-        "group": ("design_core", "build_core", "safety_music", "observer")[n % 4],
+        "group": vocab.GROUPS[n % len(vocab.GROUPS)],
         "event_type": types[n % len(types)],
         "resonance_v3": {"phase_diff": round(((n * 0.71) % 6.2) - 3.1, 4),
                          "residual_entropy": residual,
-                         "creative_band": ("LOW", "MID", "HIGH")[n % 3],
-                         "risk_band": ("SAFE", "WATCH", "RISK")[n % 3]},
-        "memory_bridge": {"slot_id": f"rmb/v17/slot-{n % 7}", "op": "UPSERT",
+                         "creative_band": vocab.CREATIVE_BANDS[n % 3],
+                         "risk_band": vocab.RISK_BANDS[n % 3]},
+        "memory_bridge": {"slot_id": f"rmb/v17/slot-{n % 7}", "op": vocab.UPSERT,
                           "key": f"k{n}", "value_hash": f"{n:08x}deadbeef"},
         "trace": {"loop_id": "rmb.v17", "iter": n, "host": "model"},
     }

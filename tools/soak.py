@@ -46,7 +46,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lumen import ctl, events  # noqa: E402
+from lumen import ctl, events, vocab  # noqa: E402
 from lumen.jsonl import append_lines  # noqa: E402
 
 CONSUMERS = ["rmb_exporter", "safety_music", "ure_merge", "ure_loop", "ure_exporter", "ingest"]
@@ -106,11 +106,11 @@ class Clients:
             t.join(timeout=10)
 
 
-_FUTURE = {"ts": "2099-01-01T00:00:00Z", "entity_id": "soak.future", "group": "observer",
-           "event_type": "rollback",
-           "resonance_v3": {"phase_diff": 0.1, "residual_entropy": 0.5, "creative_band": "MID",
-                            "risk_band": "SAFE"},
-           "memory_bridge": {"slot_id": "s", "op": "UPSERT", "key": "k",
+_FUTURE = {"ts": "2099-01-01T00:00:00Z", "entity_id": "soak.future", "group": vocab.GROUPS[-1],
+           "event_type": vocab.ROLLBACK,
+           "resonance_v3": {"phase_diff": 0.1, "residual_entropy": 0.5, "creative_band": vocab.MID,
+                            "risk_band": vocab.SAFE},
+           "memory_bridge": {"slot_id": "s", "op": vocab.UPSERT, "key": "k",
                              "value_hash": "deadbeef"},
            "trace": {"loop_id": "soak", "iter": 0, "host": "soak"}}
 BAD_LINES = {  # one of every reject kind a reader can meet

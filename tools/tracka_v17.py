@@ -28,6 +28,7 @@ from pathlib import Path
 from lumen import ROOT, config, events, slo
 from lumen.backscan import recent_events
 from lumen.proc import cli_main
+from lumen import vocab
 
 KPI_FIELDS_HEAD = ["ts", "stream", "window_s", "events", "rollbacks", "rmb_residual_entropy_last"]
 DEPENDENCIES = ["yaml", "jsonschema", "jsonschema_rs", "orjson", "prometheus_client", "requests"]
@@ -112,7 +113,7 @@ def gather(cfg, policies, tag, now_fn=time.time):
         else:
             why = None
         if why is None or time.monotonic() >= deadline:
-            rows = [(t, e["resonance_v3"]["residual_entropy"], e["event_type"] == "rollback")
+            rows = [(t, e["resonance_v3"]["residual_entropy"], e["event_type"] == vocab.ROLLBACK)
                     for t, e in evs]
             return rows, dict(stats, now=now, span=span, newest_evt=evs[0][1] if evs else None), why
         if not said:

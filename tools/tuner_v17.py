@@ -17,6 +17,7 @@ from lumen import ROOT, config, events
 from lumen.windows import EventWindow
 from lumen.backscan import recent_events
 from lumen.proc import cli_main
+from lumen import vocab
 
 
 def suggestions(sd, ratio, cfg, policies):
@@ -54,7 +55,7 @@ def main(argv=None):
         return 0
     win = EventWindow(args.window)
     for t, e in evs:
-        win.add(t, e["resonance_v3"]["residual_entropy"], e["event_type"] == "rollback")
+        win.add(t, e["resonance_v3"]["residual_entropy"], e["event_type"] == vocab.ROLLBACK)
     sd, ratio = win.stddev() or 0.0, win.ratio()
     print(f"residual.stddev_10m={sd:.4f} rollback.ratio={ratio:.4f} "
           f"(events={win.count}, lines scanned={stats['lines_scanned']})")

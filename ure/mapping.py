@@ -9,8 +9,9 @@ blueprint's fixed 0.5 when the safety event carries none). Every v2 event also c
 {event_type, group} so the URE loop can see rollbacks.
 """
 from rmb.profiles import risk_band
+from lumen import vocab
 
-HARMONY_ADJ = {"CALM": 0.1, "TENSE": -0.05, "ALERT": -0.1}
+HARMONY_ADJ = {vocab.CALM: 0.1, vocab.TENSE: -0.05, vocab.ALERT: -0.1}
 MERGE_TRACE = {"loop_id": "ure.merge", "ver": "v1.8-pre"}
 
 
@@ -24,7 +25,7 @@ def rmb_to_v2(e, host, source):
         "ts": e["ts"], "entity_id": e.get("entity_id", "lumen.core"),
         "phase_field": {"phase_diff": r3["phase_diff"], "residual_entropy": r3["residual_entropy"],
                         "risk_band": r3["risk_band"]},
-        "harmony_index": 0.5, "coherence_level": 0.5, "auto_reg_action": "NONE",
+        "harmony_index": 0.5, "coherence_level": 0.5, "auto_reg_action": vocab.NO_ACTION,
         "trace": dict(MERGE_TRACE, iter=e["trace"]["iter"], host=host),
         "rmb": {"event_type": e["event_type"], "group": e["group"]},
         "source": source,
@@ -39,7 +40,7 @@ def safety_to_v2(s, host, source, iter_):
         "phase_field": {"phase_diff": 0.0, "residual_entropy": residual,
                         "risk_band": risk_band(residual)},
         "harmony_index": _clamp01(0.5 + HARMONY_ADJ.get(s["levels"]["final"], 0.0)),
-        "coherence_level": 0.5, "auto_reg_action": "NONE",
+        "coherence_level": 0.5, "auto_reg_action": vocab.NO_ACTION,
         "trace": dict(MERGE_TRACE, iter=iter_, host=host),
         "safety": {"level": s["levels"]["final"]},
         "source": source,

@@ -39,6 +39,7 @@ from lumen.jsonl import JsonlWriter
 from lumen.proc import Lifecycle, cli_main
 from lumen.windows import BucketWindow
 from rmb.profiles import risk_band
+from lumen import vocab
 
 LOOP_ID = "ure.v18"
 CONSUMER = "ure_loop"
@@ -52,26 +53,26 @@ def decide(residual, std10, ratio10, hz, bsz, cfg):
     actions = []
     if residual > ad["residual_high"] and hz > lp["hz_min"]:
         hz = max(lp["hz_min"], hz - ad["step_hz"])
-        actions.append("LOWER_HZ")
+        actions.append(vocab.LOWER_HZ)
     elif residual < ad["residual_low"] and hz < lp["hz_max"]:
         hz = min(lp["hz_max"], hz + ad["step_hz"])
-        actions.append("RAISE_HZ")
+        actions.append(vocab.RAISE_HZ)
     bmin = lp.get("batch_min", 1)
     if std10 is not None and std10 > slo["residual_std_10m_max"] and bsz > bmin:
         bsz = max(bmin, bsz - ad["step_batch"])
-        actions.append("REDUCE_BATCH")
+        actions.append(vocab.REDUCE_BATCH)
     elif std10 is not None and std10 <= slo["residual_std_10m_max"] / 2 and bsz < lp["batch_size"]:
         bsz = min(lp["batch_size"], bsz + ad["step_batch"])
-        actions.append("INCREASE_BATCH")
+        actions.append(vocab.INCREASE_BATCH)
     if ratio10 is not None and ratio10 > slo["rollback_ratio_10m_max"]:
-        actions.append("DOWNGRADE_OBSERVE")
+        actions.append(vocab.DOWNGRADE_OBSERVE)
     return hz, bsz, actions
 
 
 def primary(actions):
     if not actions:
-        return "NONE"
-    return "DOWNGRADE_OBSERVE" if "DOWNGRADE_OBSERVE" in actions else actions[-1]
+        return vocab.NO_ACTION
+    return vocab.DOWNGRADE_OBSERVE if vocab.DOWNGRADE_OBSERVE in actions else actions[-1]
 
 
 class UreLoop:
@@ -105,7 +106,7 @@ class UreLoop:
         if not isinstance(rmb, dict):
             return  # merged Safety Music ticks and other entities are not RMB events
         pf = ev["phase_field"]
-        self.obs.add(pos.t, rmb.get("event_type") == "rollback", pf["residual_entropy"])
+        self.obs.add(pos.t, rmb.get("event_type") == vocab.ROLLBACK, pf["residual_entropy"])
         self.recent.append(pf["residual_entropy"])
         self.phase = pf["phase_diff"]
 
@@ -199,7 +200,7 @@ def main(argv=None):
                 if evt is None and not waiting_said:
                     print("[ure] waiting for upstream v2 events (make merge.v2)", flush=True)
                     waiting_said = True
-                if evt is not None and evt["auto_reg_action"] != "NONE":
+                if evt is not None and evt["auto_reg_action"] != vocab.NO_ACTION:
                     print(f"[ure] {evt['auto_reg_action']}: hz={loop.hz:g} "
                           f"batch={loop.bsz}", flush=True)
                 if args.ticks and ticks >= args.ticks:
