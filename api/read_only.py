@@ -33,7 +33,7 @@ from pathlib import Path
 
 from api import openapi, queries
 from lumen import ROOT, checkpoint, config
-from lumen.proc import cli_main, run_exporter
+from lumen.proc import cli_main, run_server
 
 JSON = [("Content-Type", "application/json")]
 POOL_IDLE = 32  # idle connections kept; more are opened under load and closed after
@@ -208,9 +208,9 @@ def main(argv=None):
     api = Api(cfg)
     a = cfg["api"]
     host = "localhost" if a["host"] in ("127.0.0.1", "::1") else a["host"]
-    return run_exporter(args.name, api.app, lambda stop: stop.wait(), a["host"], a["port"],
-                        f"[api] http://{host}:{{port}}", timeout=a["request_timeout_s"],
-                        max_url=a["max_url_bytes"], workers=WORKERS)
+    return run_server(args.name, api.app, a["host"], a["port"],
+                      f"[api] http://{host}:{{port}}", timeout=a["request_timeout_s"],
+                      max_url=a["max_url_bytes"], workers=WORKERS)
 
 
 if __name__ == "__main__":

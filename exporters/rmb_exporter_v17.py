@@ -33,7 +33,7 @@ from prometheus_client.registry import CollectorRegistry
 from lumen import ROOT, config, statsfile, timefmt
 from lumen.consumer import Consumer
 from lumen.httpserve import METRICS_CONTENT_TYPE
-from lumen.proc import cli_main, run_exporter
+from lumen.proc import cli_main, run_server
 from lumen import vocab
 
 CHECKPOINT_EVERY_S = 1.0
@@ -42,7 +42,7 @@ CHECKPOINT_EVERY_S = 1.0
 class RmbStats:
     """What the exporter knows about the stream; `to_state`/`from_state` carry it across restarts.
 
-    Fed typed v1 events (lumen.v1types) by a typed Consumer."""
+    Fed typed v1 events (lumen.v1_decoder) by a typed Consumer."""
 
     def __init__(self, st=None):
         st = st or {}
@@ -191,8 +191,8 @@ def main(argv=None):
     cfg = config.load(args.config, "rmb_v17", overrides={
         "exporter.port": args.port, "exporter.host": args.host, "paths.queue": args.queue})
     exp = RmbExporter(cfg["paths"]["queue"], cfg["safety_gates"], consumer=args.name)
-    rc = run_exporter(args.name, exp.app, exp.run, cfg["exporter"]["host"],
-                      cfg["exporter"]["port"], "[exporter] RMB metrics on :{port}")
+    rc = run_server(args.name, exp.app, cfg["exporter"]["host"], cfg["exporter"]["port"],
+                    "[exporter] RMB metrics on :{port}", worker=exp.run)
     if rc == 0:
         print(f"[exporter] stopped after {exp.stats.events_total} events", flush=True)
     return rc

@@ -32,7 +32,7 @@ from exporters.rmb_exporter_v17 import RmbStats
 from lumen import ROOT, config
 from lumen.consumer import Consumer
 from lumen.httpserve import METRICS_CONTENT_TYPE
-from lumen.proc import cli_main, run_exporter
+from lumen.proc import cli_main, run_server
 from lumen import vocab
 
 LOOP_ID = "ure.v18"
@@ -178,8 +178,8 @@ def main(argv=None):
     cfg = config.load(args.config, "ure_v18", overrides={
         "exporter.port": args.port, "exporter.host": args.host})
     exp = UreExporter(cfg["paths"], name=args.name)
-    return run_exporter(args.name, exp.app, exp.run, cfg["exporter"]["host"],
-                        cfg["exporter"]["port"], "[ure] metrics on :{port}")
+    return run_server(args.name, exp.app, cfg["exporter"]["host"], cfg["exporter"]["port"],
+                      "[ure] metrics on :{port}", worker=exp.run)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ the offset in one atomic checkpoint, so they cover the whole stream across resta
 
 `pos.fp` and `pos.offset` name the line's own file and place in it: the identity every sink
 deduplicates on. `pos.t` is the event's `ts` in Unix seconds. With `typed=True` (v1 stream
-only) events are lumen.v1types objects (attribute access), the fast path for consumers that
+only) events are lumen.v1_decoder objects (attribute access), the fast path for consumers that
 must keep up with the whole stream.
 
 A checkpoint that cannot be written (disk full, I/O error) is counted, not fatal: the

@@ -15,7 +15,7 @@ the same lines. Reasons (the `reason` label of every rejects counter):
   internal    anything else that went wrong while judging the line (a bug, counted)
 
 Parsing is orjson and validation a jsonschema_rs validator compiled once (~250 000 lines/s
-per core together); v1 lines take a faster path through lumen.v1types, which accepts only
+per core together); v1 lines take a faster path through lumen.v1_decoder, which accepts only
 what the schema accepts (its `ts` is checked by the same RFC 3339 parser).
 """
 import json
@@ -116,16 +116,16 @@ class Classifier:
     (None, None, (reason, detail)), t being ts in Unix seconds and `now` the reader's
     clock (`clock()` when None).
 
-    `typed=True` (v1 only) hands out lumen.v1types objects (attribute access) instead of
+    `typed=True` (v1 only) hands out lumen.v1_decoder objects (attribute access) instead of
     dicts; either way the set of accepted lines is the same."""
 
     def __init__(self, schema, typed=False, max_future_s=MAX_FUTURE_S, clock=time.time,
                  max_bytes=MAX_LINE_BYTES):
-        from . import v1types
+        from . import v1_decoder
         self.validator = Validator.named(schema)
         self.max_future_s, self.clock, self.max_bytes = max_future_s, clock, max_bytes
-        self._typed = v1types.DECODERS[schema].decode if typed else None
-        self._as_typed = v1types.as_typed if typed else None
+        self._typed = v1_decoder.DECODERS[schema].decode if typed else None
+        self._as_typed = v1_decoder.as_typed if typed else None
 
     def classify(self, raw, now=None):
         try:

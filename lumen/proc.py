@@ -65,8 +65,9 @@ def cli_main(main):
         return 130
 
 
-def run_exporter(name, app, worker, host, port, banner, **serve_kw):
-    """Serve `app` on host:port while `worker(stop)` runs in a thread, until SIGTERM/SIGINT.
+def run_server(name, app, host, port, banner, worker=None, **serve_kw):
+    """Serve `app` on host:port, until SIGTERM/SIGINT, while `worker(stop)` (if any) runs in
+    a thread: an exporter's reader, say; the API has none.
 
     The PID file is written once the port is bound and the worker started. Returns 0 on a
     clean stop, 1 if the worker or the server died on its own. `banner` may use {port};
@@ -76,7 +77,7 @@ def run_exporter(name, app, worker, host, port, banner, **serve_kw):
     with Lifecycle(name) as life:
         serving = threading.Thread(target=server.serve_forever, daemon=True, name="http")
         serving.start()
-        work = threading.Thread(target=worker, args=(life.stop,))
+        work = threading.Thread(target=worker or (lambda stop: stop.wait()), args=(life.stop,))
         work.start()
         life.ready()
         print(banner.format(port=server.server_address[1]), flush=True)

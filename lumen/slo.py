@@ -4,7 +4,7 @@ A policy names a metric whose suffix is its window (`rollback_ratio_10m`,
 `residual_entropy_last_stddev_10m`), a threshold the value must not exceed, and the
 `action_on_violation`. Verdicts: PASS, FAIL, or NO_DATA when the window holds fewer than
 `min_events` events (not enough data is its own verdict, never a PASS).
-Pure: events in, verdicts out. Reading the stream is `lumen.backscan.recent_events`.
+Pure: events in, verdicts out. Reading the stream is `lumen.recent.recent_events`.
 """
 import re
 from dataclasses import dataclass

@@ -14,7 +14,7 @@ import time
 import orjson
 
 from lumen import ROOT, events
-from lumen.backscan import newest_first
+from lumen.recent import newest_first
 from lumen.proc import cli_main
 from lumen.windows import parse_ts
 from safety import sound

@@ -17,7 +17,7 @@ from lumen import ROOT, config
 from lumen.consumer import Consumer
 from lumen.jsonl import JsonlWriter
 from lumen.proc import cli_main
-from lumen.resume import already_done, out_position, written_since
+from lumen.exactly_once import already_done, out_position, written_since
 
 CONSUMER = "evidence_mapper"
 

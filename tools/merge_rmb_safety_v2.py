@@ -6,7 +6,7 @@ tailer (consumers `merge_rmb`, `merge_safety`) and appends their v2 mapping (ure
 to `paths.v2_log`, each line validated against schemas/resonance_event_v2.json. Running it
 twice appends nothing the second time; the output is fsynced before the checkpoints move,
 and a crash in between is repaired on the next run from the `source` of the lines merged
-since the last checkpoint (lumen/resume.py); rotation of either input is followed by the
+since the last checkpoint (lumen/exactly_once.py); rotation of either input is followed by the
 tailer. `--follow` keeps merging as events arrive (trackD.start runs it so). One merge
 per state directory: the consumer names are locks. A one-shot run while the follower is
 running hands over to it (says so, exit 0); a second follower exits 2 naming the first.
@@ -27,7 +27,7 @@ from lumen import ROOT, config, events, lock
 from lumen.consumer import Consumer
 from lumen.jsonl import JsonlWriter
 from lumen.proc import Lifecycle, cli_main
-from lumen.resume import already_done, out_position, written_since
+from lumen.exactly_once import already_done, out_position, written_since
 from ure.mapping import rmb_to_v2, safety_to_v2
 
 INPUTS = (("rmb", "merge_rmb", "v1_rmb", "rmb_event_v1.json", "rmb_events"),

@@ -10,7 +10,7 @@
 
 Reads configs/trackA_v17.yaml (stream, fake stream, checks), configs/rmb_v17.yaml (KPI
 CSV path), configs/resonance_v3.policy.yaml. The stream is read from its end back to the
-start of the longest window (lumen.backscan), so a check costs the same on a 1 GB log as on
+start of the longest window (lumen.recent), so a check costs the same on a 1 GB log as on
 a small one. slo.report, kpi.snapshot and trackA.exit wait (up to checks.wait_s) for the
 stream to hold fresh data: section 0 starts them while the fake stream is still being
 written. slo.report exits 0 whenever it could report (trackA.exit is the gate); trackA.exit
@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lumen import ROOT, config, events, slo
-from lumen.backscan import recent_events
+from lumen.recent import recent_events
 from lumen.proc import cli_main
 from lumen import vocab
 

@@ -3,7 +3,7 @@
 10 minutes of event time in the live queue, and the blueprint's suggestions.
 
 Reads `paths.queue` of configs/rmb_v17.yaml from its end back to the start of the window
-(lumen.backscan): a 1 GB log costs what its last 10 minutes cost. The thresholds are the
+(lumen.recent): a 1 GB log costs what its last 10 minutes cost. The thresholds are the
 policies' (configs/resonance_v3.policy.yaml: RMB-RES-002 0.03, RMB-ROLL-001 0.05); the
 suggested values are derived from the current config the way the blueprint's are
 (batch_size x0.6, hz -1, residual_entropy_max -0.05: 20->12, 5->4, 0.85->0.80).
@@ -15,7 +15,7 @@ import time
 
 from lumen import ROOT, config, events
 from lumen.windows import EventWindow
-from lumen.backscan import recent_events
+from lumen.recent import recent_events
 from lumen.proc import cli_main
 from lumen import vocab
 

@@ -3,7 +3,7 @@
 in the v2 log, and a suggestion.
 
 Reads `paths.v2_log` of configs/ure_v18.yaml from its end back to the start of the window
-(lumen.backscan), using upstream events only (the URE loop's own ticks are its output, not
+(lumen.recent), using upstream events only (the URE loop's own ticks are its output, not
 the signal). The threshold is `slo.residual_std_10m_max` (0.03). Prints
 `[tune.v18] residual.stddev_10m=...` and `SUGGEST: LOWER_HZ & REDUCE_BATCH` or
 `SUGGEST: maintain`; `[tune.v18] no-data` when the window is empty.
@@ -13,7 +13,7 @@ import argparse
 import time
 
 from lumen import ROOT, config, events
-from lumen.backscan import recent_events
+from lumen.recent import recent_events
 from lumen.proc import cli_main
 from lumen.windows import EventWindow
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """ure.verify (blueprint section 37.6): validate the newest v2 event and the last N events.
 
-Reads `paths.v2_log` of configs/ure_v18.yaml from its end (lumen.backscan) and checks the
+Reads `paths.v2_log` of configs/ure_v18.yaml from its end (lumen.recent) and checks the
 newest event, then the last `--last` (100) events, against schemas/resonance_event_v2.json.
 Prints `[ure.verify] OK` (the blueprint's line) or `[ure.verify] FAIL` with each bad
 line's position from the end and reason, exit 1. An empty or missing log is a FAIL.
@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from lumen import ROOT, config, events
-from lumen.backscan import reverse_lines
+from lumen.recent import reverse_lines
 from lumen.proc import cli_main
 
 

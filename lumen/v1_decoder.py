@@ -6,7 +6,7 @@ checked by lumen.timefmt, the schema's own `date-time` checker), so a line they 
 valid; a line they reject is judged again by the JSON Schema validator, which gives the
 verdict and the message. Callers go through lumen.events.Classifier, never the decoder
 alone (the decoder does not check `ts`).
-tests/test_v1types.py checks the two agree on generated valid and broken events.
+tests/test_v1_decoder.py checks the two agree on generated valid and broken events.
 Unknown properties are allowed, as in the schema.
 """
 from types import SimpleNamespace

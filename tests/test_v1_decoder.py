@@ -1,5 +1,5 @@
 """The typed fast path (lumen.events.Classifier(typed=True), built on the msgspec types of
-lumen.v1types) never accepts what schemas/rmb_event_v1.json rejects, and agrees with it on
+lumen.v1_decoder) never accepts what schemas/rmb_event_v1.json rejects, and agrees with it on
 generated valid and broken events (hypothesis). The raw decoder alone does not check `ts`
 (the Classifier does, with lumen.timefmt): verdicts always go through the Classifier."""
 import copy
@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from lumen.consumer import Consumer
 from lumen.events import Classifier, Validator
-from lumen.v1types import DECODERS, DecodeError
+from lumen.v1_decoder import DECODERS, DecodeError
 from conftest import ROOT
 
 # The authority in production: the compiled JSON Schema validator, formats checked.
