@@ -8,7 +8,7 @@ import re
 import time
 from datetime import datetime, timezone
 
-from lumen.windows import parse_ts
+from lumen.timefmt import seconds as parse_ts
 from lumen import vocab
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")

@@ -61,7 +61,7 @@ def recent_events(path, span_s, now, validator, slack_s=60.0, rotated=1):
     lines_scanned, bad_lines, newest (Unix time of the newest event seen, or None).
     """
     from .events import MAX_FUTURE_S, parse
-    from .timefmt import parse as parse_ts
+    from . import timefmt
     # Events stamped up to MAX_FUTURE_S ahead still count (writers' clocks differ); beyond
     # that they are `ts_future` rejects, as in every consumer.
     lo, hi, stop_at = now - span_s, now + MAX_FUTURE_S, now - span_s - slack_s
@@ -75,7 +75,7 @@ def recent_events(path, span_s, now, validator, slack_s=60.0, rotated=1):
         if err:
             stats["bad_lines"] += 1
             continue
-        t = parse_ts(evt["ts"])
+        t = timefmt.parse(evt["ts"])
         if stats["newest"] is None or t > stats["newest"]:
             stats["newest"] = t
         if t < stop_at:

@@ -58,6 +58,14 @@ def parse(ts):
     return (t * 1_000_000 + us) / 1_000_000  # int / int, as datetime.timestamp() does
 
 
+def seconds(ts):
+    """Unix seconds of an RFC 3339 date-time; ValueError (naming the text) when it is not one."""
+    t = parse(ts)
+    if t is None:
+        raise ValueError(f"not an RFC 3339 date-time: {ts!r}")
+    return t
+
+
 def is_datetime(ts):
     """The JSON Schema `date-time` format checker (non-strings are not its business)."""
     return type(ts) is not str or parse(ts) is not None

@@ -1,6 +1,5 @@
 """Time windows measured on event timestamps, not line counts.
 
-- `parse_ts`: RFC 3339 text -> Unix seconds.
 - `EventWindow(span_s)`: per-event values in the last `span_s` seconds of event time:
   count, rollbacks, rollback ratio, mean and population stddev, in O(1) per event.
 - `BucketWindow(span_s)`: event and rollback counts in one-second buckets of event time,
@@ -12,16 +11,6 @@ A window with no data answers None ("undefined"), never 0.
 """
 import math
 from collections import deque
-
-from . import timefmt
-
-
-def parse_ts(ts):
-    """Unix seconds of an RFC 3339 timestamp (lumen.timefmt); ValueError when it is not one."""
-    t = timefmt.parse(ts)
-    if t is None:
-        raise ValueError(f"not an RFC 3339 date-time: {ts!r}")
-    return t
 
 
 class EventWindow:

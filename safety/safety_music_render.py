@@ -16,7 +16,7 @@ import orjson
 from lumen import ROOT, events
 from lumen.recent import newest_first
 from lumen.proc import cli_main
-from lumen.windows import parse_ts
+from lumen.timefmt import seconds as parse_ts
 from safety import sound
 from safety.safety_music_loop import _resolve, load_config
 

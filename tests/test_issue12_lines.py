@@ -273,10 +273,10 @@ def test_timefmt_is_rfc3339_and_nothing_else(s):
 
 
 def _parse_ts(ts):
-    """lumen.windows.parse_ts, the parser the stages used before issue 12: None for ValueError."""
-    from lumen.windows import parse_ts
+    """lumen.timefmt.seconds (the raising form): None for ValueError."""
+    from lumen.timefmt import seconds
     try:
-        return parse_ts(ts)
+        return seconds(ts)
     except ValueError:
         return None
 

@@ -9,7 +9,6 @@ from datetime import datetime, timezone
 import pytest
 
 from lumen import slo
-from lumen.windows import parse_ts
 from conftest import ROOT, free_port, pid_alive, pids_in, run_make
 
 ONE_LINER = """source SESSION_RESTORE_2025-11-01_v1_7_DELTA.env

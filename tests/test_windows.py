@@ -3,7 +3,8 @@ import statistics
 
 import pytest
 
-from lumen.windows import CounterWindow, EventWindow, parse_ts
+from lumen.timefmt import seconds as parse_ts
+from lumen.windows import CounterWindow, EventWindow
 
 
 def test_parse_ts_forms():
