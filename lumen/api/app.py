@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
-"""Read-only HTTP API over data/lumen.db (blueprint sections 41 and 47), on 127.0.0.1:8088.
+"""The read-only HTTP API over data/lumen.db (blueprint sections 41 and 47), on 127.0.0.1:8088;
+api/read_only.py (make api.readonly) runs it.
 
     GET /api/rmb:last            newest RMB row: {ts, residual, phase, risk} (section 41)
     GET /api/ure:last            newest URE row: {ts, residual, harmony, coherence, action}
@@ -9,7 +9,7 @@
     GET /healthz                 database reachable, schema version, ingest lag
     GET /api/series              per-step buckets for charts (window, step)
     GET /api/slo                 slo.report's verdicts over the stored rows
-    GET /                        the live page (api/static/), charts from the endpoints above
+    GET /                        the live page (static/), charts from the endpoints above
     GET /openapi.json            the OpenAPI 3 document of all of this
 
 The database is opened read-only (`mode=ro` URI, `PRAGMA query_only=1`). Connections are
@@ -21,7 +21,6 @@ unknown paths 404, other methods 405, a missing database 503; never a stack trac
 server is lumen.httpserve (request deadline, connection cap, JSON errors); binds
 `api.host` (127.0.0.1) from configs/api_v18.yaml.
 """
-import argparse
 import contextlib
 import json
 import os
@@ -31,9 +30,9 @@ import threading
 import time
 from pathlib import Path
 
-from api import openapi, queries
 from lumen import ROOT, checkpoint, config
-from lumen.proc import cli_main, run_server
+from lumen.api import openapi, queries
+from lumen.proc import run_server
 
 JSON = [("Content-Type", "application/json")]
 POOL_IDLE = 32  # idle connections kept; more are opened under load and closed after
@@ -196,22 +195,11 @@ class Api:
         return 200, JSON, json.dumps(out).encode()
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/api_v18.yaml"))
-    ap.add_argument("--port", type=int, help="override api.port (8088)")
-    ap.add_argument("--host", help="override api.host (127.0.0.1)")
-    ap.add_argument("--name", default="api", help="process name (PID file run/NAME.pid)")
-    args = ap.parse_args(argv)
-    cfg = config.load(args.config, "api_v18", overrides={"api.port": args.port,
-                                                          "api.host": args.host})
+def serve(cfg, name):
+    """Serve the API on api.host:api.port until SIGTERM; returns the exit code."""
     api = Api(cfg)
     a = cfg["api"]
     host = "localhost" if a["host"] in ("127.0.0.1", "::1") else a["host"]
-    return run_server(args.name, api.app, a["host"], a["port"],
+    return run_server(name, api.app, a["host"], a["port"],
                       f"[api] http://{host}:{{port}}", timeout=a["request_timeout_s"],
                       max_url=a["max_url_bytes"], workers=WORKERS)
-
-
-if __name__ == "__main__":
-    raise SystemExit(cli_main(main))
