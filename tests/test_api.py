@@ -12,19 +12,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from api.read_only import Api
+from lumen.api.app import Api
 from lumen import config, storage
-from conftest import CONFIG_RMB, PY, ROOT, free_port, pid_alive, pids_in, run_make, wait_until
+from conftest import CONFIG_RMB, PY, ROOT, emit, free_port, run_make, wait_until
 
 CONFIG_API = ROOT / "configs/api_v18.yaml"
 INGEST = ROOT / "tools/storage/ingest_tail_v18.py"
 API = ROOT / "api/read_only.py"
-
-
-def emit(cwd, n, *extra):
-    subprocess.run([PY, str(ROOT / "rmb/rmb_emitter.py"), "--config", str(CONFIG_RMB),
-                    "--count", str(n), "--unthrottled", "--quiet", "--name", "emit",
-                    *map(str, extra)], cwd=cwd, check=True, timeout=120)
 
 
 def rows(cwd, table="rmb"):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from api.read_only import Api
+from lumen.api.app import Api
 from lumen import config, httpserve, storage
 from conftest import ROOT, wait_until
 

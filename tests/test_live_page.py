@@ -3,11 +3,10 @@
 a screenshot is saved under tests/artifacts/."""
 import os
 import shutil
-import signal
 
 import pytest
 
-from conftest import ROOT, free_port, pid_alive, pids_in, run_make, wait_until
+from conftest import ROOT, run_make
 
 ARTIFACTS = ROOT / "tests/artifacts"
 
@@ -22,16 +21,11 @@ def chromium():
 
 
 @pytest.fixture
-def stack(workdir):
-    env = {"RMB_EXPORTER_PORT": str(free_port()), "URE_EXPORTER_PORT": str(free_port()),
-           "API_PORT": str(free_port()), "RMB_HZ": "20", "URE_BASE_HZ": "5"}
+def stack(workdir, private_stack):
+    env = private_stack(RMB_HZ=20, URE_BASE_HZ=5)
     r = run_make(workdir, "up", env=env, timeout=120)
     assert r.returncode == 0, r.stderr
-    yield workdir, env, r.stdout
-    run_make(workdir, "down", env=env)
-    for pid in pids_in(workdir / "run").values():
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    return workdir, env, r.stdout
 
 
 @pytest.mark.timeout(180)
@@ -80,5 +74,5 @@ def test_page_assets_are_served_read_only(stack):
     for bad in ("/static/../read_only.py", "/static/vendor/uplot-1.6.31/LICENSE", "/static/x.js"):
         assert requests.get(base + bad, timeout=5).status_code == 404
     assert requests.post(base + "/", timeout=5).status_code == 405
-    lic = (ROOT / "api/static/vendor/uplot-1.6.31/LICENSE").read_text()
+    lic = (ROOT / "lumen/api/static/vendor/uplot-1.6.31/LICENSE").read_text()
     assert "MIT License" in lic

@@ -1,5 +1,5 @@
 // Lumen live page: polls the read-only API every few seconds and redraws the charts.
-// No build step; uPlot is vendored (api/static/vendor/uplot-1.6.31, MIT).
+// No build step; uPlot is vendored (lumen/api/static/vendor/uplot-1.6.31, MIT).
 "use strict";
 const WINDOW = "15m", STEP = "10s", REFRESH_MS = 5000;
 const LEVEL_COLOR = { CALM: "#2ea043", TENSE: "#d29922", ALERT: "#f85149", UNDEFINED: "#3b4660" };
