@@ -1,6 +1,6 @@
-#!/usr/bin/env python3
-"""db.ingest (blueprint section 40): tail rmb_events.jsonl and resonance_events_v2.jsonl
-(and safety_music_events.jsonl, for the live page) into SQLite, exactly once.
+"""Ingest (blueprint section 40): store rmb_events.jsonl and resonance_events_v2.jsonl (and
+safety_music_events.jsonl, for the live page) in SQLite, exactly once; run by
+tools/storage/ingest_tail_v18.py (make db.ingest).
 
 Both logs are read through the shared consumer (consumers `ingest_rmb`, `ingest_ure`)
 from their checkpoints, so events written before the ingester started are stored (the
@@ -12,18 +12,14 @@ power loss at any point neither loses nor duplicates a row. A stored identity wi
 different payload is counted and quarantined (`conflict`). Bad lines are quarantined and
 counted. A full disk or a locked database is retried with the batch kept. On a terminal,
 a backfill shows rows/s and an ETA.
-
-    ingest_tail_v18.py            follow both logs until SIGTERM (make db.ingest)
-    ingest_tail_v18.py --once     backfill what is there, then exit
 """
-import argparse
 import sqlite3
 import sys
 import time
 
-from lumen import ROOT, config, lock, storage
+from lumen import lock, storage
 from lumen.consumer import Consumer
-from lumen.proc import Lifecycle, cli_main
+from lumen.proc import Lifecycle
 
 CONSUMERS = (("rmb", "ingest_rmb", "rmb_event_v1.json", "rmb_events", storage.INSERT_RMB,
               storage.rmb_row),
@@ -120,26 +116,20 @@ class Ingester:
         self.db.close()
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n")[-1])
-    ap.add_argument("--config", default=str(ROOT / "configs/api_v18.yaml"))
-    ap.add_argument("--once", action="store_true", help="backfill, then exit")
-    ap.add_argument("--name", default="ingest", help="process name (PID file run/NAME.pid)")
-    args = ap.parse_args(argv)
-    cfg = config.load(args.config, "api_v18")
+def run(cfg, name="ingest", once=False):
+    """Store new lines until SIGTERM (once: until none is left, or hand over to a running
+    ingester); prints what it stored. Returns the exit code."""
     try:
         ing = Ingester(cfg)
     except lock.Busy as e:
-        if not args.once:
+        if not once:
             raise
         # Hand over: the running ingester stores new lines itself, exactly once.
         print(f"[ingest] nothing to do here: {e}; it stores new lines as they arrive")
         return 0
     tty = sys.stderr.isatty()
     t0 = last = time.monotonic()
-    with Lifecycle(args.name) as life:
+    with Lifecycle(name) as life:
         life.ready()
         print(f"[ingest] {cfg['ingest']['rmb_log']} + {cfg['ingest']['v2_log']} -> {cfg['db']}",
               flush=True)
@@ -157,7 +147,7 @@ def main(argv=None):
                     print(f"\r[ingest] {done} rows, {rate:,.0f} rows/s, ETA {eta:,.0f}s   ",
                           end="", file=sys.stderr, flush=True)
                 if not n:
-                    if args.once:
+                    if once:
                         break
                     life.stop.wait(0.2)
         finally:
@@ -169,6 +159,3 @@ def main(argv=None):
           f"read) in {dt:.1f}s", flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(cli_main(main))

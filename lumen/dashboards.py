@@ -1,19 +1,17 @@
-#!/usr/bin/env python3
-"""dashboards.v3.build: render ops/grafana/dashboards.src.yaml into Grafana dashboard JSON.
+"""Render ops/grafana/dashboards.src.yaml into Grafana dashboard JSON (make
+dashboards.v3.build, tools/dashboards_v3_build.py).
 
 Each dashboard gets a stable uid, schemaVersion 39, a Prometheus data-source variable
 (`datasource`) and a Loki one (`loki`, for the optional log panel), and panels laid out on
 the 24-column grid (gridPos). `--check` renders in memory and exits 1 if a committed file
 differs from its source (so the JSON cannot drift from the source); no Grafana is needed.
 """
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import yaml
 
-from lumen import ROOT
+from lumen import ROOT, generated
 
 SRC = ROOT / "ops/grafana/dashboards.src.yaml"
 OUT = ROOT / "ops/grafana/dashboards"
@@ -89,31 +87,21 @@ def build(src=SRC):
     return {d["file"]: json.dumps(render(d), indent=2) + "\n" for d in spec["dashboards"]}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true", help="only check the committed JSON is current")
-    ap.add_argument("--out", default=str(OUT))
-    a = ap.parse_args(argv)
-    out = Path(a.out)
-    stale = []
+def stale(out=OUT):
+    """The dashboards whose JSON under out is not what the source renders."""
+    return [name for name, text in build().items() if not generated.current(out / name, text)]
+
+
+def write(out=OUT, check=False):
+    """Write each dashboard that changed and name them all (check: only compare); returns
+    the exit code."""
+    if check:
+        return generated.verdict("dashboards", "dashboards.v3.build", stale(out), check)
     for name, text in build().items():
         p = out / name
-        if a.check:
-            if not p.exists() or p.read_text() != text:
-                stale.append(name)
-            continue
         out.mkdir(parents=True, exist_ok=True)
-        if not p.exists() or p.read_text() != text:
+        if not generated.current(p, text):
             p.write_text(text)
         print(f"[dashboards] {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}: "
               f"{len(json.loads(text)['panels'])} panels")
-    if stale:
-        print(f"[dashboards] out of date: {', '.join(stale)} (run make dashboards.v3.build)",
-              file=sys.stderr)
-        return 1
-    print(f"[dashboards.v3.build] RESULT = {'CURRENT' if a.check else 'BUILT'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return generated.verdict("dashboards", "dashboards.v3.build", [], check)

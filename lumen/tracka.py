@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
-"""Track A: the restore and exit checks of blueprint section 0 (and sections 9, 15, 24).
+"""Track A: the restore and exit checks of blueprint section 0 (and sections 9, 15, 24);
+run by tools/tracka_v17.py, one function a command (COMMANDS).
 
     tracka_v17.py init   feature.v17.init: create logs/ data/ run/, check Python and deps
     tracka_v17.py fake   metrics.fake.v17: a seeded, bounded fake v1 stream ending now
@@ -16,7 +16,6 @@ stream to hold fresh data: section 0 starts them while the fake stream is still 
 written. slo.report exits 0 whenever it could report (trackA.exit is the gate); trackA.exit
 exits 1 on FAIL, naming each failed check.
 """
-import argparse
 import csv
 import importlib
 import os
@@ -27,7 +26,6 @@ from pathlib import Path
 
 from lumen import ROOT, config, events, slo
 from lumen.recent import recent_events
-from lumen.proc import cli_main
 from lumen import vocab
 
 KPI_FIELDS_HEAD = ["ts", "stream", "window_s", "events", "rollbacks", "rmb_residual_entropy_last"]
@@ -219,9 +217,7 @@ def _check_kpi(cfg, args):
 
 
 def cmd_exit(cfg, args):
-    sys.path.insert(0, str(ROOT / "tools"))
-    import dashboards_v3_build
-    import validate_v17_schema
+    from lumen import dashboards, validate
     failed = []
 
     def check(name, problem):
@@ -232,11 +228,9 @@ def cmd_exit(cfg, args):
     missing = [d for d in ("logs", "data", "run") if not Path(d).is_dir()]
     check("feature.v17.init", f"missing {', '.join(missing)}/ (run make feature.v17.init)"
           if missing else None)
-    stale = [n for n, text in dashboards_v3_build.build().items()
-             if not (dashboards_v3_build.OUT / n).exists()
-             or (dashboards_v3_build.OUT / n).read_text() != text]
+    stale = dashboards.stale()
     check("dashboards.v3.build", f"out of date: {', '.join(stale)}" if stale else None)
-    bad = validate_v17_schema.run(out=lambda s: None)
+    bad = validate.run(out=lambda s: None)
     check("validate.v17.schema", "; ".join(bad) if bad else None)
     policies = load_policies(cfg)
     _, _, why, verdicts = report(cfg, policies, "exit")
@@ -261,23 +255,3 @@ def cmd_exit(cfg, args):
 
 COMMANDS = {"init": cmd_init, "fake": cmd_fake, "slo": cmd_slo, "kpi": cmd_kpi, "exit": cmd_exit}
 
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n")[1])
-    ap.add_argument("command", choices=COMMANDS)
-    ap.add_argument("--config", default=str(ROOT / "configs/trackA_v17.yaml"))
-    ap.add_argument("--rmb-config", default=str(ROOT / "configs/rmb_v17.yaml"))
-    ap.add_argument("--stream", help="override stream (the v1 log the checks read)")
-    ap.add_argument("--wait", type=float, help="override checks.wait_s")
-    ap.add_argument("--no-exporter", action="store_true",
-                    help="trackA.exit: do not require exporter.v17.serve")
-    args = ap.parse_args(argv)
-    cfg = config.load(args.config, "trackA_v17",
-                      overrides={"stream": args.stream, "checks.wait_s": args.wait})
-    return COMMANDS[args.command](cfg, args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(cli_main(main))

@@ -1,5 +1,5 @@
-#!/usr/bin/env python3
-"""ops.build: generate the ops files that have another file as their source.
+"""Generate the ops files that have another file as their source (make ops.build,
+tools/ops_build.py).
 
 - ops/prometheus/prometheus.yml: a complete Prometheus config from scrape.yml's jobs (the
   ones not turned off), the plain rule files and the Alertmanager target; and
@@ -9,13 +9,11 @@
   ops/prometheus/rules/*.rules.yml that Prometheus and `promtool test rules` read.
 `--check` renders in memory and exits 1 when a committed file differs from its source.
 """
-import argparse
-import sys
 from pathlib import Path
 
 import yaml
 
-from lumen import ROOT
+from lumen import ROOT, generated
 
 PROM = ROOT / "ops/prometheus"
 RULES = [("rmb_v17.rules.yml", "rmb_v17_rules.yaml", "rmb-v17-rules"),
@@ -57,26 +55,15 @@ def render(scrape_file, prom_out):
     return out
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true")
-    ap.add_argument("--scrape", default=str(PROM / "scrape.yml"))
-    ap.add_argument("--prometheus-out", default=str(PROM / "prometheus.yml"))
-    a = ap.parse_args(argv)
+def write(scrape=PROM / "scrape.yml", prom_out=PROM / "prometheus.yml", check=False):
+    """Write each file that changed, naming it (check: only compare); returns the exit code."""
     stale = []
-    for path, text in render(a.scrape, a.prometheus_out).items():
-        if a.check:
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path))
-        elif not path.exists() or path.read_text() != text:
+    for path, text in render(scrape, prom_out).items():
+        if generated.current(path, text):
+            continue
+        if check:
+            stale.append(str(path))
+        else:
             path.write_text(text)
             print(f"[ops.build] wrote {path}")
-    if stale:
-        print(f"[ops.build] out of date: {', '.join(stale)} (run make ops.build)", file=sys.stderr)
-        return 1
-    print(f"[ops.build] RESULT = {'CURRENT' if a.check else 'BUILT'}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return generated.verdict("ops.build", "ops.build", stale, check)

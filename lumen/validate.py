@@ -1,0 +1,32 @@
+"""The project's own files are valid (make validate.v17.schema, tools/validate_v17_schema.py):
+every schema a Draft-7 schema, every config valid against its schema, and
+tests/fixtures/rmb_sample.json a valid v1 event."""
+import json
+
+import jsonschema
+
+from lumen import CONFIGS, ROOT, SCHEMAS, config, events
+
+
+def run(out=print):
+    """Every check, one line each through out when it passes; returns the failures."""
+    failures = []
+    for p in sorted(SCHEMAS.glob("*.json")) + sorted((CONFIGS / "schemas").glob("*.json")):
+        try:
+            jsonschema.Draft7Validator.check_schema(json.loads(p.read_text()))
+            out(f"[validate] schema {p.relative_to(ROOT)}: OK")
+        except (ValueError, jsonschema.SchemaError) as e:
+            failures.append(f"schema {p.relative_to(ROOT)}: {str(e).splitlines()[0]}")
+    for p in sorted(CONFIGS.glob("*.yaml")):
+        try:
+            config.load(p)
+            out(f"[validate] config {p.relative_to(ROOT)}: OK")
+        except config.ConfigError as e:
+            failures.append(f"config {e}")
+    sample = ROOT / "tests" / "fixtures" / "rmb_sample.json"
+    _, err = events.parse(sample.read_bytes().strip(), events.Validator.named("rmb_event_v1.json"))
+    if err:
+        failures.append(f"fixture {sample.relative_to(ROOT)}: {err[0]}: {err[1]}")
+    else:
+        out(f"[validate] fixture {sample.relative_to(ROOT)}: OK")
+    return failures
