@@ -73,3 +73,36 @@ def test_incremental_apply_equals_rebuild_across_rotation(workdir):
     r = bridge(workdir, "rebuild")
     assert r.returncode == 0 and "rmb_events.jsonl.1" in r.stdout
     assert state(workdir) == incremental
+
+
+def test_apply_events_get_slot_in_process(tmp_path):
+    from lumen import bridge as core
+    db = core.open_store(str(tmp_path / "s.db"))
+    evts = [json.loads(event(i, *x)) for i, x in enumerate([
+        ("commit", "UPSERT", "a", "rmb/v17/slot-1", "aaaaaaaa"),
+        ("decide", "UPSERT", "b", "rmb/v17/slot-1", "bbbbbbbb"),
+        ("commit", "UPSERT", "c", "rmb/v17/slot-2", "cccccccc"),
+        ("commit", "DELETE", "c"),
+        ("commit", "DELETE", "never-there"),
+    ])]
+    with db:
+        assert core.apply_events(db, evts) == (2, 2)
+    assert core.size(db) == 1
+    assert core.get(db, "a") == {"key": "a", "slot_id": "rmb/v17/slot-1", "value_hash": "aaaaaaaa",
+                                 "ts": evts[0]["ts"], "iter": 0}
+    assert core.get(db, "c") is None
+    assert core.slot_keys(db, "rmb/v17/slot-1") == [("a", "aaaaaaaa")]
+    assert core.slot_keys(db, "rmb/v17/slot-2") == []
+
+
+def test_rebuild_from_drops_the_store_and_starts_at_the_oldest_file(tmp_path):
+    from lumen import bridge as core
+    store, queue, offsets = str(tmp_path / "s.db"), str(tmp_path / "q.jsonl"), tmp_path / "off"
+    core.open_store(store).close()
+    offsets.mkdir()
+    (offsets / f"{core.CONSUMER}.json").write_text("{}")
+    assert core.rebuild_from(store, queue, str(offsets)) == queue  # no rotated file: the live one
+    assert not os.path.exists(store) and not (offsets / f"{core.CONSUMER}.json").exists()
+    for n in (1, 2):
+        open(f"{queue}.{n}", "w").close()
+    assert core.rebuild_from(store, queue, str(offsets)) == f"{queue}.2"

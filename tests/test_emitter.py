@@ -9,22 +9,15 @@ import jsonschema
 import pytest
 
 from lumen import config
-from lumen.events import Validator
-from lumen.windows import EventWindow, parse_ts
-from rmb.profiles import EventFactory, gate
-from rmb.rmb_emitter import Emitter
-from conftest import CONFIG_RMB, PY, ROOT, wait_until
+from lumen.timefmt import seconds as parse_ts
+from lumen.windows import EventWindow
+from lumen.emitter import Emitter
+from lumen.gates import gate
+from lumen.simulate import EventFactory
+from conftest import CONFIG_RMB, EMITTER, PY, ROOT, wait_until
+from conftest import run_emitter as emit  # emit(cwd, *args): CompletedProcess, output captured
 
 SCHEMA = json.loads((ROOT / "schemas/rmb_event_v1.json").read_text())
-EMITTER = ROOT / "rmb/rmb_emitter.py"
-
-
-def emit(cwd, *args, input=None, env=None, timeout=60):
-    import os
-    e = dict(os.environ)
-    e.update(env or {})
-    return subprocess.run([PY, str(EMITTER), "--config", str(CONFIG_RMB), *map(str, args)],
-                          cwd=cwd, input=input, capture_output=True, env=e, timeout=timeout)
 
 
 def read_events(cwd):
@@ -129,9 +122,74 @@ def test_flush_ms_flushes_a_partial_batch(workdir):
     assert em.writer.batches_written == 1 and em.due() is None
 
 
+@pytest.mark.parametrize("argv, error", [
+    ([], None),
+    (["--source", "replay"], "--source replay needs --replay FILE"),
+    (["--source", "replay", "--replay", "f.jsonl"], None),
+    (["--sim-start", "2026-01-01T00:00:00Z"], None),
+    (["--sim-start", "yesterday"], "--sim-start 'yesterday' is not an RFC 3339 time"),
+])
+def test_usage_error(argv, error):
+    from lumen.emitter import build_parser, usage_error
+    assert usage_error(build_parser().parse_args(argv)) == error
+
+
+def test_run_lines_in_process_gates_and_quarantines(workdir):
+    import io
+    import threading
+    from lumen.emitter import build_parser
+    from lumen.emit_sources import run_lines
+    em, _ = _emitter(workdir, batch_size=100, flush_ms=60000)
+    good = (ROOT / "tests/fixtures/rmb_sample.json").read_bytes().strip()
+    hot = json.loads(good)
+    hot["resonance_v3"]["residual_entropy"] = 0.95
+    stream = io.BytesIO(b"\n".join([good, b"", b"not json", json.dumps(hot).encode()]) + b"\n")
+    run_lines(em, build_parser().parse_args([]), stream, threading.Event(), "mem")
+    em.finish()
+    assert em.counters() == {"emitted": 2, "gated": 1, "dropped": 0, "write_errors": 0,
+                             "pending": 0, "rejected": 1}
+    evts = [json.loads(x) for x in (workdir / "q.jsonl").read_text().splitlines()]
+    assert [e["event_type"] for e in evts] == ["observe", "rollback"]
+    (rej,) = (workdir / "logs/rejects/rmb_input.jsonl").read_text().splitlines()
+    assert json.loads(rej)["reason"] == "json" and json.loads(rej)["offset"] == len(good) + 2
+
+
+def test_run_sim_in_process_on_a_simulated_clock(workdir):
+    import threading
+    from lumen.emitter import build_parser
+    from lumen.emit_sources import run_sim
+    em, _ = _emitter(workdir, batch_size=7, flush_ms=60000)
+    args = build_parser().parse_args(["--count", "50", "--seed", "1", "--profile", "seed",
+                                      "--unthrottled", "--sim-start", "2026-01-01T00:00:00Z"])
+    assert run_sim(em, args, em.cfg, threading.Event(), 100) == 150
+    em.finish()
+    evts = [json.loads(x) for x in (workdir / "q.jsonl").read_text().splitlines()]
+    assert [e["trace"]["iter"] for e in evts] == list(range(100, 150))
+    ts = [parse_ts(e["ts"]) for e in evts]
+    assert ts[1] - ts[0] == pytest.approx(1 / em.cfg["loop"]["hz"])
+    out_of_band = [e for e in evts if e["resonance_v3"]["residual_entropy"] > 0.85
+                   or abs(e["resonance_v3"]["phase_diff"]) > 3.0]
+    assert em.gated == len(out_of_band) > 0
+    assert all(e["event_type"] == "rollback" for e in out_of_band)
+    assert em.save_unwritten() == 0
+
+
+def test_run_in_process_writes_state_stats_and_exit_code(workdir, capsys):
+    from lumen.emitter import build_parser, run
+    args = build_parser().parse_args(["--count", "20", "--unthrottled", "--name", "em_test"])
+    cfg = config.load(CONFIG_RMB, env={})
+    assert run(args, cfg) == 0 and run(args, cfg) == 0
+    assert [e["trace"]["iter"] for e in read_events(workdir)] == list(range(40))
+    assert json.loads((workdir / "logs/.state/em_test.json").read_text()) == {"next_iter": 40}
+    assert (workdir / "logs/.state/em_test.stats").exists()
+    assert not (workdir / "run/em_test.pid").exists()
+    assert capsys.readouterr().out.count("[rmb] emitted 20 events") == 2
+    args = build_parser().parse_args(["--source", "replay", "--replay", "missing.jsonl"])
+    assert run(args, cfg) == 2
+
+
 def test_real_run_writes_batches_not_lines(workdir):
     # 40 events at 200 Hz with batch_size 10: the file grows in steps of 10 lines.
-    import os
     r = emit(workdir, "--count", 40, "--hz", 200, "--batch-size", 10, "--flush-ms", 10000)
     assert r.returncode == 0
     assert len(read_events(workdir)) == 40
@@ -156,6 +214,7 @@ def test_steady_profile_meets_section_9_slos_over_10_simulated_minutes(workdir):
 
 def test_spike_profile_breaks_the_rollback_slo(workdir):
     r = emit(workdir, "--profile", "spike", "--count", 1000, "--unthrottled", "--seed", 11)
+    assert r.returncode == 0, r.stderr
     evts = read_events(workdir)
     ratio = sum(e["event_type"] == "rollback" for e in evts) / len(evts)
     assert ratio > 0.10
@@ -244,7 +303,6 @@ def test_help_and_bad_flags(workdir):
 
 def test_a_queue_locked_by_another_process_does_not_hang_the_emitter(procs, workdir):
     import fcntl
-    import os
     import time
     log = workdir / "logs/rmb_events.jsonl"
     log.parent.mkdir(parents=True)

@@ -8,7 +8,7 @@ operations; then every output file and checkpoint is taken back to its last fsyn
 (never fsynced: gone). The input is durable (it is another machine's), and it is rotated by
 the real logrotate (`make logs.rotate`) while the consumer is down. Then the consumer
 restarts and finishes: every input event must be in the output exactly once. For the
-merge (tools/merge_rmb_safety_v2.Merger) and evidence.map (tools/evidence_mapper_v17.run).
+merge (lumen/merge.Merger) and evidence.map (tools/evidence_mapper_v17.run).
 
 For ingest (tools/storage/ingest_tail_v18.py, a real process): the offsets row and the rows
 are one transaction (a SIGKILL between the offsets write and COMMIT leaves neither), and
@@ -31,7 +31,7 @@ import pytest
 
 from conftest import PY, ROOT, run_make, wait_until
 from lumen.jsonl import append_lines, dumps
-from rmb.profiles import EventFactory
+from lumen.simulate import EventFactory
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -181,7 +181,7 @@ def close_merger(m):
 def test_merge_power_loss_at_random_points_with_rotations_exactly_once(
         workdir, monkeypatch, seed):
     need_logrotate()
-    from tools.merge_rmb_safety_v2 import Merger
+    from lumen.merge import Merger
     paths = {"v2_log": V2, "v1_rmb": LOG, "v1_safe": "logs/safety_music_events.jsonl"}
     rng = random.Random(seed)
     s = Stream(workdir)
@@ -296,7 +296,7 @@ def api_config(workdir, batch_lines):
 CRASH_IN_TRANSACTION = """
 import os, signal, sys
 from lumen import config, storage
-from tools.storage.ingest_tail_v18 import Ingester
+from lumen.ingest import Ingester
 orig = storage.OffsetStore.save
 def save(self, ck):
     orig(self, ck)           # the offsets row is written, inside the open transaction

@@ -27,7 +27,7 @@ from conftest import CONFIG_RMB, ROOT, free_port, run_make, unlabelled_samples, 
 from lumen.consumer import Consumer
 from lumen.jsonl import append_lines, dumps
 from lumen.tail import Tailer
-from rmb.profiles import EventFactory
+from lumen.simulate import EventFactory
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -263,7 +263,7 @@ def test_deleted_file_is_counted_as_gap_bytes_and_logged_with_its_name(workdir, 
 def test_exporter_reports_the_gap_on_metrics_and_stderr(workdir, procs):
     # The first run is the exporter's own code in-process (so its checkpoint is taken
     # while 50 events are still unread); the restart is the real exporter process.
-    from exporters.rmb_exporter_v17 import RmbExporter
+    from lumen.exporters import RmbExporter
     import yaml
     gates = yaml.safe_load(CONFIG_RMB.read_text())["safety_gates"]
     s = Stream(workdir)
@@ -334,7 +334,7 @@ def tail_iters_once(tailer):
 def test_ingest_lagging_across_two_rotations_stores_every_row_once(workdir):
     import sqlite3
 
-    from tools.storage.ingest_tail_v18 import Ingester
+    from lumen.ingest import Ingester
     cfg = {"db": str(workdir / "data/lumen.db"),
            "ingest": {"batch_lines": 1000, "rmb_log": LOG,
                       "v2_log": "logs/resonance_events_v2.jsonl",

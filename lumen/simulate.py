@@ -9,25 +9,16 @@
 - `jitter`: like steady but the residual's stddev is 0.08 (breaks only RMB-RES-002).
 - `rollbacks`: like steady but 12 % rollbacks (breaks only RMB-ROLL-001).
 
-The safety gates are applied by `gate()`, not here, so every source (simulated, stdin,
-replay) passes through the same gates.
+Pure: builds event dicts from a caller's `random.Random`, reads and writes nothing. The
+safety gates are applied by `lumen.gates.gate()`, not here, so every source (simulated,
+stdin, replay) passes through the same gates; the pacing loop is lumen.emitter.run_sim.
 """
 import hashlib
-from lumen import vocab
+
+from . import vocab
+from .gates import creative_band, risk_band
 
 PROFILES = ("seed", "steady", "spike", "jitter", "rollbacks")
-
-# Risk and creative bands of an event's residual entropy, as the blueprint's emitter and
-# dashboard define them (section 5, section 7: SAFE <= 0.55, WATCH <= 0.85, RISK above).
-WATCH_ABOVE, RISK_ABOVE = 0.55, 0.85
-
-
-def risk_band(residual):
-    return vocab.RISK if residual > RISK_ABOVE else (vocab.WATCH if residual > WATCH_ABOVE else vocab.SAFE)
-
-
-def creative_band(residual):
-    return vocab.HIGH if residual < 0.25 else (vocab.MID if residual < 0.6 else vocab.LOW)
 
 
 def _clamp(x, lo, hi):
@@ -85,20 +76,3 @@ class EventFactory:
             },
             "trace": {"loop_id": self.loop_id, "iter": i, "host": self.host},
         }
-
-
-def gate(evt, gates):
-    """Apply the safety gates in place: an out-of-band event becomes a rollback.
-
-    Returns the name of the gate that fired, or None."""
-    r3 = evt["resonance_v3"]
-    if abs(r3["phase_diff"]) > gates["phase_diff_abs_max"]:
-        why = "phase_diff"
-    elif r3["risk_band"] in gates["risk_band_block"]:
-        why = "risk_band"
-    elif r3["residual_entropy"] > gates["residual_entropy_max"]:
-        why = "residual_entropy"
-    else:
-        return None
-    evt["event_type"] = vocab.ROLLBACK
-    return why
