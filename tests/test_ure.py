@@ -14,18 +14,12 @@ import pytest
 import requests
 
 from lumen import config
-from ure.ure_loop_v18 import UreLoop
-from conftest import CONFIG_RMB, PY, ROOT, free_port, pid_alive, pids_in, run_make, wait_until
+from lumen.ure import UreLoop
+from conftest import PY, ROOT, emit, pid_alive, pids_in, run_make, wait_until
 
 CONFIG_URE = ROOT / "configs/ure_v18.yaml"
 MERGE = ROOT / "tools/merge_rmb_safety_v2.py"
 V2 = json.loads((ROOT / "schemas/resonance_event_v2.json").read_text())
-
-
-def emit(cwd, n, *extra):
-    subprocess.run([PY, str(ROOT / "rmb/rmb_emitter.py"), "--config", str(CONFIG_RMB),
-                    "--count", str(n), "--unthrottled", "--quiet", "--name", "emit",
-                    *map(str, extra)], cwd=cwd, check=True, timeout=120)
 
 
 def merge(cwd, *extra):
@@ -174,13 +168,8 @@ def test_no_upstream_writes_nothing(workdir):
 
 
 @pytest.fixture
-def stack(workdir):
-    env = {"URE_EXPORTER_PORT": str(free_port()), "RMB_EXPORTER_PORT": str(free_port())}
-    yield workdir, env
-    run_make(workdir, "down", env=env)
-    for pid in pids_in(workdir / "run").values():
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+def stack(workdir, private_stack):
+    return workdir, private_stack(ports=("URE_EXPORTER_PORT", "RMB_EXPORTER_PORT"))
 
 
 def test_smoke_v18_and_exporter_matches_newest_loop_event(stack):

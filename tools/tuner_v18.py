@@ -15,9 +15,8 @@ import time
 from lumen import ROOT, config, events
 from lumen.recent import recent_events
 from lumen.proc import cli_main
+from lumen.ure import LOOP_ID
 from lumen.windows import EventWindow
-
-LOOP_ID = "ure.v18"
 
 
 def main(argv=None):

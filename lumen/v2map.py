@@ -1,4 +1,4 @@
-"""v1 -> v2 mapping of blueprint section 37.3 (pure functions, no I/O).
+"""v1 -> v2 mapping of blueprint section 37.3 (pure functions, no I/O; lumen/merge.py uses it).
 
 RMB events keep ts, entity_id and their resonance fields; harmony and coherence are the
 blueprint's neutral 0.5 (the URE loop computes the real ones). Safety Music events become
@@ -8,8 +8,8 @@ blueprint's fixed 0.5 when the safety event carries none). Every v2 event also c
 `source` {stream, fp, offset} for exactly-once merging and, for RMB events, `rmb`
 {event_type, group} so the URE loop can see rollbacks.
 """
-from rmb.profiles import risk_band
-from lumen import vocab
+from . import vocab
+from .gates import risk_band
 
 HARMONY_ADJ = {vocab.CALM: 0.1, vocab.TENSE: -0.05, vocab.ALERT: -0.1}
 MERGE_TRACE = {"loop_id": "ure.merge", "ver": "v1.8-pre"}

@@ -1,0 +1,145 @@
+"""merge.v2 (blueprint section 37.3): RMB and Safety Music events into the v2 log, exactly once.
+
+`Merger(paths)` reads `paths.v1_rmb` and `paths.v1_safe` through the shared consumer
+(consumers `merge_rmb`, `merge_safety`: their locks make it one merge per state
+directory) and appends each event's v2 mapping (lumen/v2map.py) to `paths.v2_log`, each
+line validated against schemas/resonance_event_v2.json; an event whose mapping is not a
+valid v2 event is quarantined as `unmappable`. The output is fsynced before the
+checkpoints move, and a crash in between is repaired on the next run from the `source` of
+the lines merged since the last checkpoint (lumen/exactly_once.py). A full disk keeps the
+batch and retries it before anything new is read.
+
+    m = Merger(cfg["paths"])          # lock.Busy if another merge holds the consumers
+    m.run(stop, follow=True)          # until stop; without follow, until nothing is new
+    print(m.summary())
+
+Departure from the blueprint: it re-read both inputs from the start on every run,
+duplicating the whole v2 log each time, and dropped every error silently.
+"""
+import socket
+import sys
+import time
+
+import orjson
+
+from . import events
+from .consumer import Consumer
+from .exactly_once import already_done, out_position, written_since
+from .jsonl import JsonlWriter
+from .v2map import rmb_to_v2, safety_to_v2
+
+INPUTS = (("rmb", "merge_rmb", "v1_rmb", "rmb_event_v1.json", "rmb_events"),
+          ("safety", "merge_safety", "v1_safe", "safety_music_event_v1.json",
+           "safety_music_events"))
+
+
+class Merger:
+    """Both inputs -> the v2 log, exactly once. Holds both consumer locks: a second merge
+    (one-shot or follower) of the same state directory gets lock.Busy."""
+
+    def __init__(self, paths, host=None, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
+        self.host = host or socket.gethostname()
+        self.out = paths["v2_log"]
+        self.writer = JsonlWriter(self.out, fsync=True)  # durable before the checkpoint
+        self.v2 = events.Validator.named("resonance_event_v2.json")
+        self.inputs = []
+        try:
+            for stream, name, key, schema, qname in INPUTS:
+                c = Consumer(paths[key], name, schema, qname, offsets_dir, rejects_dir)
+                since = (c.state or {}).get("out") if c.state is not None else None
+                self.inputs.append((stream, c, written_since(self.out, since, {stream})))
+        except BaseException:
+            self.close()
+            raise
+        self.merged = {"rmb": 0, "safety": 0}
+        self.skipped = 0
+        self.write_errors = 0
+
+    def _map(self, stream, e, pos):
+        src = {"stream": stream, "fp": pos.fp, "offset": pos.offset}
+        if stream == "rmb":
+            return rmb_to_v2(e, self.host, src)
+        return safety_to_v2(e, self.host, src, self.merged["safety"])
+
+    def step(self):
+        """Merge what is new in each input; returns the number of input lines read.
+        If the output cannot be written (disk full), the batch is kept and retried before
+        anything new is read; the checkpoints move only after the output is durable."""
+        if len(self.writer) and not self._flush():
+            return 0
+        n = 0
+        for stream, consumer, done in self.inputs:
+            def on_event(e, pos, stream=stream, consumer=consumer, done=done):
+                if already_done(done, stream, pos):
+                    self.skipped += 1  # written before a crash, checkpoint not yet moved
+                    return
+                v2 = self._map(stream, e, pos)
+                bad = self.v2.error(v2)
+                if bad:
+                    consumer.reject("unmappable", f"v2: {bad}", pos, orjson.dumps(e))
+                    return
+                self.writer.add(v2)
+                self.merged[stream] += 1
+            n += consumer.poll(on_event)
+        if n:
+            self._flush()
+        return n
+
+    def _flush(self):
+        try:
+            self.writer.flush()
+        except OSError as e:  # ENOSPC/EIO: keep the batch, keep the checkpoints behind it
+            self.write_errors += 1
+            if self.write_errors == 1 or self.write_errors % 100 == 0:
+                print(f"[merge] warning: {self.out}: {e.strerror or e}; will retry",
+                      file=sys.stderr, flush=True)
+            return False
+        pos = out_position(self.out)
+        for _, consumer, _ in self.inputs:
+            if consumer._dirty:
+                consumer.commit({"out": pos})
+        return True
+
+    def run(self, stop=None, follow=False, idle_s=0.2, progress=None):
+        while stop is None or not stop.is_set():
+            if not self.step():
+                if not follow and not len(self.writer):
+                    break
+                if stop is None:
+                    time.sleep(idle_s)
+                else:
+                    stop.wait(idle_s)
+            elif progress:
+                progress(self)
+        self.close()
+
+    def close(self):
+        for _, consumer, _ in self.inputs:
+            consumer.close()
+
+    @property
+    def rejected(self):
+        return sum(sum(c.rejected.values()) for _, c, _ in self.inputs)
+
+
+    def summary(self):
+        """The one line a run ends with."""
+        return (f"[merge] resonance_events_v2.jsonl appended: {self.merged['rmb']} rmb + "
+                f"{self.merged['safety']} safety events"
+                + (f" ({self.skipped} already merged)" if self.skipped else "")
+                + (f", {self.rejected} rejected" if self.rejected else ""))
+
+
+def tty_progress():
+    """A `progress` callback for `Merger.run`: events merged and the rate, on a terminal's
+    stderr at most once a second (nothing when stderr is not a terminal)."""
+    t0 = time.monotonic()
+    last = [t0]
+
+    def progress(mg):
+        if sys.stderr.isatty() and time.monotonic() - last[0] >= 1.0:
+            last[0] = time.monotonic()
+            total = sum(mg.merged.values())
+            print(f"\r[merge] {total} events, {total / (last[0] - t0):.0f}/s", end="",
+                  file=sys.stderr, flush=True)
+    return progress
