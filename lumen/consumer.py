@@ -7,6 +7,7 @@ ones by reason (lumen.rejects), and keep the counters an operator needs (lines b
 rejects by reason, rotations, truncations, checkpoints and failed checkpoint writes,
 bytes behind, bytes lost to gaps). The counters and the caller's own state are saved with
 the offset in one atomic checkpoint, so they cover the whole stream across restarts.
+It only counts: lumen.stats.consumer_families renders the counters for a scrape.
 
     c = Consumer("logs/rmb_events.jsonl", "rmb_exporter", "rmb_event_v1.json", "rmb_events")
     n = c.poll(lambda ev, pos: ...)   # each valid event and its Pos(fp, offset, t)
@@ -156,40 +157,3 @@ class Consumer:
         self.tailer.close()
         lock.release(self._lock)
         self._lock = None
-
-    def families(self, prefix, label=None):
-        """Self-monitoring metric families, named `<prefix>_...`, optionally labelled stream=label."""
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-        names = ["stream"] if label else []
-        lv = [label] if label else []
-
-        def counter(name, doc, value):
-            c = CounterMetricFamily(f"{prefix}_{name}", doc, labels=names)
-            c.add_metric(lv, value)
-            return c
-
-        c = CounterMetricFamily(f"{prefix}_log_lines", "Lines read from the log, by status.",
-                                labels=names + ["status"])
-        c.add_metric(lv + ["valid"], self.valid)
-        c.add_metric(lv + ["rejected"], sum(self.rejected.values()))
-        yield c
-        c = CounterMetricFamily(f"{prefix}_rejects", "Lines quarantined, by reason.",
-                                labels=names + ["reason"])
-        for r in events.REASONS:
-            c.add_metric(lv + [r], self.rejected.get(r, 0))
-        yield c
-        yield counter("file_rotations", "Rename rotations of the log followed.", self.rotations)
-        yield counter("file_truncates", "Truncations (copytruncate) of the log detected.",
-                      self.truncates)
-        yield counter("checkpoints_written", "Checkpoints of offset and counters written.",
-                      self.checkpoints)
-        yield counter("checkpoint_errors", "Checkpoint writes that failed (disk full, I/O "
-                      "error) and were retried.", self.checkpoint_errors)
-        yield counter("log_gap_bytes", "Bytes of the log that were gone (deleted, truncated "
-                      "without a copy) before this consumer read them; a lower bound (bytes "
-                      "appended after the last checkpoint of a deleted file are not known).",
-                      self.gap_bytes)
-        g = GaugeMetricFamily(f"{prefix}_log_bytes_behind",
-                              "Bytes of the log not yet read.", labels=names)
-        g.add_metric(lv, self.behind)
-        yield g

@@ -7,22 +7,14 @@ import signal
 import socket
 import subprocess
 
-import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporters.rmb_exporter_v17 import RmbExporter
-from conftest import CONFIG_RMB, PY, ROOT, free_port, wait_until
+from lumen.exporters import RmbExporter
+from conftest import CONFIG_RMB, PY, ROOT, emit, free_port, wait_until
 
 EXPORTER = ROOT / "exporters/rmb_exporter_v17.py"
-EMITTER = ROOT / "rmb/rmb_emitter.py"
 GATES = {"residual_entropy_max": 0.85, "risk_band_block": ["RISK"], "phase_diff_abs_max": 3.0}
-
-
-def emit(cwd, n, *extra):
-    subprocess.run([PY, str(EMITTER), "--config", str(CONFIG_RMB), "--count", str(n),
-                    "--unthrottled", "--quiet", "--name", "emit", *extra],
-                   cwd=cwd, check=True, timeout=60)
 
 
 def log_counts(cwd):
