@@ -3,7 +3,6 @@ Track B lifecycle (start returns, counts grow at ~hz, stop frees everything, twi
 harmless, a busy port is one clear line). Supervision itself: tests/test_supervise.py."""
 import os
 import re
-import signal
 import socket
 import time
 
@@ -11,7 +10,7 @@ import pytest
 import requests
 
 from lumen import ports
-from conftest import ROOT, free_port, pid_alive, pids_in, run_make, wait_until
+from conftest import ROOT, pid_alive, pids_in, run_make, wait_until
 
 # Every make target the blueprint names, in any section (0, 2, 9, 13.3, 16, 24, 27, 28, 31,
 # 32, 36, 37.6, 39, 40, 41, 43, 45, 46, 48), written here so no test reads ../shared.
@@ -28,7 +27,7 @@ BLUEPRINT_PATHS = [
     "schemas/rmb_event_v1.json", "schemas/resonance_event_v2.json", "configs/rmb_v17.yaml",
     "configs/safety_music_v17.yaml", "configs/ure_v18.yaml", "configs/midi_map_v18.json",
     "rmb/rmb_emitter.py", "rmb/bridge_v17.py", "exporters/rmb_exporter_v17.py",
-    "exporters/ure_exporter_v18.py", "safety/safety_music_loop.py", "safety/safety_levels.py",
+    "exporters/ure_exporter_v18.py", "safety/safety_music_loop.py", "lumen/safety/levels.py",
     "ure/ure_loop_v18.py", "tools/merge_rmb_safety_v2.py", "tools/tuner_v17.py",
     "tools/tuner_v18.py", "tools/kpi_reporter_v17.py", "tools/evidence_mapper_v17.py",
     "tools/healthcheck_v18.py", "tools/storage/sqlite_init_v17_18.py",
@@ -78,16 +77,10 @@ def test_readme_commands_and_targets_exist():
 
 
 @pytest.fixture
-def stack(workdir):
+def stack(workdir, private_stack):
     """A private stack in a temp dir on a free port; everything it started is stopped."""
-    port = free_port()
-    env = {"RMB_EXPORTER_PORT": str(port), "RMB_HZ": "20",
-           "URE_EXPORTER_PORT": str(free_port()), "API_PORT": str(free_port())}
-    yield workdir, port, env
-    run_make(workdir, "down", env=env)
-    for pid in pids_in(workdir / "run").values():  # belt and braces: by PID only
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    env = private_stack(RMB_HZ=20)
+    return workdir, int(env["RMB_EXPORTER_PORT"]), env
 
 
 def total(port):

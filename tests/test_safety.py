@@ -22,9 +22,9 @@ import yaml
 from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import ThreadingOSCUDPServer
 
-from safety import sound
-from safety.safety_levels import levels, level_from
-from safety.safety_music_loop import SafetyLoop, load_config
+from lumen.safety import sound
+from lumen.safety.levels import levels, level_from
+from lumen.safety.loop import SafetyLoop, load_config
 from conftest import CONFIG_RMB, PY, ROOT, free_port, pid_alive, pids_in, run_make, wait_until
 
 LOOP = ROOT / "safety/safety_music_loop.py"
@@ -501,13 +501,8 @@ def test_restart_keeps_the_window_without_rereading(workdir, cfg):
 
 # ------------------------------------------------------------- make lifecycle
 @pytest.fixture
-def make_env(workdir):
-    env = {"SAFETY_HZ": "10"}
-    yield workdir, env
-    run_make(workdir, "safety.music.stop", env=env)
-    for pid in pids_in(workdir / "run").values():  # by PID only
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+def make_env(workdir, private_stack):
+    return workdir, private_stack(ports=(), stop="safety.music.stop", SAFETY_HZ=10)
 
 
 def test_make_start_stop_lifecycle(make_env):

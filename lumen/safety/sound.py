@@ -5,6 +5,7 @@ and General MIDI program. A stretch of levels is rendered as pulses of the level
 its tempo, so CALM, TENSE and ALERT differ in harmony (major triad / diminished triad /
 cluster with a tritone), in tempo and in loudness; UNDEFINED is silence.
 
+- `load_map(path)`, `config_map(cfg)`: the map, from a path or as a loop config names it.
 - `segments(events, tick_s)`: (level, seconds) pieces from safety music events.
 - `render_midi(segments, smap)`: a mido.MidiFile (one track, program change and marker at
   each level change, fixed 120 bpm clock so 1 s = 960 ticks).
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import mido
 import numpy as np
-from lumen import vocab
+
+from lumen import ROOT, vocab
 
 TICKS_PER_BEAT = 480
 MIDI_TEMPO = 500_000          # microseconds per beat: 120 bpm, so one second is 960 ticks
@@ -32,6 +34,13 @@ def load_map(path):
         if level not in smap.get("levels", {}):
             raise ValueError(f"{path}: levels.{level} is missing")
     return smap
+
+
+def config_map(cfg):
+    """The map a Safety Music config names (`output.sound_bridge`): a relative path is
+    taken from the working directory when it exists there, else from the repo."""
+    p = Path(cfg["output"].get("sound_bridge", "configs/midi_map_v18.json"))
+    return load_map(p if p.is_absolute() or p.exists() else ROOT / p)
 
 
 def note_hz(n):
