@@ -27,7 +27,7 @@ BLUEPRINT_PATHS = [
     "schemas/rmb_event_v1.json", "schemas/resonance_event_v2.json", "configs/rmb_v17.yaml",
     "configs/safety_music_v17.yaml", "configs/ure_v18.yaml", "configs/midi_map_v18.json",
     "rmb/rmb_emitter.py", "rmb/bridge_v17.py", "exporters/rmb_exporter_v17.py",
-    "exporters/ure_exporter_v18.py", "safety/safety_music_loop.py", "lumen/safety/levels.py",
+    "exporters/ure_exporter_v18.py", "safety/safety_music_loop.py", "safety/safety_levels.py",
     "ure/ure_loop_v18.py", "tools/merge_rmb_safety_v2.py", "tools/tuner_v17.py",
     "tools/tuner_v18.py", "tools/kpi_reporter_v17.py", "tools/evidence_mapper_v17.py",
     "tools/healthcheck_v18.py", "tools/storage/sqlite_init_v17_18.py",

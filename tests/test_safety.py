@@ -723,3 +723,23 @@ def test_render_with_no_events_in_the_stretch_fails_clearly(workdir):
     # The stretch is the last MINUTES: widening it finds the events.
     r = run_make(workdir, "safety.music.render", "MINUTES=90", timeout=60)
     assert r.returncode == 0 and "10 events" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("residual,ratio", [("0.3", "0.01"), ("0.7", "-"), ("-", "-"),
+                                            ("0.95", "0.5"), ("0.55", "0.0")])
+def test_safety_levels_script_prints_the_loops_mapping(residual, ratio):
+    cfg = yaml.safe_load((ROOT / "configs/safety_music_v17.yaml").read_text())
+    r = subprocess.run([str(PY), str(ROOT / "safety/safety_levels.py"), residual, ratio],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    def value(text):
+        return None if text == "-" else float(text)
+    want = levels(value(residual), value(ratio), cfg["mapping"])
+    assert json.loads(r.stdout) == want
+
+
+@pytest.mark.parametrize("bad", ["2", "-0.1", "nan", "x"])
+def test_safety_levels_script_refuses_a_value_outside_0_1(bad):
+    r = subprocess.run([str(PY), str(ROOT / "safety/safety_levels.py"), bad, "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "residual" in r.stderr and "Traceback" not in r.stderr
