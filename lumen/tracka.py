@@ -1,12 +1,6 @@
 """Track A: the restore and exit checks of blueprint section 0 (and sections 9, 15, 24);
-run by tools/tracka_v17.py, one function a command (COMMANDS).
-
-    tracka_v17.py init   feature.v17.init: create logs/ data/ run/, check Python and deps
-    tracka_v17.py fake   metrics.fake.v17: a seeded, bounded fake v1 stream ending now
-    tracka_v17.py slo    slo.report: the policies of resonance_v3.policy.yaml over their
-                         windows (event timestamps), value, threshold, PASS/FAIL/NO_DATA
-    tracka_v17.py kpi    kpi.snapshot: append one row to the KPI CSV (header when new)
-    tracka_v17.py exit   trackA.exit: gate on all of the above -> [exit] RESULT = PASS|FAIL
+run by tools/tracka_v17.py (its --help lists the commands), one function a command
+(COMMANDS): init, fake, slo, kpi, exit.
 
 Reads configs/trackA_v17.yaml (stream, fake stream, checks), configs/rmb_v17.yaml (KPI
 CSV path), configs/resonance_v3.policy.yaml. The stream is read from its end back to the

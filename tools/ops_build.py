@@ -1,0 +1,24 @@
+#!/usr/bin/env python3
+"""ops.build: generate the ops files that have another file as their source.
+
+Reads ops/prometheus/scrape.yml and rules/*.rules.yml; writes ops/prometheus/prometheus.yml
+(--prometheus-out), prometheus.compose.yml and the PrometheusRule resources (blueprint
+sections 14 and 38). `--check` only compares and exits 1 when a committed file differs
+from its source. The rendering: lumen/ops_build.py.
+"""
+import argparse
+
+from lumen import ops_build
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--scrape", default=str(ops_build.PROM / "scrape.yml"))
+    ap.add_argument("--prometheus-out", default=str(ops_build.PROM / "prometheus.yml"))
+    a = ap.parse_args(argv)
+    return ops_build.write(a.scrape, a.prometheus_out, a.check)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
