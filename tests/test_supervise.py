@@ -89,11 +89,8 @@ def here(workdir):
 
 
 @pytest.fixture
-def stack(here):
-    env = {"RMB_EXPORTER_PORT": str(free_port()), "URE_EXPORTER_PORT": str(free_port()),
-           "API_PORT": str(free_port()), "RMB_HZ": "20"}
-    yield here, env
-    run_make(here, "down", env=env)
+def stack(here, private_stack):
+    return here, private_stack(RMB_HZ=20)
 
 
 def toy(cwd, name, mode, *opts):

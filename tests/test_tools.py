@@ -11,18 +11,9 @@ import time
 
 import pytest
 
-from conftest import CONFIG_RMB, PY, ROOT, free_port, pid_alive, pids_in, run_make, wait_until
+from conftest import CONFIG_RMB, EMITTER, ROOT, emit, free_port, run_make, wait_until
 
-EMITTER = ROOT / "rmb/rmb_emitter.py"
 NEEDS_OPS_TOOLS = os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1"
-
-
-def emit(cwd, n, *extra, queue=None):
-    args = [PY, str(EMITTER), "--config", str(CONFIG_RMB), "--count", str(n), "--unthrottled",
-            "--quiet", "--name", "emit", *map(str, extra)]
-    if queue:
-        args += ["--queue", str(queue)]
-    subprocess.run(args, cwd=cwd, check=True, timeout=120)
 
 
 def ago(seconds):

@@ -1,7 +1,6 @@
 """Track A: section 0's one-liner, exactly as written, in a scratch directory; SLO maths."""
 import json
 import os
-import signal
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -9,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 
 from lumen import slo
-from conftest import ROOT, free_port, pid_alive, pids_in, run_make
+from conftest import ROOT, pid_alive, pids_in, run_make
 
 ONE_LINER = """source SESSION_RESTORE_2025-11-01_v1_7_DELTA.env
 make feature.v17.init dashboards.v3.build validate.v17.schema && \\
@@ -26,17 +25,12 @@ POLICIES = [
 
 
 @pytest.fixture
-def scratch(tmp_path):
+def scratch(tmp_path, private_stack):
     """A directory where plain `make` finds Lumen's Makefile and the restore env file."""
     (tmp_path / "Makefile").write_text(f"include {ROOT}/Makefile\n")
     for env in ROOT.glob("SESSION_RESTORE_*.env"):
         (tmp_path / env.name).write_text(env.read_text())
-    env = {"FAKE_EXPORTER_PORT": str(free_port())}
-    yield tmp_path, env
-    run_make(tmp_path, "down", env=env)
-    for pid in pids_in(tmp_path / "run").values():
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
+    return tmp_path, private_stack(ports=("FAKE_EXPORTER_PORT",), cwd=tmp_path)
 
 
 def run_one_liner(cwd, env, timeout=120):
