@@ -1,6 +1,7 @@
 """Shared fixtures: a temp working directory per test, free ports, bounded waits, and
 processes cleaned up by the PIDs the test started (never by name); the RMB emitter run as
 tests run it (`run_emitter`, `emit`); private make stacks (`private_stack`, `stop_stack`)."""
+
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ def fingerprint(data):
     an independent oracle): sha256 of its first line, capped at 1024 bytes; a file with no
     newline at all, of its partial content."""
     import hashlib
+
     head = data[:1024]
     nl = head.find(b"\n")
     if nl >= 0:
@@ -86,9 +88,15 @@ class Procs:
 
     def start(self, *args, env=None, **kw):
         e = merged_env(env)
-        p = subprocess.Popen([PY, "-u", *map(str, args)], cwd=self.cwd, env=e,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             start_new_session=True, **kw)
+        p = subprocess.Popen(
+            [PY, "-u", *map(str, args)],
+            cwd=self.cwd,
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            **kw,
+        )
         self.started.append(p)
         return p
 
@@ -112,9 +120,14 @@ def procs(workdir):
 def run_make(cwd, *targets, env=None, timeout=120):
     """`make -f ROOT/Makefile TARGETS` from `cwd`; returns CompletedProcess (text)."""
     e = merged_env(env)
-    return subprocess.run(["make", "-s", "--no-print-directory", "-f", str(ROOT / "Makefile"),
-                           *targets], cwd=cwd, env=e, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["make", "-s", "--no-print-directory", "-f", str(ROOT / "Makefile"), *targets],
+        cwd=cwd,
+        env=e,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def pids_in(run_dir):
@@ -145,8 +158,14 @@ def run_emitter(cwd, *args, input=None, env=None, timeout=60):
     """The RMB emitter on CONFIG_RMB with `args`, run from `cwd` (its logs/ land there);
     returns the CompletedProcess (output captured, bytes)."""
     e = merged_env(env)
-    return subprocess.run([PY, str(EMITTER), "--config", str(CONFIG_RMB), *map(str, args)],
-                          cwd=cwd, input=input, capture_output=True, env=e, timeout=timeout)
+    return subprocess.run(
+        [PY, str(EMITTER), "--config", str(CONFIG_RMB), *map(str, args)],
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        env=e,
+        timeout=timeout,
+    )
 
 
 def emit(cwd, n, *extra, queue=None, timeout=120):
@@ -252,8 +271,15 @@ def assert_golden(name, text):
     assert path.exists(), f"no golden file {path} (create it: LUMEN_UPDATE_GOLDEN=1)"
     want = path.read_bytes()
     if data != want:
-        diff = "".join(difflib.unified_diff(
-            want.decode("utf-8", "replace").splitlines(True), text.splitlines(True),
-            f"golden/{name}", "this run"))
-        raise AssertionError(f"output differs from tests/golden/{name} (if intended, "
-                             f"regenerate with LUMEN_UPDATE_GOLDEN=1):\n{diff}")
+        diff = "".join(
+            difflib.unified_diff(
+                want.decode("utf-8", "replace").splitlines(True),
+                text.splitlines(True),
+                f"golden/{name}",
+                "this run",
+            )
+        )
+        raise AssertionError(
+            f"output differs from tests/golden/{name} (if intended, "
+            f"regenerate with LUMEN_UPDATE_GOLDEN=1):\n{diff}"
+        )
