@@ -3,23 +3,20 @@ kind, torn lines), rename rotations, copytruncates, compressions, logrotate, kil
 restarts of any process, and operator commands (one-shot merge and ingest, a second
 follower, `make up` again) against the real exporter, merge, ingest and Safety Music loop,
 checked against a plain in-memory model of what every stage must hold
-(tools/model_check.py). A failure message carries the seed and the plan; replay with
-`python tools/model_check.py --seed N --steps 30` or `--plan "..."`.
+(lumen.harness.model; the entry is tools/model_check.py). A failure message carries the
+seed and the plan; replay with `python tools/model_check.py --seed N --steps 30` or
+`--plan "..."`.
 
-What the stack gets wrong today is listed in model_check.KNOWN_ISSUES and KNOWN_SEQUENCES:
+What the stack gets wrong today is listed in model.KNOWN_ISSUES and KNOWN_SEQUENCES:
 the seeded plans steer clear of it, and each has a strict xfail test here, so a fix shows
 up as an XPASS (then drop the entry and its marker)."""
-import importlib.util
+import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT
-
-_spec = importlib.util.spec_from_file_location("model_check", ROOT / "tools/model_check.py")
-mc = importlib.util.module_from_spec(_spec)
-sys.modules["model_check"] = mc
-_spec.loader.exec_module(mc)
+from lumen.harness import model as mc
 
 SEEDS = range(1, 13)
 STEPS = 30
@@ -113,3 +110,16 @@ def test_fixed_sequence_stays_fixed(name, tmp_path):
     ok, _, msg = mc.run(1, mc.parse_plan(FIXED[name]), tmp_path / "run", timeout=30.0,
                         known=True)
     assert ok, msg
+
+
+@pytest.mark.timeout(120)
+def test_the_entry_runs_a_plan_and_refuses_a_bad_one(tmp_path):
+    """tools/model_check.py, which `make soak` runs by path: a --plan run ends in its RESULT
+    line with exit 0; a step it does not know is a usage error (exit 2)."""
+    entry = [sys.executable, str(ROOT / "tools/model_check.py")]
+    r = subprocess.run(entry + ["--plan", "append 3; check", "--dir", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=100)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.splitlines()[-1] == "[model] RESULT = PASS (1 seed, 2 steps each)"
+    r = subprocess.run(entry + ["--plan", "append x"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "bad plan step: 'append x'" in r.stderr, r.stderr

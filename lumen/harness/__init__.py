@@ -1,0 +1,32 @@
+"""Development harnesses: they run the real processes of the stack and measure or judge
+them; no process of the stack imports them.
+
+- soak (tools/soak.py, `make soak`): the whole stack under load and faults, checked for
+  loss. Its parts: faults (the fault driver and the bad lines it injects), load (client
+  threads on the servers, other work on the machine), verdict (what each stage saw
+  against what reached disk).
+- model (tools/model_check.py, `make soak` and tests/test_model.py): seeded plans of
+  appends, rotations, kills and operator commands, checked against an in-memory model.
+- bench (bench/bench.py, `make bench`): throughput and latency of every stage, written to
+  bench/results.md.
+
+Here: the helpers they share (a free port, a make target in a scratch directory).
+"""
+import socket
+import subprocess
+
+from lumen import ROOT
+
+
+def free_port():
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make(cwd, env, *targets, timeout=180):
+    """Run make targets of this repository's Makefile with `cwd` as the state directory."""
+    return subprocess.run(["make", "-s", "--no-print-directory", "-f", str(ROOT / "Makefile"),
+                           *targets], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
