@@ -1,14 +1,10 @@
-"""Lumen's shared core: what every process needs, written once.
+"""Lumen's core: everything the entry points do, importable and tested without a process.
 
-- jsonl: locked, batched append of whole lines
-- tail: the checkpointed tailer (rotation, copytruncate, partial lines)
-- checkpoint: atomic state files
-- events: parse + validate one line, with a reason when it is bad
-- rejects: the quarantine for bad lines
-- config: YAML configs validated against JSON Schema, env and flag overrides
-- proc: PID files, signals, process logs; ctl: start/stop/status for make
-- windows: time windows on event timestamps
-- httpserve: the stdlib HTTP server every exporter and the API sit on
+The entry points (rmb/, exporters/, safety/, ure/, api/, tools/, bench/) only parse flags,
+load a config and call into this package. docs/architecture.md maps each module to its job:
+the shared mechanisms (vocab, timefmt, events, tail, consumer, stats, jsonl, checkpoint,
+config, httpserve, proc, ctl) and the stages (emitter, exporters, safety/, merge, ure,
+ingest, api/, tracka, harness/).
 """
 from pathlib import Path
 

@@ -55,9 +55,13 @@ def run(args):
 
 
 def _start_emitter(args, env):
-    """Replace `make up`'s emitter by one writing args.events at args.rate."""
+    """Replace `make up`'s emitter by one writing args.events at args.rate.
+
+    A bounded run: startsecs 0, or supervisord would take an emitter that finishes its
+    count within startsecs for a failed start and run it again (writing the count twice)."""
     ctl.stop("rmb_emitter")
-    return subprocess.run([sys.executable, "-m", "lumen.ctl", "start", "rmb_emitter", "--",
+    return subprocess.run([sys.executable, "-m", "lumen.ctl", "start", "rmb_emitter",
+                           "--startsecs", "0", "--",
                            sys.executable, "-u", str(ROOT / "rmb/rmb_emitter.py"),
                            "--config", str(ROOT / "configs/rmb_v17.yaml"),
                            "--hz", str(args.rate), "--count", str(args.events),
