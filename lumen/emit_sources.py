@@ -14,12 +14,12 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-from . import events
+from . import events, timefmt
 from .simulate import EventFactory
 
 
 def _wall_ts():
-    return datetime.now(timezone.utc).isoformat()
+    return timefmt.now()
 
 
 def run_sim(em, args, cfg, stop, start_iter):
@@ -33,9 +33,7 @@ def run_sim(em, args, cfg, stop, start_iter):
                            socket.gethostname())
     sim0 = None
     if args.sim_start:
-        sim0 = datetime.fromisoformat(args.sim_start.replace("Z", "+00:00"))
-        if sim0.tzinfo is None:
-            sim0 = sim0.replace(tzinfo=timezone.utc)
+        sim0 = datetime.fromtimestamp(timefmt.seconds(args.sim_start), timezone.utc)
     t0 = time.monotonic()
     end = t0 + args.duration if args.duration else None
     next_t = t0

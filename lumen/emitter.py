@@ -35,9 +35,8 @@ import argparse
 import os
 import sys
 import time
-from datetime import datetime
 
-from . import ROOT, checkpoint, events
+from . import ROOT, checkpoint, events, timefmt
 from .emit_sources import run_lines, run_sim
 from .gates import gate
 from .jsonl import JsonlWriter, dumps
@@ -75,9 +74,7 @@ def usage_error(args):
     if args.source == "replay" and not args.replay:
         return "--source replay needs --replay FILE"
     if args.sim_start:
-        try:
-            datetime.fromisoformat(args.sim_start.replace("Z", "+00:00"))
-        except ValueError:
+        if timefmt.parse(args.sim_start) is None:
             return f"--sim-start {args.sim_start!r} is not an RFC 3339 time"
     return None
 

@@ -8,9 +8,9 @@ may quarantine a line again on restart: (consumer, source, offset) identifies a 
 """
 import base64
 from collections import Counter
-from datetime import datetime, timezone
 from pathlib import Path
 
+from . import timefmt
 from .jsonl import append_lines, dumps
 
 PREVIEW_BYTES = 64 * 1024
@@ -25,7 +25,7 @@ class Rejects:
 
     def add(self, reason, detail, source, offset, line: bytes):
         self.counts[reason] += 1
-        rec = {"ts": datetime.now(timezone.utc).isoformat(), "consumer": self.consumer,
+        rec = {"ts": timefmt.now(), "consumer": self.consumer,
                "reason": reason, "detail": detail, "source": source, "offset": offset,
                "bytes": len(line)}
         raw = line[:PREVIEW_BYTES]

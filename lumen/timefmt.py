@@ -10,7 +10,7 @@ of `T`, a missing zone, out-of-range fields (month 13, February 30, hour 24), an
 else. `parse` never returns anything but a float or None; it does not raise on any str.
 """
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 
 _RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?"
@@ -64,6 +64,17 @@ def seconds(ts):
     if t is None:
         raise ValueError(f"not an RFC 3339 date-time: {ts!r}")
     return t
+
+
+def format(t):
+    """RFC 3339 text of Unix seconds `t`, in UTC with microseconds as needed
+    (`2025-11-01T00:00:00.250000+00:00`): how every Lumen writer stamps `ts`."""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat()
+
+
+def now():
+    """RFC 3339 text of the current time (see `format`)."""
+    return datetime.now(timezone.utc).isoformat()
 
 
 def is_datetime(ts):

@@ -18,7 +18,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lumen import ROOT, config, events, slo
+from lumen import ROOT, config, events, slo, timefmt
 from lumen.recent import recent_events
 from lumen import vocab
 
@@ -69,7 +69,7 @@ def cmd_fake(cfg, args):
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.unlink(missing_ok=True)
     count = int(f["span_s"] * f["hz"])
-    start = datetime.fromtimestamp(time.time() - f["span_s"], timezone.utc).isoformat()
+    start = timefmt.format(time.time() - f["span_s"])
     rc = rmb_emitter.main(["--config", str(args.rmb_config), "--queue", str(tmp),
                            "--profile", f["profile"], "--seed", str(f["seed"]),
                            "--count", str(count), "--hz", str(f["hz"]), "--unthrottled",
@@ -204,7 +204,7 @@ def _check_kpi(cfg, args):
         return f"no KPI snapshot ({path}): run make kpi.snapshot"
     if not rows:
         return f"{path} has no rows"
-    age = time.time() - datetime.fromisoformat(rows[-1]["ts"]).timestamp()
+    age = time.time() - timefmt.seconds(rows[-1]["ts"])
     if age > cfg["checks"]["kpi_max_age_s"]:
         return f"newest KPI snapshot is {age:.0f}s old (kpi_max_age_s {cfg['checks']['kpi_max_age_s']:g})"
     return None

@@ -28,9 +28,8 @@ batch survive restarts in the checkpoint. SIGTERM/SIGINT: checkpoint and exit 0.
 import collections
 import socket
 import time
-from datetime import datetime, timezone
 
-from . import events, vocab
+from . import events, timefmt, vocab
 from .consumer import Consumer
 from .gates import risk_band
 from .jsonl import JsonlWriter
@@ -131,7 +130,7 @@ class UreLoop:
             self.inband.add(now, value=1.0 if ad["residual_low"] <= residual <= ad["residual_high"]
                             else 0.0)
             evt = {
-                "ts": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+                "ts": timefmt.format(now),
                 "entity_id": "lumen.ure",
                 "phase_field": {"phase_diff": self.phase, "residual_entropy": residual,
                                 "risk_band": risk_band(residual)},

@@ -6,10 +6,9 @@ the last row returned), so a page costs the same wherever it starts.
 """
 import re
 import time
-from datetime import datetime, timezone
 
 from lumen.timefmt import seconds as parse_ts
-from lumen import vocab
+from lumen import timefmt, vocab
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 WINDOW = re.compile(r"^([1-9]\d{0,5})([smhd])$")
@@ -166,7 +165,7 @@ def summary(db, query, now=None):
     actions = dict(db.execute("SELECT action, COUNT(*) FROM ure WHERE t >= ? AND t <= ? "
                               "GROUP BY action", (lo, now)).fetchall())
     return {"ok": True, "window_s": window,
-            "now": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+            "now": timefmt.format(now),
             "rmb": {"events": ev, "rollbacks": rb, "rollback_ratio": (rb / ev) if ev else None,
                     "residual_mean": mean},
             "ure": {"events": sum(actions.values()), "actions": actions}}

@@ -18,9 +18,8 @@ and ignores the file); it does not re-read the whole log twice per tick; the rat
 windowed deltas, not a sum of cumulative totals.
 """
 import time
-from datetime import datetime, timezone
 
-from lumen import config, events
+from lumen import config, events, timefmt
 from lumen.jsonl import JsonlWriter
 from lumen.safety import sound
 from lumen.safety.inputs import LogInput, MetricsInput
@@ -80,7 +79,7 @@ class SafetyLoop:
         residual, ratio, ev_n, rb_n = self.input.update(now)
         lv = levels(residual, ratio, self.cfg["mapping"])
         evt = {
-            "ts": datetime.fromtimestamp(now, timezone.utc).isoformat(),
+            "ts": timefmt.format(now),
             "loop": LOOP_ID,
             "levels": lv,
             "inputs": {"source": self.source, "residual_entropy": residual,
