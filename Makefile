@@ -40,10 +40,11 @@ ALERTMANAGER_URL ?= http://localhost:9093
 PROMETHEUS_URL ?= http://localhost:9090
 LOG_RETENTION_DAYS ?= 7
 SOAK_EVENTS ?= 5000000
+CODE_DIRS = lumen rmb exporters safety ure api tools tests bench
 SHELL := /bin/bash
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down status test bench lint clean \
+.PHONY: help venv up down status test bench lint fmt clean \
 	trackB.start trackB.stop rmb.emit rmb.verify rmb.dev serve.rmb.emit exporter.v17.rmb \
 	validate.v17.schema rmb.bridge smoke.v17 \
 	feature.v17.init dashboards.v3.build metrics.fake.v17 exporter.v17.serve \
@@ -86,7 +87,7 @@ down: ## stop every process started here, then its supervisord (nothing running:
 status: venv ## each process: state, pid, uptime, restarts, last exit, port, log
 	@$(CTL) status
 
-test: venv ## set up and run the whole test suite
+test: lint ## set up, lint, and run the whole test suite
 	@$(PY) -m pytest $(ROOT)/tests $(PYTEST_ARGS)
 
 bench: venv ## measure throughput and latency of each stage (table in bench/results.md)
@@ -96,8 +97,12 @@ soak: venv ## full stack under load, SIGKILLs, rotations, bad lines, then the lo
 	@$(PY) -u $(ROOT)/tools/soak.py --events $(SOAK_EVENTS) $(if $(SOAK_HOG),--hog $(SOAK_HOG),)
 	@$(PY) -u $(ROOT)/tools/model_check.py --long --seeds 1-10
 
-lint: venv ## check Python syntax of every module (changes nothing)
-	@$(PY) -m compileall -q $(ROOT)/lumen $(ROOT)/rmb $(ROOT)/exporters $(ROOT)/tools >/dev/null && echo "[lint] OK"
+lint: venv ## ruff lint and format check of every code folder (changes nothing; `make fmt` fixes)
+	@cd $(ROOT) && ruff check --no-cache -q $(CODE_DIRS) && ruff format --no-cache --check -q $(CODE_DIRS) \
+		&& echo "[lint] OK"
+
+fmt: venv ## format every code folder with ruff and apply its safe lint fixes
+	@cd $(ROOT) && ruff format --no-cache -q $(CODE_DIRS) && ruff check --no-cache -q --fix $(CODE_DIRS)
 
 clean: down ## stop everything and remove logs/, run/, data/ here
 	@rm -rf logs run data

@@ -5,6 +5,7 @@ Reads configs/api_v18.yaml; serves /api/rmb:last, /api/ure:last, /api/rmb, /api/
 /api/summary, /api/series, /api/slo, /healthz, /openapi.json and the live page (/).
 The endpoints, the connection pool and the errors: lumen/api/app.py.
 """
+
 import argparse
 
 from lumen import ROOT, config
@@ -19,8 +20,9 @@ def main(argv=None):
     ap.add_argument("--host", help="override api.host (127.0.0.1)")
     ap.add_argument("--name", default="api", help="process name (PID file run/NAME.pid)")
     args = ap.parse_args(argv)
-    cfg = config.load(args.config, "api_v18", overrides={"api.port": args.port,
-                                                          "api.host": args.host})
+    cfg = config.load(
+        args.config, "api_v18", overrides={"api.port": args.port, "api.host": args.host}
+    )
     return serve(cfg, args.name)
 
 

@@ -4,6 +4,7 @@ written to bench/results.md with the machine and date.
 
 The flags; the stages and how they are measured are lumen.harness.bench.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -18,8 +19,11 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="100000,1000000", help="log sizes (comma separated)")
     ap.add_argument("--quick", action="store_true", help="sizes 10000,100000 and fewer requests")
     ap.add_argument("--out", default=runner.RESULTS)
-    ap.add_argument("--only", help="run only these stages, e.g. safety_tick,ure_tick "
-                    "(the table then goes to bench/results-<stages>.md unless --out is given)")
+    ap.add_argument(
+        "--only",
+        help="run only these stages, e.g. safety_tick,ure_tick "
+        "(the table then goes to bench/results-<stages>.md unless --out is given)",
+    )
     a = ap.parse_args(argv)
     if a.only:
         return runner.only(a)

@@ -22,6 +22,7 @@ Departures from the blueprint: it starts from the checkpoint, not the end of the
 it validates; it binds `exporter.host` (default config: 0.0.0.0, as the blueprint).
 Paths other than /metrics get 404, methods other than GET/HEAD 405.
 """
+
 import argparse
 
 from lumen import ROOT, config
@@ -37,11 +38,24 @@ def main(argv=None):
     ap.add_argument("--queue", help="override paths.queue")
     ap.add_argument("--name", default="rmb_exporter", help="process and consumer name")
     args = ap.parse_args(argv)
-    cfg = config.load(args.config, "rmb_v17", overrides={
-        "exporter.port": args.port, "exporter.host": args.host, "paths.queue": args.queue})
+    cfg = config.load(
+        args.config,
+        "rmb_v17",
+        overrides={
+            "exporter.port": args.port,
+            "exporter.host": args.host,
+            "paths.queue": args.queue,
+        },
+    )
     exp = RmbExporter(cfg["paths"]["queue"], cfg["safety_gates"], consumer=args.name)
-    rc = run_server(args.name, exp.app, cfg["exporter"]["host"], cfg["exporter"]["port"],
-                    "[exporter] RMB metrics on :{port}", worker=exp.run)
+    rc = run_server(
+        args.name,
+        exp.app,
+        cfg["exporter"]["host"],
+        cfg["exporter"]["port"],
+        "[exporter] RMB metrics on :{port}",
+        worker=exp.run,
+    )
     if rc == 0:
         print(f"[exporter] stopped after {exp.stats.events_total} events", flush=True)
     return rc

@@ -21,6 +21,7 @@ lumen/exporters.py; its metrics, lumen/stats.py.
 Departure from the blueprint: it re-read the last 4 KB of the v2 log on every scrape,
 reported 0 for everything on any error, and showed whichever entity wrote last.
 """
+
 import argparse
 
 from lumen import ROOT, config
@@ -35,11 +36,18 @@ def main(argv=None):
     ap.add_argument("--host", help="override exporter.host")
     ap.add_argument("--name", default="ure_exporter", help="process and consumer name")
     args = ap.parse_args(argv)
-    cfg = config.load(args.config, "ure_v18", overrides={
-        "exporter.port": args.port, "exporter.host": args.host})
+    cfg = config.load(
+        args.config, "ure_v18", overrides={"exporter.port": args.port, "exporter.host": args.host}
+    )
     exp = UreExporter(cfg["paths"], name=args.name)
-    return run_server(args.name, exp.app, cfg["exporter"]["host"], cfg["exporter"]["port"],
-                      "[ure] metrics on :{port}", worker=exp.run)
+    return run_server(
+        args.name,
+        exp.app,
+        cfg["exporter"]["host"],
+        cfg["exporter"]["port"],
+        "[ure] metrics on :{port}",
+        worker=exp.run,
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the shared mechanisms (vocab, timefmt, events, tail, consumer, stats, jsonl, che
 config, httpserve, proc, ctl) and the stages (emitter, exporters, safety/, merge, ure,
 ingest, api/, tracka, harness/).
 """
+
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -18,6 +18,7 @@ oldest rotated file (<queue>.N ... <queue>.1, then the live file); `get` and `sl
 read the store. Bad lines are quarantined to `logs/rejects/rmb_events.jsonl` and counted,
 as every consumer does. The bridge never writes the queue. The CLI is rmb/bridge_v17.py.
 """
+
 import argparse
 import sqlite3
 from pathlib import Path
@@ -70,9 +71,10 @@ def apply_events(db, evts):
             continue
         mb = e["memory_bridge"]
         if mb["op"] == vocab.UPSERT:
-            db.execute("INSERT OR REPLACE INTO kv(key, slot_id, value_hash, ts, iter) "
-                       "VALUES (?,?,?,?,?)",
-                       (mb["key"], mb["slot_id"], mb["value_hash"], e["ts"], e["trace"]["iter"]))
+            db.execute(
+                "INSERT OR REPLACE INTO kv(key, slot_id, value_hash, ts, iter) VALUES (?,?,?,?,?)",
+                (mb["key"], mb["slot_id"], mb["value_hash"], e["ts"], e["trace"]["iter"]),
+            )
             ups += 1
         else:
             db.execute("DELETE FROM kv WHERE key = ?", (mb["key"],))
@@ -82,15 +84,17 @@ def apply_events(db, evts):
 
 def get(db, key):
     """The stored row of `key` as a dict, or None when absent."""
-    row = db.execute("SELECT key, slot_id, value_hash, ts, iter FROM kv WHERE key = ?",
-                     (key,)).fetchone()
+    row = db.execute(
+        "SELECT key, slot_id, value_hash, ts, iter FROM kv WHERE key = ?", (key,)
+    ).fetchone()
     return None if row is None else dict(zip(KV_COLUMNS, row))
 
 
 def slot_keys(db, slot_id):
     """[(key, value_hash)] held in `slot_id`, by key."""
-    return db.execute("SELECT key, value_hash FROM kv WHERE slot_id = ? ORDER BY key",
-                      (slot_id,)).fetchall()
+    return db.execute(
+        "SELECT key, value_hash FROM kv WHERE slot_id = ? ORDER BY key", (slot_id,)
+    ).fetchall()
 
 
 def size(db):
@@ -100,8 +104,9 @@ def size(db):
 class Bridge:
     def __init__(self, queue, store, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
         self.db = open_store(store)
-        self.consumer = Consumer(queue, CONSUMER, "rmb_event_v1.json", "rmb_events",
-                                 offsets_dir, rejects_dir)
+        self.consumer = Consumer(
+            queue, CONSUMER, "rmb_event_v1.json", "rmb_events", offsets_dir, rejects_dir
+        )
         self.upserts = self.deletes = 0
 
     def step(self):
@@ -136,5 +141,6 @@ def rebuild_from(store, queue, offsets_dir="logs/.offsets"):
     for suffix in ("", "-wal", "-shm"):
         Path(store + suffix).unlink(missing_ok=True)
     reset(offsets_dir)
-    return next((f"{queue}.{i}" for i in range(MAX_ROTATED, 0, -1)
-                 if Path(f"{queue}.{i}").exists()), queue)
+    return next(
+        (f"{queue}.{i}" for i in range(MAX_ROTATED, 0, -1) if Path(f"{queue}.{i}").exists()), queue
+    )

@@ -3,6 +3,7 @@
 Used for the tailer's per-consumer offsets (`logs/.offsets/<consumer>.json`) and any
 other small state a process must find intact after a crash.
 """
+
 import json
 import os
 import tempfile
@@ -58,6 +59,8 @@ def load_json(path):
     else:
         why = None if isinstance(obj, dict) else f"expected an object, got {type(obj).__name__}"
     if why:
-        raise CorruptState(f"{path}: corrupt checkpoint ({why}); move it aside to re-read "
-                           f"the stream from the oldest file on disk") from None
+        raise CorruptState(
+            f"{path}: corrupt checkpoint ({why}); move it aside to re-read "
+            f"the stream from the oldest file on disk"
+        ) from None
     return obj

@@ -22,6 +22,7 @@ A bad config raises ConfigError with one line: file (and the env variable or fla
 set the value), key path, what was expected. Entry points turn it into that line on
 stderr and exit status 2.
 """
+
 import functools
 import json
 import math
@@ -35,7 +36,7 @@ import yaml
 
 from . import CONFIGS
 
-MAX_BYTES = 1 << 20      # a config is small; this stops a log file named by mistake
+MAX_BYTES = 1 << 20  # a config is small; this stops a log file named by mistake
 RESOLVE_TIMEOUT_S = 5.0  # a host name that does not resolve by then is an error
 ANY_ADDRESS = ("0.0.0.0", "::")
 
@@ -49,10 +50,11 @@ class ConfigError(Exception):
 
 # --- schemas ---------------------------------------------------------------------------
 
+
 def kinds():
     """The known config kinds: the names of `configs/schemas/<kind>.schema.json`."""
     suffix = ".schema.json"
-    return sorted(p.name[:-len(suffix)] for p in (CONFIGS / "schemas").glob(f"*{suffix}"))
+    return sorted(p.name[: -len(suffix)] for p in (CONFIGS / "schemas").glob(f"*{suffix}"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -99,8 +101,10 @@ def detect(cfg, where):
         return found[0]
     known = ", ".join(kinds())
     if found:
-        raise ConfigError(f"{where}: ambiguous config: its top-level keys fit "
-                          f"{' and '.join(found)}; remove the keys of the other kind")
+        raise ConfigError(
+            f"{where}: ambiguous config: its top-level keys fit "
+            f"{' and '.join(found)}; remove the keys of the other kind"
+        )
     closest = ""
     keys = set(cfg)
     gaps = []
@@ -115,11 +119,14 @@ def detect(cfg, where):
         missing = sorted(set(_schema_for(kind).get("required", ())) - keys)
         closest = f"; closest is {kind}, which also needs {', '.join(missing)}"
     have = ", ".join(sorted(map(str, keys))) or "none"
-    raise ConfigError(f"{where}: not a known kind of config (top-level keys: {have}){closest}; "
-                      f"known kinds: {known}")
+    raise ConfigError(
+        f"{where}: not a known kind of config (top-level keys: {have}){closest}; "
+        f"known kinds: {known}"
+    )
 
 
 # --- reading ---------------------------------------------------------------------------
+
 
 def _read(path):
     """The YAML value in the file at `path`, or ConfigError with one line."""
@@ -139,9 +146,10 @@ def _read(path):
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line})"
-                          ) from None
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte 0x{data[e.start]:02x} on line {line})"
+        ) from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -149,7 +157,7 @@ def _read(path):
         if mark is not None:
             at = f" (line {mark.line + 1})"
         elif isinstance(getattr(e, "position", None), int):
-            at = f" (line {text[:e.position].count(chr(10)) + 1})"
+            at = f" (line {text[: e.position].count(chr(10)) + 1})"
         else:
             at = ""
         problem = getattr(e, "problem", None) or getattr(e, "reason", None) or e
@@ -159,6 +167,7 @@ def _read(path):
 
 
 # --- checks ----------------------------------------------------------------------------
+
 
 def _dotted(keypath):
     return ".".join(str(k) for k in keypath) or "(top level)"
@@ -278,8 +287,10 @@ def _annotations(cfg, schema, path, origin):
         if on and isinstance(host, str):
             why = _resolves(host)
             if why:
-                raise ConfigError(f"{origin.get(keypath, path)}: {_dotted(keypath)}: "
-                                  f"cannot resolve {host!r} ({why})")
+                raise ConfigError(
+                    f"{origin.get(keypath, path)}: {_dotted(keypath)}: "
+                    f"cannot resolve {host!r} ({why})"
+                )
     for keypath, on, _ in _annotated(schema, "x-parent-dir"):
         value = _lookup(cfg, keypath)
         if on and isinstance(value, str):
@@ -295,8 +306,13 @@ def _set(cfg, path, value):
     node[path[-1]] = value
 
 
-_TYPE_NAMES = {list: "a list", str: "a string", int: "a number", float: "a number",
-               bool: "a boolean"}
+_TYPE_NAMES = {
+    list: "a list",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
 
 
 def load(path, name=None, env=None, overrides=None):
@@ -368,6 +384,7 @@ def main(argv=None):
     keys say which kind of config it is. Exit 2 on a bad config, with one line on stderr."""
     import argparse
     import sys
+
     ap = argparse.ArgumentParser(prog="python -m lumen.config", description=main.__doc__)
     sub = ap.add_subparsers(dest="action", required=True)
     g = sub.add_parser("get")

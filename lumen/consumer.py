@@ -21,6 +21,7 @@ must keep up with the whole stream.
 A checkpoint that cannot be written (disk full, I/O error) is counted, not fatal: the
 consumer keeps its place in memory and the next commit tries again.
 """
+
 import sys
 import time
 from collections import Counter
@@ -39,9 +40,19 @@ class Pos(NamedTuple):
 
 
 class Consumer:
-    def __init__(self, path, name, schema, stream, offsets_dir="logs/.offsets",
-                 rejects_dir="logs/rejects", typed=False, max_future_s=events.MAX_FUTURE_S,
-                 clock=time.time, store=None):
+    def __init__(
+        self,
+        path,
+        name,
+        schema,
+        stream,
+        offsets_dir="logs/.offsets",
+        rejects_dir="logs/rejects",
+        typed=False,
+        max_future_s=events.MAX_FUTURE_S,
+        clock=time.time,
+        store=None,
+    ):
         self.name, self.stream = name, stream
         self._lock = lock.hold(Path(offsets_dir) / f"{name}.lock", f"consumer {name}")
         try:
@@ -54,15 +65,20 @@ class Consumer:
         self.state = st.get("user")
         self.valid = mon.get("valid", 0)
         self.rejected = Counter(mon.get("rejects", {}))
-        self._base = (mon.get("rotations", 0), mon.get("truncates", 0),
-                      mon.get("checkpoints", 0), mon.get("gap_bytes", 0))
+        self._base = (
+            mon.get("rotations", 0),
+            mon.get("truncates", 0),
+            mon.get("checkpoints", 0),
+            mon.get("gap_bytes", 0),
+        )
         self.checkpoint_errors = mon.get("checkpoint_errors", 0)
-        self.classifier = events.Classifier(schema, typed=typed, max_future_s=max_future_s,
-                                            clock=clock)
+        self.classifier = events.Classifier(
+            schema, typed=typed, max_future_s=max_future_s, clock=clock
+        )
         self.validator = self.classifier.validator
         self.rejects = Rejects(stream, name, rejects_dir)
         self.behind = 0
-        self.bytes_read = 0       # bytes of lines delivered to this process (not persisted)
+        self.bytes_read = 0  # bytes of lines delivered to this process (not persisted)
         self._dirty = False
         self._last_commit = time.monotonic()
         self._last_error = None
@@ -118,10 +134,15 @@ class Consumer:
         self.rejects.add(reason, detail, pos.fp, pos.offset, raw)
 
     def monitor(self):
-        return {"valid": self.valid, "rejects": dict(self.rejected),
-                "rotations": self.rotations, "truncates": self.truncates,
-                "checkpoints": self.checkpoints + 1, "gap_bytes": self.gap_bytes,
-                "checkpoint_errors": self.checkpoint_errors}
+        return {
+            "valid": self.valid,
+            "rejects": dict(self.rejected),
+            "rotations": self.rotations,
+            "truncates": self.truncates,
+            "checkpoints": self.checkpoints + 1,
+            "gap_bytes": self.gap_bytes,
+            "checkpoint_errors": self.checkpoint_errors,
+        }
 
     def commit(self, state=None):
         """Quarantine first, then move the checkpoint (offset, counters, state) past the
@@ -137,8 +158,11 @@ class Consumer:
             self._last_commit = time.monotonic()
             msg = f"{e.strerror or e}"
             if msg != self._last_error:
-                print(f"[{self.name}] warning: checkpoint not written ({msg}); will retry",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[{self.name}] warning: checkpoint not written ({msg}); will retry",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 self._last_error = msg
             return False
         if self._last_error:

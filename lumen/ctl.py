@@ -17,6 +17,7 @@ program and supervisord itself. `status` shows each program's state, pid, uptime
 restarts, last exit, port and log. `up` runs CMD (the Makefile's start targets) and, if it
 fails, stops every process that CMD started and says where to look.
 """
+
 import argparse
 import http.client
 import os
@@ -53,12 +54,25 @@ def _note_started(name):
 
 
 def _healthy(i, name, port, host):
-    return (i is not None and i["statename"] in UP and pid_alive(i["pid"])
-            and read_pid(name) == i["pid"] and (not port or ports.answers(host, port)))
+    return (
+        i is not None
+        and i["statename"] in UP
+        and pid_alive(i["pid"])
+        and read_pid(name) == i["pid"]
+        and (not port or ports.answers(host, port))
+    )
 
 
-def start(name, cmd, port=None, host="127.0.0.1", timeout=20.0, startsecs=sv.STARTSECS,
-          startretries=sv.STARTRETRIES, stopwaitsecs=sv.STOPWAITSECS):
+def start(
+    name,
+    cmd,
+    port=None,
+    host="127.0.0.1",
+    timeout=20.0,
+    startsecs=sv.STARTSECS,
+    startretries=sv.STARTRETRIES,
+    stopwaitsecs=sv.STOPWAITSECS,
+):
     if not sv.NAME_RE.match(name):
         _err(f"{name!r}: a process name is letters, digits, '_', '.', '-'")
         return 2
@@ -75,16 +89,20 @@ def start(name, cmd, port=None, host="127.0.0.1", timeout=20.0, startsecs=sv.STA
             if not already:
                 if s is None:  # a dead supervisord's children would hold ports: stop them
                     sv.stop_orphans()
-                if port and not ports.is_free(host if host not in ("", "::") else "0.0.0.0",
-                                              port):
+                if port and not ports.is_free(host if host not in ("", "::") else "0.0.0.0", port):
                     _err(f"{name}: {ports.busy_message(host, port)}")
                     return 1
                 s = sv.ensure_running()
                 LOGS.mkdir(parents=True, exist_ok=True)
                 sv.record(name, cmd, port, host)
                 sv.clear_stale_pidfile(name)
-                sv.add_program(s, name, startsecs=startsecs, startretries=startretries,
-                               stopwaitsecs=stopwaitsecs)
+                sv.add_program(
+                    s,
+                    name,
+                    startsecs=startsecs,
+                    startretries=startretries,
+                    stopwaitsecs=stopwaitsecs,
+                )
                 s.startProcess(name, False)
                 _note_started(name)
         if already:
@@ -123,13 +141,14 @@ def _wait_started(s, name, port, host, deadline, log, timeout):
                 last = sv.tail(log, 3)
                 how = sv.describe_exit(name)
                 sv.shutdown_if_idle(s)
-            _err(f"{name} {how} while starting"
-                 + (": " + " | ".join(last) if last else f" (see {log})"))
+            _err(
+                f"{name} {how} while starting"
+                + (": " + " | ".join(last) if last else f" (see {log})")
+            )
             return 1
         first = first or pid
         if _healthy(i, name, port, host):
-            print(f"[ctl] {name} started (pid {pid}{f', port {port}' if port else ''},"
-                  f" log {log})")
+            print(f"[ctl] {name} started (pid {pid}{f', port {port}' if port else ''}, log {log})")
             return 0
         time.sleep(0.05)
     with sv.locked():
@@ -158,8 +177,10 @@ def stop_many(names, timeout=30.0):
             for name in names:
                 i = sv.info(s, name)
                 if name in was:
-                    print(f"[ctl] {name} stopped"
-                          + (f" (pid {was[name]})" if was[name] else " (it was between restarts)"))
+                    print(
+                        f"[ctl] {name} stopped"
+                        + (f" (pid {was[name]})" if was[name] else " (it was between restarts)")
+                    )
                 elif i is not None and i["statename"] == "FATAL":
                     s.removeProcessGroup(name)  # stopped on purpose: no longer on show
                     print(f"[ctl] {name} not running (it was FATAL; see {LOGS / name}.log)")
@@ -183,8 +204,10 @@ def stop_all(timeout=30.0):
                 names = [i["name"] for i in s.getAllProcessInfo()]
                 was = sv.stop_programs(s, names, timeout + sv.STOPWAITSECS)
                 for name, pid in was.items():
-                    print(f"[ctl] {name} stopped"
-                          + (f" (pid {pid})" if pid else " (it was between restarts)"))
+                    print(
+                        f"[ctl] {name} stopped"
+                        + (f" (pid {pid})" if pid else " (it was between restarts)")
+                    )
                 sv.shutdown(s)
                 did = True
             did = bool(sv.stop_orphans()) or did
@@ -215,8 +238,11 @@ def status():
         if s is None:
             orphans = sv.find_orphans()
             for pid, name in orphans:
-                print(f"warning: {name} (pid {pid}) runs without its supervisord (it died): "
-                      "`make down` stops it", file=sys.stderr)
+                print(
+                    f"warning: {name} (pid {pid}) runs without its supervisord (it died): "
+                    "`make down` stops it",
+                    file=sys.stderr,
+                )
             print("[status] nothing running here (no supervisord for this directory)")
             return 1 if orphans else 0
         infos = s.getAllProcessInfo()
@@ -225,15 +251,19 @@ def status():
         _err(str(e))
         return 1
     print(f"[status] supervisord pid {pid}, log {sv.LOG}")
-    print(f"{'name':<18} {'state':<9} {'pid':>7} {'uptime':>9} {'restarts':>8} "
-          f"{'last-exit':<10} {'port':>5}  log")
+    print(
+        f"{'name':<18} {'state':<9} {'pid':>7} {'uptime':>9} {'restarts':>8} "
+        f"{'last-exit':<10} {'port':>5}  log"
+    )
     for i in sorted(infos, key=lambda x: x["name"]):
         name = i["name"]
         meta = sv.meta(name)
         n = sv.restarts(name) if i["start"] else None
-        print(f"{name:<18} {i['statename']:<9} {i['pid'] or '-':>7} {_uptime(i):>9} "
-              f"{'-' if n is None else n:>8} {sv.last_exit(name, i):<10} "
-              f"{meta.get('port') or '-':>5}  {meta.get('log') or LOGS / (name + '.log')}")
+        print(
+            f"{name:<18} {i['statename']:<9} {i['pid'] or '-':>7} {_uptime(i):>9} "
+            f"{'-' if n is None else n:>8} {sv.last_exit(name, i):<10} "
+            f"{meta.get('port') or '-':>5}  {meta.get('log') or LOGS / (name + '.log')}"
+        )
     return 0
 
 
@@ -252,9 +282,16 @@ def up(cmd):
         names = list(dict.fromkeys(Path(started_path).read_text().split()))
     finally:
         Path(started_path).unlink(missing_ok=True)
-    print("[up] FAILED part way" + (f": stopping what this run started ({', '.join(names)})"
-                                     if names else " (it had started nothing)"),
-          file=sys.stderr, flush=True)
+    print(
+        "[up] FAILED part way"
+        + (
+            f": stopping what this run started ({', '.join(names)})"
+            if names
+            else " (it had started nothing)"
+        ),
+        file=sys.stderr,
+        flush=True,
+    )
     if names:
         try:
             with sv.locked():
@@ -264,9 +301,12 @@ def up(cmd):
                     sv.shutdown_if_idle(s)
         except SupervisorError as e:
             _err(str(e))
-    print(f"[up] look at: the error above; {LOGS}/<name>.log (each process' output), "
-          f"{sv.LOG}; `make status` shows what still runs, `make down` stops everything",
-          file=sys.stderr, flush=True)
+    print(
+        f"[up] look at: the error above; {LOGS}/<name>.log (each process' output), "
+        f"{sv.LOG}; `make status` shows what still runs, `make down` stops everything",
+        file=sys.stderr,
+        flush=True,
+    )
     return rc or 1
 
 
@@ -278,22 +318,35 @@ def main(argv=None):
     s.add_argument("--port", type=int)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--timeout", type=float, default=20.0)
-    s.add_argument("--startsecs", type=float, default=sv.STARTSECS,
-                   help="up this long = started; dying sooner is retried with backoff")
-    s.add_argument("--startretries", type=int, default=sv.STARTRETRIES,
-                   help="failed starts in a row before FATAL")
-    s.add_argument("--stopwaitsecs", type=float, default=sv.STOPWAITSECS,
-                   help="SIGTERM, then SIGKILL after this long")
+    s.add_argument(
+        "--startsecs",
+        type=float,
+        default=sv.STARTSECS,
+        help="up this long = started; dying sooner is retried with backoff",
+    )
+    s.add_argument(
+        "--startretries",
+        type=int,
+        default=sv.STARTRETRIES,
+        help="failed starts in a row before FATAL",
+    )
+    s.add_argument(
+        "--stopwaitsecs",
+        type=float,
+        default=sv.STOPWAITSECS,
+        help="SIGTERM, then SIGKILL after this long",
+    )
     t = sub.add_parser("stop", help="stop via supervisord: SIGTERM, SIGKILL after 15 s")
     t.add_argument("names", nargs="*")
     t.add_argument("--all", action="store_true", help="every program, then supervisord")
     t.add_argument("--timeout", type=float, default=30.0)
-    sub.add_parser("status", help="each process: state, pid, uptime, restarts, last exit, "
-                                  "port, log")
+    sub.add_parser(
+        "status", help="each process: state, pid, uptime, restarts, last exit, port, log"
+    )
     sub.add_parser("up", help="run the command after --; on failure stop what it started")
     argv = list(sys.argv[1:] if argv is None else argv)
-    cmd = argv[argv.index("--") + 1:] if "--" in argv else []
-    a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
+    cmd = argv[argv.index("--") + 1 :] if "--" in argv else []
+    a = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     if a.action in ("start", "up") and not cmd:
         ap.error(f"{a.action} needs a command after --")
     try:
@@ -305,8 +358,9 @@ def main(argv=None):
 
 def _run(a, cmd):
     if a.action == "start":
-        return start(a.name, cmd, a.port, a.host, a.timeout, a.startsecs, a.startretries,
-                     a.stopwaitsecs)
+        return start(
+            a.name, cmd, a.port, a.host, a.timeout, a.startsecs, a.startretries, a.stopwaitsecs
+        )
     if a.action == "up":
         return up(cmd)
     if a.action == "stop":

@@ -6,6 +6,7 @@ Each dashboard gets a stable uid, schemaVersion 39, a Prometheus data-source var
 the 24-column grid (gridPos). `--check` renders in memory and exits 1 if a committed file
 differs from its source (so the JSON cannot drift from the source); no Grafana is needed.
 """
+
 import json
 from pathlib import Path
 
@@ -19,12 +20,28 @@ SCHEMA_VERSION = 39
 
 
 def _variables():
-    return {"list": [
-        {"name": "datasource", "label": "Prometheus", "type": "datasource",
-         "query": "prometheus", "current": {}, "hide": 0, "refresh": 1},
-        {"name": "loki", "label": "Loki (optional)", "type": "datasource", "query": "loki",
-         "current": {}, "hide": 0, "refresh": 1},
-    ]}
+    return {
+        "list": [
+            {
+                "name": "datasource",
+                "label": "Prometheus",
+                "type": "datasource",
+                "query": "prometheus",
+                "current": {},
+                "hide": 0,
+                "refresh": 1,
+            },
+            {
+                "name": "loki",
+                "label": "Loki (optional)",
+                "type": "datasource",
+                "query": "loki",
+                "current": {},
+                "hide": 0,
+                "refresh": 1,
+            },
+        ]
+    }
 
 
 def _panel(i, spec, x, y, w, h):
@@ -32,12 +49,15 @@ def _panel(i, spec, x, y, w, h):
     ds_type = "loki" if spec.get("datasource") == "loki" else "prometheus"
     exprs = spec["expr"] if isinstance(spec["expr"], list) else [spec["expr"]]
     panel = {
-        "id": i + 1, "type": spec["type"], "title": spec["title"],
+        "id": i + 1,
+        "type": spec["type"],
+        "title": spec["title"],
         "datasource": {"type": ds_type, "uid": ds_var},
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
-        "targets": [{"refId": chr(ord("A") + k), "expr": e,
-                     "datasource": {"type": ds_type, "uid": ds_var}}
-                    for k, e in enumerate(exprs)],
+        "targets": [
+            {"refId": chr(ord("A") + k), "expr": e, "datasource": {"type": ds_type, "uid": ds_var}}
+            for k, e in enumerate(exprs)
+        ],
     }
     if "description" in spec:
         panel["description"] = spec["description"]
@@ -46,8 +66,10 @@ def _panel(i, spec, x, y, w, h):
         return panel
     defaults = {}
     if "thresholds" in spec:
-        defaults["thresholds"] = {"mode": "absolute", "steps": [
-            {"color": c, "value": v} for c, v in spec["thresholds"]]}
+        defaults["thresholds"] = {
+            "mode": "absolute",
+            "steps": [{"color": c, "value": v} for c, v in spec["thresholds"]],
+        }
     for k in ("min", "max"):
         if k in spec:
             defaults[k] = spec[k]
@@ -55,9 +77,11 @@ def _panel(i, spec, x, y, w, h):
         defaults["custom"] = {"thresholdsStyle": {"mode": spec["threshold_style"]}}
     panel["fieldConfig"] = {"defaults": defaults, "overrides": []}
     if spec["type"] == "stat":
-        panel["options"] = {"colorMode": "background", "graphMode": "area",
-                            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "",
-                                              "values": False}}
+        panel["options"] = {
+            "colorMode": "background",
+            "graphMode": "area",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        }
     return panel
 
 
@@ -73,11 +97,17 @@ def render(d):
         x += w
         row_h = max(row_h, h)
     return {
-        "uid": d["uid"], "title": d["title"], "tags": d.get("tags", []),
-        "schemaVersion": SCHEMA_VERSION, "version": 1, "editable": True,
+        "uid": d["uid"],
+        "title": d["title"],
+        "tags": d.get("tags", []),
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "editable": True,
         "time": {"from": d.get("time_from", "now-6h"), "to": "now"},
-        "refresh": "10s", "timezone": "browser",
-        "templating": _variables(), "annotations": {"list": []},
+        "refresh": "10s",
+        "timezone": "browser",
+        "templating": _variables(),
+        "annotations": {"list": []},
         "panels": panels,
     }
 
@@ -102,6 +132,8 @@ def write(out=OUT, check=False):
         out.mkdir(parents=True, exist_ok=True)
         if not generated.current(p, text):
             p.write_text(text)
-        print(f"[dashboards] {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}: "
-              f"{len(json.loads(text)['panels'])} panels")
+        print(
+            f"[dashboards] {p.relative_to(ROOT) if p.is_relative_to(ROOT) else p}: "
+            f"{len(json.loads(text)['panels'])} panels"
+        )
     return generated.verdict("dashboards", "dashboards.v3.build", [], check)

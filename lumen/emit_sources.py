@@ -7,6 +7,7 @@ quarantining lines that are not valid events. Both stop at `--count`, `--duratio
 stop event (SIGTERM), and flush through the emitter's `due`/`maybe_flush` while they wait.
 They write nothing themselves: the emitter gates, validates and appends.
 """
+
 import queue
 import random
 import socket
@@ -29,8 +30,9 @@ def run_sim(em, args, cfg, stop, start_iter):
     period = 1.0 / hz
     rng = random.Random(args.seed)
     mb = cfg["memory_bridge"]
-    factory = EventFactory(args.profile, rng, mb["slot_namespace"], mb["value_hasher"],
-                           socket.gethostname())
+    factory = EventFactory(
+        args.profile, rng, mb["slot_namespace"], mb["value_hasher"], socket.gethostname()
+    )
     sim0 = None
     if args.sim_start:
         sim0 = datetime.fromtimestamp(timefmt.seconds(args.sim_start), timezone.utc)

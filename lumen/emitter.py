@@ -31,6 +31,7 @@ config's batch_size, flush_ms and value_hasher are honoured; iteration numbers c
 across restarts (`logs/.state/<name>.json`). This module does not read the queue back:
 consumers (exporter, bridge, merge) tail it through lumen.consumer.
 """
+
 import argparse
 import os
 import sys
@@ -50,7 +51,9 @@ STATE_DIR = "logs/.state"
 
 def build_parser(description=None):
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--config", default=str(ROOT / "configs/rmb_v17.yaml"), help="config file (YAML)")
+    ap.add_argument(
+        "--config", default=str(ROOT / "configs/rmb_v17.yaml"), help="config file (YAML)"
+    )
     ap.add_argument("--source", choices=("sim", "stdin", "replay"), default="sim")
     ap.add_argument("--replay", metavar="FILE", help="file of v1 events for --source replay")
     ap.add_argument("--profile", choices=PROFILES, default="steady")
@@ -58,8 +61,9 @@ def build_parser(description=None):
     ap.add_argument("--count", type=int, help="stop after this many events")
     ap.add_argument("--duration", type=float, help="stop after this many seconds")
     ap.add_argument("--unthrottled", action="store_true", help="ignore loop.hz: emit flat out")
-    ap.add_argument("--sim-start", metavar="TS",
-                    help="simulated clock: event i is stamped TS + i/hz (RFC 3339)")
+    ap.add_argument(
+        "--sim-start", metavar="TS", help="simulated clock: event i is stamped TS + i/hz (RFC 3339)"
+    )
     ap.add_argument("--hz", type=float, help="override loop.hz")
     ap.add_argument("--batch-size", type=int, help="override loop.batch_size")
     ap.add_argument("--flush-ms", type=int, help="override loop.flush_ms")
@@ -87,8 +91,9 @@ class Emitter:
         self.gates = cfg["safety_gates"]
         self.batch_size = cfg["loop"]["batch_size"]
         self.flush_s = cfg["loop"]["flush_ms"] / 1000.0
-        self.writer = JsonlWriter(cfg["paths"]["queue"],
-                                  max_pending=cfg["loop"].get("max_pending", 100_000))
+        self.writer = JsonlWriter(
+            cfg["paths"]["queue"], max_pending=cfg["loop"].get("max_pending", 100_000)
+        )
         self.classifier = events.Classifier("rmb_event_v1.json", typed=True)
         self.validator = validator or self.classifier.validator
         self.wall = time.time
@@ -150,9 +155,14 @@ class Emitter:
         self.stats.write(self.counters())
 
     def counters(self):
-        return {"emitted": self.emitted, "gated": self.gated, "dropped": self.writer.dropped,
-                "write_errors": self.writer.write_errors, "pending": len(self.writer),
-                "rejected": self.rejects.total}
+        return {
+            "emitted": self.emitted,
+            "gated": self.gated,
+            "dropped": self.writer.dropped,
+            "write_errors": self.writer.write_errors,
+            "pending": len(self.writer),
+            "rejected": self.rejects.total,
+        }
 
     def finish(self, wait_s=3.0):
         """At exit: flush, retrying for up to `wait_s` while the disk is full."""
@@ -171,11 +181,18 @@ class Emitter:
         try:
             with open(side, "ab") as f:
                 f.write(b"".join(self.writer._buf))
-            print(f"error: {n} events could not be appended to {self.writer.path}; "
-                  f"saved to {side}", file=sys.stderr, flush=True)
+            print(
+                f"error: {n} events could not be appended to {self.writer.path}; saved to {side}",
+                file=sys.stderr,
+                flush=True,
+            )
         except OSError as e:
-            print(f"error: {n} events could not be appended to {self.writer.path} nor saved "
-                  f"to {side} ({e.strerror or e}): they are lost", file=sys.stderr, flush=True)
+            print(
+                f"error: {n} events could not be appended to {self.writer.path} nor saved "
+                f"to {side} ({e.strerror or e}): they are lost",
+                file=sys.stderr,
+                flush=True,
+            )
         return 1
 
 
@@ -188,14 +205,20 @@ def run(args, cfg):
     with Lifecycle(args.name) as life:
         life.ready()
         if not args.quiet:
-            print(f"[rmb] emitting to {cfg['paths']['queue']} (source={args.source}"
-                  + (f", profile={args.profile}, hz={cfg['loop']['hz']:g}"
-                     if args.source == "sim" else "") + ")", flush=True)
+            print(
+                f"[rmb] emitting to {cfg['paths']['queue']} (source={args.source}"
+                + (
+                    f", profile={args.profile}, hz={cfg['loop']['hz']:g}"
+                    if args.source == "sim"
+                    else ""
+                )
+                + ")",
+                flush=True,
+            )
         t0 = time.monotonic()
         try:
             if args.source == "sim":
-                state["next_iter"] = run_sim(em, args, cfg, life.stop,
-                                             state.get("next_iter", 0))
+                state["next_iter"] = run_sim(em, args, cfg, life.stop, state.get("next_iter", 0))
             elif args.source == "stdin":
                 run_lines(em, args, sys.stdin.buffer, life.stop, "stdin")
             else:
@@ -213,13 +236,20 @@ def run(args, cfg):
                 try:
                     checkpoint.save_json(f"{STATE_DIR}/{args.name}.json", state)
                 except OSError as e:  # a full disk: iterations restart from the last save
-                    print(f"[rmb] warning: state not saved ({e.strerror or e})",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[rmb] warning: state not saved ({e.strerror or e})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         dt = time.monotonic() - t0
         em.stats.write(em.counters())
         if not args.quiet:
             rej = em.rejects.total
-            print(f"[rmb] emitted {em.emitted} events ({em.gated} gated to rollback, "
-                  f"{rej} rejected" + (f", {em.dropped} dropped" if em.dropped else "")
-                  + f") in {dt:.2f}s", flush=True)
+            print(
+                f"[rmb] emitted {em.emitted} events ({em.gated} gated to rollback, "
+                f"{rej} rejected"
+                + (f", {em.dropped} dropped" if em.dropped else "")
+                + f") in {dt:.2f}s",
+                flush=True,
+            )
     return 1 if unwritten else 0

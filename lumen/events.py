@@ -18,6 +18,7 @@ Parsing is orjson and validation a jsonschema_rs validator compiled once (~250 0
 per core together); v1 lines take a faster path through lumen.v1_decoder, which accepts only
 what the schema accepts (its `ts` is checked by the same RFC 3339 parser).
 """
+
 import json
 import time
 from functools import lru_cache
@@ -27,8 +28,17 @@ import orjson
 
 from . import SCHEMAS, timefmt
 
-REASONS = ("oversize", "utf8", "json", "not_object", "schema", "ts_future", "unmappable",
-           "conflict", "internal")
+REASONS = (
+    "oversize",
+    "utf8",
+    "json",
+    "not_object",
+    "schema",
+    "ts_future",
+    "unmappable",
+    "conflict",
+    "internal",
+)
 MAX_LINE_BYTES = 1 << 20
 MAX_FUTURE_S = 300.0  # Loki's creation grace period and Prometheus' out-of-bounds check alike
 FORMATS = {"date-time": timefmt.is_datetime}
@@ -90,8 +100,10 @@ def _judge(line, validator, max_bytes):
 def judge_future(t, now, max_future_s):
     """The reject for an event stamped `t` read at `now`, or None."""
     if now is not None and t > now + max_future_s:
-        return ("ts_future", f"ts is {t - now:.0f}s ahead of this reader's clock "
-                             f"(limit {max_future_s:g}s)")
+        return (
+            "ts_future",
+            f"ts is {t - now:.0f}s ahead of this reader's clock (limit {max_future_s:g}s)",
+        )
     return None
 
 
@@ -119,9 +131,16 @@ class Classifier:
     `typed=True` (v1 only) hands out lumen.v1_decoder objects (attribute access) instead of
     dicts; either way the set of accepted lines is the same."""
 
-    def __init__(self, schema, typed=False, max_future_s=MAX_FUTURE_S, clock=time.time,
-                 max_bytes=MAX_LINE_BYTES):
+    def __init__(
+        self,
+        schema,
+        typed=False,
+        max_future_s=MAX_FUTURE_S,
+        clock=time.time,
+        max_bytes=MAX_LINE_BYTES,
+    ):
         from . import v1_decoder
+
         self.validator = Validator.named(schema)
         self.max_future_s, self.clock, self.max_bytes = max_future_s, clock, max_bytes
         self._typed = v1_decoder.DECODERS[schema].decode if typed else None
@@ -138,7 +157,7 @@ class Classifier:
             try:
                 ev = self._typed(raw)
             except Exception:  # noqa: BLE001 - any refusal (bad UTF-8, depth, type): the
-                ev = None      # slow path below gives the one verdict and its message
+                ev = None  # slow path below gives the one verdict and its message
             if ev is not None:
                 t = timefmt.parse(ev.ts)
                 if t is not None:

@@ -9,6 +9,7 @@ input file, the newest offset already written: input lines at or before it are s
 Without a recorded position (no checkpoint, or one from an older version) it reads the
 whole output still on disk. The output itself is the proof of what was done.
 """
+
 import orjson
 
 from .tail import Tailer, position_of
@@ -34,8 +35,7 @@ def written_since(out_path, since, streams=None):
                 try:
                     src = orjson.loads(raw)["source"]
                     key, off = (src.get("stream"), src["fp"]), int(src["offset"])
-                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError,
-                        AttributeError):
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
                     continue  # not a line of ours (another writer shares the file)
                 if streams is not None and key[0] not in streams:
                     continue

@@ -17,6 +17,7 @@ Departures from the blueprint: the RMB exporter started at the end of the file a
 not validate; the URE exporter re-read the last 4 KB of the v2 log on every scrape,
 reported 0 for everything on any error, and showed whichever entity wrote last.
 """
+
 import time
 
 from prometheus_client.exposition import generate_latest
@@ -25,18 +26,27 @@ from prometheus_client.registry import CollectorRegistry
 from . import statsfile
 from .consumer import Consumer
 from .httpserve import METRICS_CONTENT_TYPE
-from .stats import (RmbStats, SafetyStats, UreStats, consumer_families, emitter_families,
-                    gate_families, scrape_duration)
+from .stats import (
+    RmbStats,
+    SafetyStats,
+    UreStats,
+    consumer_families,
+    emitter_families,
+    gate_families,
+    scrape_duration,
+)
 
 CHECKPOINT_EVERY_S = 1.0
 
 
 def _metrics_app(registry, metrics_path):
     """The HTTP handler: `metrics_path` renders the registry, anything else is 404."""
+
     def app(method, path, query):
         if path != metrics_path:
             return 404, [("Content-Type", "text/plain; charset=utf-8")], b"not found\n"
         return 200, [("Content-Type", METRICS_CONTENT_TYPE)], generate_latest(registry)
+
     return app
 
 
@@ -64,11 +74,24 @@ class RmbCollector:
 class RmbExporter:
     """Tail thread + registry. `poll_once()` is the unit of work; `run()` loops it."""
 
-    def __init__(self, queue_path, gates, offsets_dir="logs/.offsets",
-                 rejects_dir="logs/rejects", consumer="rmb_exporter",
-                 emitter_stats="logs/.state/rmb_emitter.stats"):
-        self.consumer = Consumer(queue_path, consumer, "rmb_event_v1.json", "rmb_events",
-                                 offsets_dir, rejects_dir, typed=True)
+    def __init__(
+        self,
+        queue_path,
+        gates,
+        offsets_dir="logs/.offsets",
+        rejects_dir="logs/rejects",
+        consumer="rmb_exporter",
+        emitter_stats="logs/.state/rmb_emitter.stats",
+    ):
+        self.consumer = Consumer(
+            queue_path,
+            consumer,
+            "rmb_event_v1.json",
+            "rmb_events",
+            offsets_dir,
+            rejects_dir,
+            typed=True,
+        )
         self.stats = RmbStats(self.consumer.state)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(RmbCollector(self.stats, self.consumer, gates, emitter_stats))
@@ -96,18 +119,28 @@ class UreExporter:
     """Three streams, one registry (the exporter is its own collector)."""
 
     # (label, paths key, schema, quarantine stream, stats, metric prefix, typed events)
-    STREAMS = (("v2", "v2_log", "resonance_event_v2.json", "resonance_events_v2", UreStats,
-                "ure", False),
-               ("safety", "v1_safe", "safety_music_event_v1.json", "safety_music_events",
-                SafetyStats, "ure_safety_music", False),
-               ("rmb", "v1_rmb", "rmb_event_v1.json", "rmb_events", RmbStats, "ure_rmb", True))
+    STREAMS = (
+        ("v2", "v2_log", "resonance_event_v2.json", "resonance_events_v2", UreStats, "ure", False),
+        (
+            "safety",
+            "v1_safe",
+            "safety_music_event_v1.json",
+            "safety_music_events",
+            SafetyStats,
+            "ure_safety_music",
+            False,
+        ),
+        ("rmb", "v1_rmb", "rmb_event_v1.json", "rmb_events", RmbStats, "ure_rmb", True),
+    )
 
-    def __init__(self, paths, offsets_dir="logs/.offsets", rejects_dir="logs/rejects",
-                 name="ure_exporter"):
+    def __init__(
+        self, paths, offsets_dir="logs/.offsets", rejects_dir="logs/rejects", name="ure_exporter"
+    ):
         self.streams = []
         for label, key, schema, stream, cls, prefix, typed in self.STREAMS:
-            c = Consumer(paths[key], f"{name}_{label}", schema, stream, offsets_dir,
-                         rejects_dir, typed=typed)
+            c = Consumer(
+                paths[key], f"{name}_{label}", schema, stream, offsets_dir, rejects_dir, typed=typed
+            )
             self.streams.append((label, c, cls(c.state), prefix))
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)

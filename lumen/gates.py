@@ -7,6 +7,7 @@ use them. `gate` applies the config's `safety_gates` to one event: an out-of-ban
 becomes a rollback, in place. Every emitter source (simulated, stdin, replay) passes
 through `gate` (lumen.emitter); nothing else here decides what is written.
 """
+
 from . import vocab
 
 # Risk and creative bands of an event's residual entropy, as the blueprint's emitter and
@@ -15,7 +16,11 @@ WATCH_ABOVE, RISK_ABOVE = 0.55, 0.85
 
 
 def risk_band(residual):
-    return vocab.RISK if residual > RISK_ABOVE else (vocab.WATCH if residual > WATCH_ABOVE else vocab.SAFE)
+    return (
+        vocab.RISK
+        if residual > RISK_ABOVE
+        else (vocab.WATCH if residual > WATCH_ABOVE else vocab.SAFE)
+    )
 
 
 def creative_band(residual):

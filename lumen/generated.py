@@ -1,5 +1,6 @@
 """Files generated from a source (make ops.build, make dashboards.v3.build): whether a
 file is current, and the verdict line both print."""
+
 import sys
 
 

@@ -28,6 +28,7 @@ back. A worker never waits on a client. What that guarantees:
 - TCP_NODELAY, HEAD, keep-alive (HTTP/1.1). A busy port raises PortInUse with the port and
   its owner in the message.
 """
+
 import errno
 import json
 import queue
@@ -47,10 +48,10 @@ from . import ports
 # Prometheus text format 0.0.4, which generate_latest() writes.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 JSON_TYPE = "application/json"
-MAX_HEAD = 64 * 1024     # request line and headers together
+MAX_HEAD = 64 * 1024  # request line and headers together
 MAX_DISCARD = 64 * 1024  # the largest request body read (and dropped) to keep a connection
-LINGER_S = 2.0           # after an answer that closes, input is read and dropped this long
-TICK_S = 0.25            # how often deadlines are checked
+LINGER_S = 2.0  # after an answer that closes, input is read and dropped this long
+TICK_S = 0.25  # how often deadlines are checked
 HEAD_END = re.compile(rb"\r?\n\r?\n")
 CONTENT_LENGTH = re.compile(rb"(?im)^content-length[ \t]*:([^\r\n]*)")
 NO_BODY_WAIT = re.compile(rb"(?im)^(?:transfer-encoding|expect)[ \t]*:")
@@ -70,8 +71,10 @@ def _error_bytes(status, message):
     """A whole JSON error answer, for the selector thread (no handler there)."""
     body = _json_error(status, message)
     reason = BaseHTTPRequestHandler.responses.get(status, ("Error",))[0]
-    return (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {JSON_TYPE}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: {JSON_TYPE}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
 
 
 def _body_length(head):
@@ -88,8 +91,7 @@ def _body_length(head):
 
 
 class _Conn:
-    __slots__ = ("sock", "addr", "buf", "scanned", "need", "deadline", "lingering", "out",
-                 "keep")
+    __slots__ = ("sock", "addr", "buf", "scanned", "need", "deadline", "lingering", "out", "keep")
 
     def __init__(self, sock, addr, deadline):
         self.sock, self.addr, self.deadline = sock, addr, deadline
@@ -157,13 +159,13 @@ class _Server(HTTPServer):
 
     def __init__(self, address, handler, timeout, max_conns, workers):
         self.timeout_s, self.max_conns, self.workers = timeout, max_conns, workers
-        self.dropped = 0    # connections the client reset, hung up mid-request or stopped reading
-        self.refused = 0    # connections answered 503 because max_conns were open
+        self.dropped = 0  # connections the client reset, hung up mid-request or stopped reading
+        self.refused = 0  # connections answered 503 because max_conns were open
         self.timed_out = 0  # connections closed at their deadline
-        self.open = 0       # open connections (waiting, in a worker, or lingering)
+        self.open = 0  # open connections (waiting, in a worker, or lingering)
         self._sel = selectors.DefaultSelector()
         self._jobs = queue.SimpleQueue()  # complete requests, for the workers
-        self._back = deque()              # (conn, keep open) from the workers
+        self._back = deque()  # (conn, keep open) from the workers
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -181,8 +183,10 @@ class _Server(HTTPServer):
         self._stopped.clear()
         self._sel.register(self.socket, selectors.EVENT_READ, LISTEN)
         self._sel.register(self._wake_r, selectors.EVENT_READ, WAKE)
-        workers = [threading.Thread(target=self._work, daemon=True, name=f"http-worker-{i}")
-                   for i in range(self.workers)]
+        workers = [
+            threading.Thread(target=self._work, daemon=True, name=f"http-worker-{i}")
+            for i in range(self.workers)
+        ]
         for t in workers:
             t.start()
         next_tick = 0.0
@@ -279,7 +283,7 @@ class _Server(HTTPServer):
                     else:
                         self._reject(conn, 431, "request head over 64 KB")
                 return
-            conn.need = m.end() + _body_length(bytes(buf[:m.end()]))
+            conn.need = m.end() + _body_length(bytes(buf[: m.end()]))
         if len(buf) >= conn.need:
             self._sel.unregister(conn.sock)
             self._jobs.put(conn)
@@ -390,8 +394,11 @@ class _Server(HTTPServer):
         if isinstance(exc, (ConnectionError, TimeoutError)):
             self._count("dropped")
             return
-        print(f"[http] error on a connection from {client_address[0]}: "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        print(
+            f"[http] error on a connection from {client_address[0]}: {type(exc).__name__}: {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     # ------------------------------------------------------------ any thread
     def _count(self, name):
@@ -422,6 +429,7 @@ class _Server(HTTPServer):
 def make_handler(app, max_url=8192):
     class Handler(BaseHTTPRequestHandler):
         """One request, complete in `self.request.buf`; answered in one send."""
+
         protocol_version = "HTTP/1.1"
 
         def setup(self):
@@ -447,8 +455,12 @@ def make_handler(app, max_url=8192):
             if self.request_version == "HTTP/0.9":  # a garbled request line: answer in 1.1
                 self.request_version = "HTTP/1.1"
             self.close_connection = True
-            self._send(code, [("Content-Type", JSON_TYPE), ("Connection", "close")],
-                       _json_error(code, message), self.command != "HEAD")
+            self._send(
+                code,
+                [("Content-Type", JSON_TYPE), ("Connection", "close")],
+                _json_error(code, message),
+                self.command != "HEAD",
+            )
 
         def _send(self, status, headers, body, send_body=True):
             self.send_response(status)
@@ -486,16 +498,28 @@ def make_handler(app, max_url=8192):
                 return self.send_error(414, f"URL longer than {max_url} bytes")
             parts = urlsplit(self.path)
             try:
-                query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False,
-                                 errors="strict", max_num_fields=100)
+                query = parse_qs(
+                    parts.query,
+                    keep_blank_values=True,
+                    strict_parsing=False,
+                    errors="strict",
+                    max_num_fields=100,
+                )
             except (ValueError, UnicodeDecodeError):
-                return self._send(400, [("Content-Type", JSON_TYPE)],
-                                  _json_error(400, "malformed query string"), send_body)
+                return self._send(
+                    400,
+                    [("Content-Type", JSON_TYPE)],
+                    _json_error(400, "malformed query string"),
+                    send_body,
+                )
             try:
                 status, headers, body = app(self.command, parts.path, query)
             except Exception as e:  # a bug in the app: 500 for the client, one line for us
-                print(f"[http] 500 on {self.command} {parts.path[:200]}: "
-                      f"{type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                print(
+                    f"[http] 500 on {self.command} {parts.path[:200]}: {type(e).__name__}: {e}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return self.send_error(500, "internal error")
             self._send(status, headers, body, send_body)
 
@@ -507,8 +531,11 @@ def make_handler(app, max_url=8192):
 
         def _not_allowed(self):
             if self._read_body():
-                self._send(405, [("Allow", "GET, HEAD"), ("Content-Type", JSON_TYPE)],
-                           _json_error(405, "method not allowed: use GET"))
+                self._send(
+                    405,
+                    [("Allow", "GET, HEAD"), ("Content-Type", JSON_TYPE)],
+                    _json_error(405, "method not allowed: use GET"),
+                )
 
         def __getattr__(self, name):
             # Every method other than GET/HEAD (POST, TRACE, PROPFIND, ...) is a 405, not 501.
@@ -532,8 +559,7 @@ def serve(app, host, port, timeout=10, max_url=8192, max_conns=256, workers=4):
         address_family = family
 
     try:
-        return Server((host, port), make_handler(app, max_url), timeout, max_conns,
-                      workers)
+        return Server((host, port), make_handler(app, max_url), timeout, max_conns, workers)
     except OSError as e:  # binding: a busy port, an address not of this host, a port < 1024
         if e.errno == errno.EADDRINUSE:
             raise PortInUse(ports.busy_message(host, port)) from None

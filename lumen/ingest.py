@@ -13,6 +13,7 @@ different payload is counted and quarantined (`conflict`). Bad lines are quarant
 counted. A full disk or a locked database is retried with the batch kept. On a terminal,
 a backfill shows rows/s and an ETA.
 """
+
 import sqlite3
 import sys
 import time
@@ -21,12 +22,25 @@ from lumen import lock, storage
 from lumen.consumer import Consumer
 from lumen.proc import Lifecycle
 
-CONSUMERS = (("rmb", "ingest_rmb", "rmb_event_v1.json", "rmb_events", storage.INSERT_RMB,
-              storage.rmb_row),
-             ("ure", "ingest_ure", "resonance_event_v2.json", "resonance_events_v2",
-              storage.INSERT_URE, storage.ure_row),
-             ("safety", "ingest_safety", "safety_music_event_v1.json", "safety_music_events",
-              storage.INSERT_SAFETY, storage.safety_row))
+CONSUMERS = (
+    ("rmb", "ingest_rmb", "rmb_event_v1.json", "rmb_events", storage.INSERT_RMB, storage.rmb_row),
+    (
+        "ure",
+        "ingest_ure",
+        "resonance_event_v2.json",
+        "resonance_events_v2",
+        storage.INSERT_URE,
+        storage.ure_row,
+    ),
+    (
+        "safety",
+        "ingest_safety",
+        "safety_music_event_v1.json",
+        "safety_music_events",
+        storage.INSERT_SAFETY,
+        storage.safety_row,
+    ),
+)
 
 
 class _NotCommitted(Exception):
@@ -38,14 +52,23 @@ class Ingester:
         self.db = storage.connect(cfg["db"])
         storage.migrate(self.db)
         self.batch = cfg["ingest"]["batch_lines"]
-        logs = {"rmb": cfg["ingest"]["rmb_log"], "ure": cfg["ingest"]["v2_log"],
-                "safety": cfg["ingest"].get("safety_log", "logs/safety_music_events.jsonl")}
+        logs = {
+            "rmb": cfg["ingest"]["rmb_log"],
+            "ure": cfg["ingest"]["v2_log"],
+            "safety": cfg["ingest"].get("safety_log", "logs/safety_music_events.jsonl"),
+        }
         self.parts = []
         try:
             for table, name, schema, stream, sql, to_row in CONSUMERS:
-                c = Consumer(logs[table], name, schema, stream, offsets_dir, rejects_dir,
-                             store=storage.OffsetStore(self.db, name,
-                                                       f"{offsets_dir}/{name}.json"))
+                c = Consumer(
+                    logs[table],
+                    name,
+                    schema,
+                    stream,
+                    offsets_dir,
+                    rejects_dir,
+                    store=storage.OffsetStore(self.db, name, f"{offsets_dir}/{name}.json"),
+                )
                 self.parts.append((table, c, sql, to_row, []))
         except BaseException:
             self.close()
@@ -63,7 +86,8 @@ class Ingester:
             read = 0
             if not rows:  # nothing pending: read a batch
                 while len(rows) < self.batch:
-                    n = consumer.poll(lambda e, pos: rows.append((to_row(e, pos), pos)))
+                    # the callback runs inside this poll, with this iteration's names
+                    n = consumer.poll(lambda e, pos: rows.append((to_row(e, pos), pos)))  # noqa: B023
                     if not n:
                         break
                     read += n
@@ -91,8 +115,11 @@ class Ingester:
         except (sqlite3.OperationalError, _NotCommitted) as e:  # full disk, busy database
             self.write_errors += 1
             if self.write_errors == 1 or self.write_errors % 100 == 0:
-                print(f"[ingest] warning: {table}: {e or 'rejects not written'}; will retry",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[ingest] warning: {table}: {e or 'rejects not written'}; will retry",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return False
 
     def _conflicts(self, table, consumer, rows):
@@ -104,8 +131,12 @@ class Ingester:
             have = self.db.execute(q, (pos.fp, pos.offset)).fetchone()
             if have is not None and tuple(have) != tuple(row):
                 self.conflicts += 1
-                consumer.reject("conflict", f"{table}: a different row is stored at "
-                                f"({pos.fp}, {pos.offset})", pos, repr(row).encode())
+                consumer.reject(
+                    "conflict",
+                    f"{table}: a different row is stored at ({pos.fp}, {pos.offset})",
+                    pos,
+                    repr(row).encode(),
+                )
 
     def behind(self):
         return sum(c.tailer.bytes_behind() for _, c, _, _, _ in self.parts)
@@ -131,8 +162,10 @@ def run(cfg, name="ingest", once=False):
     t0 = last = time.monotonic()
     with Lifecycle(name) as life:
         life.ready()
-        print(f"[ingest] {cfg['ingest']['rmb_log']} + {cfg['ingest']['v2_log']} -> {cfg['db']}",
-              flush=True)
+        print(
+            f"[ingest] {cfg['ingest']['rmb_log']} + {cfg['ingest']['v2_log']} -> {cfg['db']}",
+            flush=True,
+        )
         try:
             while not life.stop.is_set():
                 n = ing.step()
@@ -144,8 +177,12 @@ def run(cfg, name="ingest", once=False):
                     behind = ing.behind()
                     per_row = sum(c.bytes_read for _, c, _, _, _ in ing.parts) / max(done, 1)
                     eta = behind / per_row / rate if rate > 0 else 0
-                    print(f"\r[ingest] {done} rows, {rate:,.0f} rows/s, ETA {eta:,.0f}s   ",
-                          end="", file=sys.stderr, flush=True)
+                    print(
+                        f"\r[ingest] {done} rows, {rate:,.0f} rows/s, ETA {eta:,.0f}s   ",
+                        end="",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 if not n:
                     if once:
                         break
@@ -155,7 +192,9 @@ def run(cfg, name="ingest", once=False):
     if tty:
         print(file=sys.stderr)
     dt = time.monotonic() - t0
-    print(f"[ingest] stored {ing.inserted} new rows (rmb {ing.rows['rmb']}, ure {ing.rows['ure']} "
-          f"read) in {dt:.1f}s", flush=True)
+    print(
+        f"[ingest] stored {ing.inserted} new rows (rmb {ing.rows['rmb']}, ure {ing.rows['ure']} "
+        f"read) in {dt:.1f}s",
+        flush=True,
+    )
     return 0
-

@@ -12,6 +12,7 @@ error) is cut back to its last whole line, never left torn: the lines that lande
 rest of the batch stays in the caller's hands. `fsync=True` makes the batch durable before returning
 (sinks whose checkpoint vouches for their output).
 """
+
 import fcntl
 import os
 import sys
@@ -44,8 +45,10 @@ def _lock(fd, path, timeout=None):
         except BlockingIOError:
             if time.monotonic() > deadline:
                 os.close(fd)
-                raise LockTimeout(f"{path}: locked by another process for more than "
-                                  f"{LOCK_TIMEOUT_S:g}s (see lslocks)") from None
+                raise LockTimeout(
+                    f"{path}: locked by another process for more than "
+                    f"{LOCK_TIMEOUT_S:g}s (see lslocks)"
+                ) from None
             time.sleep(0.002)
 
 
@@ -171,7 +174,7 @@ class JsonlWriter:
         try:
             append_lines(self.path, self._buf, self.fsync)
         except PartialWrite as e:  # what landed is written; the rest stays for next time
-            del self._buf[:e.lines]
+            del self._buf[: e.lines]
             self.lines_written += e.lines
             raise
         self._buf = []
@@ -186,12 +189,19 @@ class JsonlWriter:
         ok = self._try_flush()
         if tag is not None:
             if not ok and self.last_error and self.last_error != self._said:
-                print(f"{tag} warning: {self.last_error}; keeping up to {self.max_pending} "
-                      f"lines in memory until it can be written", file=sys.stderr, flush=True)
+                print(
+                    f"{tag} warning: {self.last_error}; keeping up to {self.max_pending} "
+                    f"lines in memory until it can be written",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 self._said = self.last_error
             elif ok and self._said:
-                print(f"{tag} writing {self.path} again ({self.dropped} lines dropped so far)",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{tag} writing {self.path} again ({self.dropped} lines dropped so far)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 self._said = None
         return ok
 

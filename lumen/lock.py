@@ -5,6 +5,7 @@ and writes the holder's PID into it; the kernel drops the lock when the process 
 a stale lock file never blocks a restart. A second process gets `Busy`, naming the holder.
 Within one process the lock is shared (a test that re-opens a consumer is not a rival).
 """
+
 import fcntl
 import os
 from pathlib import Path

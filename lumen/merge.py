@@ -16,6 +16,7 @@ batch and retries it before anything new is read.
 Departure from the blueprint: it re-read both inputs from the start on every run,
 duplicating the whole v2 log each time, and dropped every error silently.
 """
+
 import socket
 import sys
 import time
@@ -28,9 +29,10 @@ from .exactly_once import already_done, out_position, written_since
 from .jsonl import JsonlWriter
 from .v2map import rmb_to_v2, safety_to_v2
 
-INPUTS = (("rmb", "merge_rmb", "v1_rmb", "rmb_event_v1.json", "rmb_events"),
-          ("safety", "merge_safety", "v1_safe", "safety_music_event_v1.json",
-           "safety_music_events"))
+INPUTS = (
+    ("rmb", "merge_rmb", "v1_rmb", "rmb_event_v1.json", "rmb_events"),
+    ("safety", "merge_safety", "v1_safe", "safety_music_event_v1.json", "safety_music_events"),
+)
 
 
 class Merger:
@@ -69,6 +71,7 @@ class Merger:
             return 0
         n = 0
         for stream, consumer, done in self.inputs:
+
             def on_event(e, pos, stream=stream, consumer=consumer, done=done):
                 if already_done(done, stream, pos):
                     self.skipped += 1  # written before a crash, checkpoint not yet moved
@@ -80,6 +83,7 @@ class Merger:
                     return
                 self.writer.add(v2)
                 self.merged[stream] += 1
+
             n += consumer.poll(on_event)
         if n:
             self._flush()
@@ -91,8 +95,11 @@ class Merger:
         except OSError as e:  # ENOSPC/EIO: keep the batch, keep the checkpoints behind it
             self.write_errors += 1
             if self.write_errors == 1 or self.write_errors % 100 == 0:
-                print(f"[merge] warning: {self.out}: {e.strerror or e}; will retry",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"[merge] warning: {self.out}: {e.strerror or e}; will retry",
+                    file=sys.stderr,
+                    flush=True,
+                )
             return False
         pos = out_position(self.out)
         for _, consumer, _ in self.inputs:
@@ -121,13 +128,14 @@ class Merger:
     def rejected(self):
         return sum(sum(c.rejected.values()) for _, c, _ in self.inputs)
 
-
     def summary(self):
         """The one line a run ends with."""
-        return (f"[merge] resonance_events_v2.jsonl appended: {self.merged['rmb']} rmb + "
-                f"{self.merged['safety']} safety events"
-                + (f" ({self.skipped} already merged)" if self.skipped else "")
-                + (f", {self.rejected} rejected" if self.rejected else ""))
+        return (
+            f"[merge] resonance_events_v2.jsonl appended: {self.merged['rmb']} rmb + "
+            f"{self.merged['safety']} safety events"
+            + (f" ({self.skipped} already merged)" if self.skipped else "")
+            + (f", {self.rejected} rejected" if self.rejected else "")
+        )
 
 
 def tty_progress():
@@ -140,6 +148,11 @@ def tty_progress():
         if sys.stderr.isatty() and time.monotonic() - last[0] >= 1.0:
             last[0] = time.monotonic()
             total = sum(mg.merged.values())
-            print(f"\r[merge] {total} events, {total / (last[0] - t0):.0f}/s", end="",
-                  file=sys.stderr, flush=True)
+            print(
+                f"\r[merge] {total} events, {total / (last[0] - t0):.0f}/s",
+                end="",
+                file=sys.stderr,
+                flush=True,
+            )
+
     return progress

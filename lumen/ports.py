@@ -1,4 +1,5 @@
 """Who holds a TCP port: for the one-line 'port busy' error."""
+
 import errno
 import os
 import socket

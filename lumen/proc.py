@@ -5,6 +5,7 @@ SIGINT into a `stop` event the main loop watches (so it can flush and checkpoint
 removes its PID file on the way out. `cli_main` gives every entry point the same exit
 codes: bad usage or config -> one line on stderr and 2, runtime failure -> 1.
 """
+
 import os
 import signal
 import sys
@@ -73,6 +74,7 @@ def run_server(name, app, host, port, banner, worker=None, **serve_kw):
     clean stop, 1 if the worker or the server died on its own. `banner` may use {port};
     `serve_kw` go to lumen.httpserve.serve (timeout, max_url, max_conns, workers)."""
     from .httpserve import serve
+
     server = serve(app, host, port, **serve_kw)
     with Lifecycle(name) as life:
         serving = threading.Thread(target=server.serve_forever, daemon=True, name="http")
@@ -90,7 +92,8 @@ def run_server(name, app, host, port, banner, worker=None, **serve_kw):
         server.shutdown()  # returns at once if serve_forever has ended already
         server.server_close()
     if crashed:
-        print(f"error: the {dead} thread of {name} stopped unexpectedly (see above)",
-              file=sys.stderr)
+        print(
+            f"error: the {dead} thread of {name} stopped unexpectedly (see above)", file=sys.stderr
+        )
         return 1
     return 0

@@ -8,6 +8,7 @@ of its window: the cost grows with the window, not with the file. The rotated fi
 This is not a consumer: it keeps no checkpoint and quarantines nothing (the consumers
 do); it counts the bad lines it meets so a report can say so.
 """
+
 import os
 
 CHUNK = 1 << 20
@@ -62,6 +63,7 @@ def recent_events(path, span_s, now, validator, slack_s=60.0, rotated=1):
     """
     from .events import MAX_FUTURE_S, parse
     from . import timefmt
+
     # Events stamped up to MAX_FUTURE_S ahead still count (writers' clocks differ); beyond
     # that they are `ts_future` rejects, as in every consumer.
     lo, hi, stop_at = now - span_s, now + MAX_FUTURE_S, now - span_s - slack_s

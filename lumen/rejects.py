@@ -6,6 +6,7 @@ line is kept as its first PREVIEW_BYTES bytes plus its offset; the whole line is
 the source file, which Lumen never rewrites. A consumer that crashes before its checkpoint
 may quarantine a line again on restart: (consumer, source, offset) identifies a record.
 """
+
 import base64
 from collections import Counter
 from pathlib import Path
@@ -25,9 +26,15 @@ class Rejects:
 
     def add(self, reason, detail, source, offset, line: bytes):
         self.counts[reason] += 1
-        rec = {"ts": timefmt.now(), "consumer": self.consumer,
-               "reason": reason, "detail": detail, "source": source, "offset": offset,
-               "bytes": len(line)}
+        rec = {
+            "ts": timefmt.now(),
+            "consumer": self.consumer,
+            "reason": reason,
+            "detail": detail,
+            "source": source,
+            "offset": offset,
+            "bytes": len(line),
+        }
         raw = line[:PREVIEW_BYTES]
         try:
             rec["line"] = raw.decode("utf-8")

@@ -13,6 +13,7 @@ Pure: builds event dicts from a caller's `random.Random`, reads and writes nothi
 safety gates are applied by `lumen.gates.gate()`, not here, so every source (simulated,
 stdin, replay) passes through the same gates; the pacing loop is lumen.emitter.run_sim.
 """
+
 import hashlib
 
 from . import vocab
@@ -33,20 +34,40 @@ def sample(profile, rng):
         residual = _clamp(rng.gauss(0.40, 0.08 if profile == "jitter" else 0.01), 0.0, 1.0)
         phase = _clamp(rng.gauss(0.0, 0.3), -3.0, 3.0)
         r = rng.random()
-        etype = (vocab.ROLLBACK if r < (0.12 if profile == "rollbacks" else 0.01) else
-                 vocab.COMMIT if r < 0.40 else vocab.DECIDE if r < 0.60 else vocab.OBSERVE)
+        etype = (
+            vocab.ROLLBACK
+            if r < (0.12 if profile == "rollbacks" else 0.01)
+            else vocab.COMMIT
+            if r < 0.40
+            else vocab.DECIDE
+            if r < 0.60
+            else vocab.OBSERVE
+        )
         return residual, phase, etype, rng.random() < 0.05
     if profile == "spike":
-        return (rng.uniform(0.80, 0.98), rng.uniform(-3.1, 3.1), rng.choice(vocab.EVENT_TYPES),
-                rng.random() < 0.05)
+        return (
+            rng.uniform(0.80, 0.98),
+            rng.uniform(-3.1, 3.1),
+            rng.choice(vocab.EVENT_TYPES),
+            rng.random() < 0.05,
+        )
     raise ValueError(f"unknown profile {profile!r} (expected one of {', '.join(PROFILES)})")
 
 
 class EventFactory:
     """Builds v1 events for iteration numbers; config supplies namespace and hasher."""
 
-    def __init__(self, profile, rng, slot_namespace, value_hasher, host,
-                 entity_id="lumen.core", group=vocab.DESIGN_CORE, loop_id="rmb.v17"):
+    def __init__(
+        self,
+        profile,
+        rng,
+        slot_namespace,
+        value_hasher,
+        host,
+        entity_id="lumen.core",
+        group=vocab.DESIGN_CORE,
+        loop_id="rmb.v17",
+    ):
         if profile not in PROFILES:
             sample(profile, rng)  # raises the one-line error
         self.profile, self.rng = profile, rng

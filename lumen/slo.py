@@ -6,13 +6,16 @@ A policy names a metric whose suffix is its window (`rollback_ratio_10m`,
 `min_events` events (not enough data is its own verdict, never a PASS).
 Pure: events in, verdicts out. Reading the stream is `lumen.recent.recent_events`.
 """
+
 import re
 from dataclasses import dataclass
 
 from .events import MAX_FUTURE_S
 from .windows import EventWindow
 
-_METRIC = re.compile(r"^(rollback_ratio|residual_entropy_last_stddev|residual_stddev)_(\d+)([smh])$")
+_METRIC = re.compile(
+    r"^(rollback_ratio|residual_entropy_last_stddev|residual_stddev)_(\d+)([smh])$"
+)
 _UNIT = {"s": 1, "m": 60, "h": 3600}
 
 
@@ -34,14 +37,13 @@ class Verdict:
     metric: str
     value: float | None
     threshold: float
-    status: str          # PASS | FAIL | NO_DATA
+    status: str  # PASS | FAIL | NO_DATA
     action: str
     events: int
 
     def line(self):
         if self.status == "NO_DATA":
-            return (f"{self.id} {self.metric}: NO DATA ({self.events} events in the window)"
-                    f"  NO_DATA")
+            return f"{self.id} {self.metric}: NO DATA ({self.events} events in the window)  NO_DATA"
         op = "<=" if self.status == "PASS" else ">"
         s = f"{self.id} {self.metric} = {self.value:.4f} {op} {self.threshold:g}  {self.status}"
         return s + (f"  action: {self.action}" if self.status == "FAIL" else "")
@@ -76,8 +78,17 @@ def evaluate(policies, events, now, min_events=2):
             status = "NO_DATA"
         else:
             status = "PASS" if value <= ev["threshold"] else "FAIL"
-        out.append(Verdict(p["id"], ev["metric"], value, ev["threshold"], status,
-                           ev["action_on_violation"], w.count))
+        out.append(
+            Verdict(
+                p["id"],
+                ev["metric"],
+                value,
+                ev["threshold"],
+                status,
+                ev["action_on_violation"],
+                w.count,
+            )
+        )
     return out
 
 

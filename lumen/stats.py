@@ -17,6 +17,7 @@ does no I/O of its own.
 Each stats class carries its counters across restarts: `to_state()` is saved with the
 consumer's checkpoint and `Stats(consumer.state)` resumes from it.
 """
+
 import time
 from collections import Counter
 
@@ -56,33 +57,45 @@ class RmbStats:
         self.last_ts, self.last_t = ev.ts, pos.t
 
     def to_state(self):
-        return {"by_type": dict(self.by_type), "by_risk": dict(self.by_risk),
-                "residual_last": float(self.residual_last), "last_ts": self.last_ts,
-                "last_t": self.last_t}
+        return {
+            "by_type": dict(self.by_type),
+            "by_risk": dict(self.by_risk),
+            "residual_last": float(self.residual_last),
+            "last_ts": self.last_ts,
+            "last_t": self.last_t,
+        }
 
     def families(self, prefix="rmb"):
         """The blueprint's three metrics and the per-label counters, named `<prefix>_...`."""
         by_type = dict(self.by_type)
-        yield CounterMetricFamily(f"{prefix}_events_total", "Valid v1 events in the log.",
-                                  sum(by_type.values()))
-        yield CounterMetricFamily(f"{prefix}_rollback_total", "Events of type rollback.",
-                                  by_type.get(vocab.ROLLBACK, 0))
-        yield GaugeMetricFamily(f"{prefix}_residual_entropy_last",
-                                "resonance_v3.residual_entropy of the newest event.",
-                                self.residual_last)
-        c = CounterMetricFamily(f"{prefix}_events_by_type", "Valid events by event_type.",
-                                labels=["event_type"])
+        yield CounterMetricFamily(
+            f"{prefix}_events_total", "Valid v1 events in the log.", sum(by_type.values())
+        )
+        yield CounterMetricFamily(
+            f"{prefix}_rollback_total", "Events of type rollback.", by_type.get(vocab.ROLLBACK, 0)
+        )
+        yield GaugeMetricFamily(
+            f"{prefix}_residual_entropy_last",
+            "resonance_v3.residual_entropy of the newest event.",
+            self.residual_last,
+        )
+        c = CounterMetricFamily(
+            f"{prefix}_events_by_type", "Valid events by event_type.", labels=["event_type"]
+        )
         for t in vocab.EVENT_TYPES:
             c.add_metric([t], by_type.get(t, 0))
         yield c
-        c = CounterMetricFamily(f"{prefix}_events_by_risk_band", "Valid events by risk_band.",
-                                labels=["risk_band"])
+        c = CounterMetricFamily(
+            f"{prefix}_events_by_risk_band", "Valid events by risk_band.", labels=["risk_band"]
+        )
         for b in vocab.RISK_BANDS:
             c.add_metric([b], self.by_risk.get(b, 0))
         yield c
-        yield GaugeMetricFamily(f"{prefix}_last_event_timestamp_seconds",
-                                "ts of the newest valid event, as Unix time.",
-                                self.last_t or 0.0)
+        yield GaugeMetricFamily(
+            f"{prefix}_last_event_timestamp_seconds",
+            "ts of the newest valid event, as Unix time.",
+            self.last_t or 0.0,
+        )
 
 
 class UreStats:
@@ -102,10 +115,15 @@ class UreStats:
         for a in ev.get("actions") or [ev.get("auto_reg_action", vocab.NO_ACTION)]:
             self.actions[a] += 1
         loop = ev.get("loop") or {}
-        self.last = {"residual": ev["phase_field"]["residual_entropy"],
-                     "harmony": ev["harmony_index"], "coherence": ev["coherence_level"],
-                     "score": ev.get("self_regulation_score"),
-                     "hz": loop.get("hz"), "batch": loop.get("batch_size"), "ts": ev["ts"]}
+        self.last = {
+            "residual": ev["phase_field"]["residual_entropy"],
+            "harmony": ev["harmony_index"],
+            "coherence": ev["coherence_level"],
+            "score": ev.get("self_regulation_score"),
+            "hz": loop.get("hz"),
+            "batch": loop.get("batch_size"),
+            "ts": ev["ts"],
+        }
 
     def to_state(self):
         return {"last": self.last, "actions": dict(self.actions), "entities": dict(self.entities)}
@@ -118,22 +136,27 @@ class UreStats:
             v = last.get(key)
             return GaugeMetricFamily(f"{prefix}_{name}", doc, float("nan") if v is None else v)
 
-        yield gauge("residual_entropy_last", "Observed residual of the newest URE tick.",
-                    "residual")
+        yield gauge(
+            "residual_entropy_last", "Observed residual of the newest URE tick.", "residual"
+        )
         yield gauge("harmony_index", "harmony_index of the newest URE tick.", "harmony")
         yield gauge("coherence_level", "coherence_level of the newest URE tick.", "coherence")
-        yield gauge("self_regulation_score",
-                    "Share of URE ticks in the last 10 min with the residual inside its band.",
-                    "score")
+        yield gauge(
+            "self_regulation_score",
+            "Share of URE ticks in the last 10 min with the residual inside its band.",
+            "score",
+        )
         yield gauge("loop_hz", "Current rate of the URE loop.", "hz")
         yield gauge("loop_batch_size", "Current observation batch of the URE loop.", "batch")
-        c = CounterMetricFamily(f"{prefix}_actions", "URE regulation actions taken.",
-                                labels=["action"])
+        c = CounterMetricFamily(
+            f"{prefix}_actions", "URE regulation actions taken.", labels=["action"]
+        )
         for a in vocab.ACTIONS:
             c.add_metric([a], self.actions.get(a, 0))
         yield c
-        c = CounterMetricFamily(f"{prefix}_v2_events", "Events in the v2 log by entity.",
-                                labels=["entity_id"])
+        c = CounterMetricFamily(
+            f"{prefix}_v2_events", "Events in the v2 log by entity.", labels=["entity_id"]
+        )
         for e, n in sorted(self.entities.items()):
             c.add_metric([e], n)
         yield c
@@ -158,17 +181,20 @@ class SafetyStats:
 
     def families(self, prefix="ure_safety_music"):
         """Level by source as vocab.SEVERITY (-1 when none yet), changes, events."""
-        g = GaugeMetricFamily(f"{prefix}_level",
-                              "Safety Music level by source: "
-                              "0 CALM, 1 TENSE, 2 ALERT, -1 UNDEFINED.",
-                              labels=["source"])
+        g = GaugeMetricFamily(
+            f"{prefix}_level",
+            "Safety Music level by source: 0 CALM, 1 TENSE, 2 ALERT, -1 UNDEFINED.",
+            labels=["source"],
+        )
         for src in ("residual", "rollback_ratio", "final"):
             g.add_metric([src], vocab.SEVERITY.get(self.levels.get(src), -1))
         yield g
-        yield CounterMetricFamily(f"{prefix}_level_changes_total",
-                                  "Changes of the final Safety Music level.", self.changes)
-        yield CounterMetricFamily(f"{prefix}_events_total", "Safety Music events.",
-                                  self.events)
+        yield CounterMetricFamily(
+            f"{prefix}_level_changes_total",
+            "Changes of the final Safety Music level.",
+            self.changes,
+        )
+        yield CounterMetricFamily(f"{prefix}_events_total", "Safety Music events.", self.events)
 
 
 def consumer_families(consumer, prefix, label=None):
@@ -183,58 +209,81 @@ def consumer_families(consumer, prefix, label=None):
         return c
 
     rejected = consumer.rejected
-    c = CounterMetricFamily(f"{prefix}_log_lines", "Lines read from the log, by status.",
-                            labels=names + ["status"])
+    c = CounterMetricFamily(
+        f"{prefix}_log_lines", "Lines read from the log, by status.", labels=names + ["status"]
+    )
     c.add_metric(lv + ["valid"], consumer.valid)
     c.add_metric(lv + ["rejected"], sum(rejected.values()))
     yield c
-    c = CounterMetricFamily(f"{prefix}_rejects", "Lines quarantined, by reason.",
-                            labels=names + ["reason"])
+    c = CounterMetricFamily(
+        f"{prefix}_rejects", "Lines quarantined, by reason.", labels=names + ["reason"]
+    )
     for r in events.REASONS:
         c.add_metric(lv + [r], rejected.get(r, 0))
     yield c
     yield counter("file_rotations", "Rename rotations of the log followed.", consumer.rotations)
-    yield counter("file_truncates", "Truncations (copytruncate) of the log detected.",
-                  consumer.truncates)
-    yield counter("checkpoints_written", "Checkpoints of offset and counters written.",
-                  consumer.checkpoints)
-    yield counter("checkpoint_errors", "Checkpoint writes that failed (disk full, I/O "
-                  "error) and were retried.", consumer.checkpoint_errors)
-    yield counter("log_gap_bytes", "Bytes of the log that were gone (deleted, truncated "
-                  "without a copy) before this consumer read them; a lower bound (bytes "
-                  "appended after the last checkpoint of a deleted file are not known).",
-                  consumer.gap_bytes)
-    g = GaugeMetricFamily(f"{prefix}_log_bytes_behind",
-                          "Bytes of the log not yet read.", labels=names)
+    yield counter(
+        "file_truncates", "Truncations (copytruncate) of the log detected.", consumer.truncates
+    )
+    yield counter(
+        "checkpoints_written", "Checkpoints of offset and counters written.", consumer.checkpoints
+    )
+    yield counter(
+        "checkpoint_errors",
+        "Checkpoint writes that failed (disk full, I/O error) and were retried.",
+        consumer.checkpoint_errors,
+    )
+    yield counter(
+        "log_gap_bytes",
+        "Bytes of the log that were gone (deleted, truncated "
+        "without a copy) before this consumer read them; a lower bound (bytes "
+        "appended after the last checkpoint of a deleted file are not known).",
+        consumer.gap_bytes,
+    )
+    g = GaugeMetricFamily(
+        f"{prefix}_log_bytes_behind", "Bytes of the log not yet read.", labels=names
+    )
     g.add_metric(lv, consumer.behind)
     yield g
 
 
 def emitter_families(em, prefix="rmb_emitter"):
     """The emitter's counters (lumen.statsfile: dropped, write_errors, pending)."""
-    yield CounterMetricFamily(f"{prefix}_dropped_total",
-                              "Events the emitter dropped because the queue could not be "
-                              "written and its memory bound was reached.",
-                              em.get("dropped", 0))
-    yield CounterMetricFamily(f"{prefix}_write_errors_total",
-                              "Failed appends to the queue (disk full, I/O error), retried.",
-                              em.get("write_errors", 0))
-    yield GaugeMetricFamily(f"{prefix}_pending_events",
-                            "Events the emitter holds in memory, waiting to be written.",
-                            em.get("pending", 0))
+    yield CounterMetricFamily(
+        f"{prefix}_dropped_total",
+        "Events the emitter dropped because the queue could not be "
+        "written and its memory bound was reached.",
+        em.get("dropped", 0),
+    )
+    yield CounterMetricFamily(
+        f"{prefix}_write_errors_total",
+        "Failed appends to the queue (disk full, I/O error), retried.",
+        em.get("write_errors", 0),
+    )
+    yield GaugeMetricFamily(
+        f"{prefix}_pending_events",
+        "Events the emitter holds in memory, waiting to be written.",
+        em.get("pending", 0),
+    )
 
 
 def gate_families(gates, prefix="rmb_safety_gate"):
     """The emitter's safety-gate thresholds (config `safety_gates`), for alert rules."""
-    yield GaugeMetricFamily(f"{prefix}_residual_entropy_max",
-                            "Emitter gate: residual entropy above this becomes rollback.",
-                            gates["residual_entropy_max"])
-    yield GaugeMetricFamily(f"{prefix}_phase_diff_abs_max",
-                            "Emitter gate: |phase_diff| above this becomes rollback.",
-                            gates["phase_diff_abs_max"])
-    c = GaugeMetricFamily(f"{prefix}_risk_band_blocked",
-                          "Emitter gate: 1 when events of this risk_band become rollback.",
-                          labels=["risk_band"])
+    yield GaugeMetricFamily(
+        f"{prefix}_residual_entropy_max",
+        "Emitter gate: residual entropy above this becomes rollback.",
+        gates["residual_entropy_max"],
+    )
+    yield GaugeMetricFamily(
+        f"{prefix}_phase_diff_abs_max",
+        "Emitter gate: |phase_diff| above this becomes rollback.",
+        gates["phase_diff_abs_max"],
+    )
+    c = GaugeMetricFamily(
+        f"{prefix}_risk_band_blocked",
+        "Emitter gate: 1 when events of this risk_band become rollback.",
+        labels=["risk_band"],
+    )
     for b in vocab.RISK_BANDS:
         c.add_metric([b], 1.0 if b in gates["risk_band_block"] else 0.0)
     yield c
@@ -242,6 +291,8 @@ def gate_families(gates, prefix="rmb_safety_gate"):
 
 def scrape_duration(prefix, t0):
     """`<prefix>_scrape_duration_seconds`: time since `t0` (time.perf_counter())."""
-    return GaugeMetricFamily(f"{prefix}_scrape_duration_seconds",
-                             "Time this scrape took to render, in seconds.",
-                             time.perf_counter() - t0)
+    return GaugeMetricFamily(
+        f"{prefix}_scrape_duration_seconds",
+        "Time this scrape took to render, in seconds.",
+        time.perf_counter() - t0,
+    )

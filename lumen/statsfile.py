@@ -5,6 +5,7 @@ when the disk is full: the file is created once at SIZE bytes, and every update 
 `pwrite` over the same bytes, which needs no new disk space. A reader that catches a write
 half done sees text that does not parse and keeps what it had (`read` returns None).
 """
+
 import json
 import os
 

@@ -8,6 +8,7 @@ it — under a UNIQUE constraint, so replaying any stretch of a log inserts noth
 The schema version is SQLite's `user_version`; `migrate()` brings any older database up
 to date in order, and is harmless to run again. WAL mode.
 """
+
 import json
 import sqlite3
 from pathlib import Path
@@ -76,19 +77,23 @@ class OffsetStore:
         return f"{self.consumer} in the offsets table"
 
     def load(self):
-        row = self.db.execute("SELECT ck FROM offsets WHERE consumer = ?",
-                              (self.consumer,)).fetchone()
+        row = self.db.execute(
+            "SELECT ck FROM offsets WHERE consumer = ?", (self.consumer,)
+        ).fetchone()
         if row is not None:
             try:
                 return json.loads(row[0])
             except ValueError:
-                raise CorruptState(f"offsets table, consumer {self.consumer}: corrupt "
-                                   f"checkpoint") from None
+                raise CorruptState(
+                    f"offsets table, consumer {self.consumer}: corrupt checkpoint"
+                ) from None
         return load_json(self.legacy) if self.legacy else None
 
     def save(self, ck):
-        self.db.execute("INSERT OR REPLACE INTO offsets (consumer, ck) VALUES (?, ?)",
-                        (self.consumer, json.dumps(ck, sort_keys=True)))
+        self.db.execute(
+            "INSERT OR REPLACE INTO offsets (consumer, ck) VALUES (?, ?)",
+            (self.consumer, json.dumps(ck, sort_keys=True)),
+        )
 
 
 def connect(path):
@@ -114,37 +119,102 @@ def migrate(db):
 # Rows from classified events (lumen.events): `pos` is the line's own (fp, offset, t).
 def rmb_row(e, pos):
     r3 = e["resonance_v3"]
-    return (e["ts"], e["entity_id"], r3["residual_entropy"], r3["phase_diff"], r3["risk_band"],
-            pos.t, pos.fp, pos.offset, e["event_type"])
+    return (
+        e["ts"],
+        e["entity_id"],
+        r3["residual_entropy"],
+        r3["phase_diff"],
+        r3["risk_band"],
+        pos.t,
+        pos.fp,
+        pos.offset,
+        e["event_type"],
+    )
 
 
 def ure_row(e, pos):
     loop = e.get("loop") or {}
-    return (e["ts"], e["phase_field"]["residual_entropy"], e["harmony_index"],
-            e["coherence_level"], e.get("auto_reg_action", vocab.NO_ACTION), e["entity_id"],
-            pos.t, pos.fp, pos.offset, loop.get("hz"), loop.get("batch_size"))
+    return (
+        e["ts"],
+        e["phase_field"]["residual_entropy"],
+        e["harmony_index"],
+        e["coherence_level"],
+        e.get("auto_reg_action", vocab.NO_ACTION),
+        e["entity_id"],
+        pos.t,
+        pos.fp,
+        pos.offset,
+        loop.get("hz"),
+        loop.get("batch_size"),
+    )
 
 
 def safety_row(e, pos):
     lv, inp = e["levels"], e.get("inputs") or {}
-    return (e["ts"], pos.t, lv["final"], lv["residual"], lv["rollback_ratio"],
-            inp.get("residual_entropy"), inp.get("rollback_ratio"), pos.fp, pos.offset)
+    return (
+        e["ts"],
+        pos.t,
+        lv["final"],
+        lv["residual"],
+        lv["rollback_ratio"],
+        inp.get("residual_entropy"),
+        inp.get("rollback_ratio"),
+        pos.fp,
+        pos.offset,
+    )
 
 
 # The columns that make a row's identity, and those compared when a replayed identity is
 # already stored (equal: the same line again, nothing to do; different: a conflict).
 KEY = ("src_fp", "src_offset")
-COLUMNS = {"rmb": ("ts", "entity_id", "residual", "phase", "risk", "t", "src_fp",
-                   "src_offset", "event_type"),
-           "ure": ("ts", "residual", "harmony", "coherence", "action", "entity_id", "t",
-                   "src_fp", "src_offset", "hz", "batch_size"),
-           "safety": ("ts", "t", "final", "residual_level", "ratio_level", "residual", "ratio",
-                      "src_fp", "src_offset")}
+COLUMNS = {
+    "rmb": (
+        "ts",
+        "entity_id",
+        "residual",
+        "phase",
+        "risk",
+        "t",
+        "src_fp",
+        "src_offset",
+        "event_type",
+    ),
+    "ure": (
+        "ts",
+        "residual",
+        "harmony",
+        "coherence",
+        "action",
+        "entity_id",
+        "t",
+        "src_fp",
+        "src_offset",
+        "hz",
+        "batch_size",
+    ),
+    "safety": (
+        "ts",
+        "t",
+        "final",
+        "residual_level",
+        "ratio_level",
+        "residual",
+        "ratio",
+        "src_fp",
+        "src_offset",
+    ),
+}
 
 
-INSERT_RMB = ("INSERT OR IGNORE INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, "
-              "src_offset, event_type) VALUES (?,?,?,?,?,?,?,?,?)")
-INSERT_URE = ("INSERT OR IGNORE INTO ure (ts, residual, harmony, coherence, action, entity_id, "
-              "t, src_fp, src_offset, hz, batch_size) VALUES (?,?,?,?,?,?,?,?,?,?,?)")
-INSERT_SAFETY = ("INSERT OR IGNORE INTO safety (ts, t, final, residual_level, ratio_level, "
-                 "residual, ratio, src_fp, src_offset) VALUES (?,?,?,?,?,?,?,?,?)")
+INSERT_RMB = (
+    "INSERT OR IGNORE INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, "
+    "src_offset, event_type) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+INSERT_URE = (
+    "INSERT OR IGNORE INTO ure (ts, residual, harmony, coherence, action, entity_id, "
+    "t, src_fp, src_offset, hz, batch_size) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+)
+INSERT_SAFETY = (
+    "INSERT OR IGNORE INTO safety (ts, t, final, residual_level, ratio_level, "
+    "residual, ratio, src_fp, src_offset) VALUES (?,?,?,?,?,?,?,?,?)"
+)

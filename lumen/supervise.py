@@ -26,6 +26,7 @@ it is recognised by the SUPERVISOR_SERVER_URL supervisord put in its environment
 directory's socket), re-checked after pinning the process with a pidfd, so a process that
 merely reuses a recorded PID is never signalled.
 """
+
 import fcntl
 import hashlib
 import http.client
@@ -53,15 +54,15 @@ LOG = LOGS / "supervisord.log"
 OUT = LOGS / "supervisord.out"  # supervisord's own stderr: only a failure to start lands here
 SPAWN = Path(__file__).resolve().with_name("supervise_spawn.py")
 
-STARTSECS = 5        # up this long after a start = started; dying sooner is a failed start
-STARTRETRIES = 3     # failed starts in a row (1 s, 2 s, 3 s apart) before FATAL
-STOPWAITSECS = 15    # SIGTERM, then SIGKILL after this long
+STARTSECS = 5  # up this long after a start = started; dying sooner is a failed start
+STARTRETRIES = 3  # failed starts in a row (1 s, 2 s, 3 s apart) before FATAL
+STOPWAITSECS = 15  # SIGTERM, then SIGKILL after this long
 LOG_MAXBYTES = "10MB"
 LOG_BACKUPS = 5
 
 UP = {"STARTING", "RUNNING"}
-ACTIVE = UP | {"BACKOFF", "STOPPING"}      # a process exists or will be spawned again
-IDLE = {"STOPPED", "EXITED"}               # nothing to supervise (FATAL stays visible)
+ACTIVE = UP | {"BACKOFF", "STOPPING"}  # a process exists or will be spawned again
+IDLE = {"STOPPED", "EXITED"}  # nothing to supervise (FATAL stays visible)
 
 # supervisor's XML-RPC fault codes
 BAD_NAME, NOT_RUNNING, SHUTDOWN_STATE, ALREADY_STARTED = 10, 70, 6, 60
@@ -119,7 +120,8 @@ class _Transport(xmlrpc.client.Transport):
 def rpc(timeout=30.0):
     """The `supervisor` namespace of this directory's supervisord (not checked to run)."""
     return xmlrpc.client.ServerProxy(
-        "http://localhost", transport=_Transport(socket_path(), timeout)).supervisor
+        "http://localhost", transport=_Transport(socket_path(), timeout)
+    ).supervisor
 
 
 def _ping():
@@ -135,8 +137,9 @@ def _ping():
     except (OSError, http.client.HTTPException):
         return None
     if ident != identifier():
-        raise SupervisorError(f"{socket_path()} is the socket of another supervisord "
-                              f"({ident}), not of {state_dir()}")
+        raise SupervisorError(
+            f"{socket_path()} is the socket of another supervisord ({ident}), not of {state_dir()}"
+        )
     return "RUNNING" if state == "RUNNING" else "SHUTDOWN"
 
 
@@ -217,8 +220,7 @@ files = supervisor.d/*.conf
 """
 
 
-def program_conf(name, startsecs=STARTSECS, startretries=STARTRETRIES,
-                 stopwaitsecs=STOPWAITSECS):
+def program_conf(name, startsecs=STARTSECS, startretries=STARTRETRIES, stopwaitsecs=STOPWAITSECS):
     d = state_dir()
     command = shlex.join([sys.executable, str(SPAWN), f"{d}/run/{name}.json"])
     return f"""\
@@ -252,15 +254,24 @@ def _write(path, text, mode=0o644):
 
 
 def _clean_env():
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith("SUPERVISOR_")
-            and k not in ("LUMEN_CTL_STARTED", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SUPERVISOR_")
+        and k not in ("LUMEN_CTL_STARTED", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    }
 
 
 def record(name, cmd, port, host):
     """run/NAME.json: what to run, in which environment (mode 0600: it holds the env)."""
-    meta = {"name": name, "cmd": cmd, "port": port, "host": host,
-            "log": str(LOGS / f"{name}.log"), "env": _clean_env()}
+    meta = {
+        "name": name,
+        "cmd": cmd,
+        "port": port,
+        "host": host,
+        "log": str(LOGS / f"{name}.log"),
+        "env": _clean_env(),
+    }
     _write(RUN / f"{name}.json", json.dumps(meta), mode=0o600)
     (RUN / f"{name}.spawns").write_text("")
 
@@ -279,8 +290,10 @@ def ensure_running(say=print):
         return s
     clear_stale_supervisor()
     if PIDFILE.exists():
-        raise SupervisorError(f"supervisord (pid {PIDFILE.read_text().strip()}, {PIDFILE}) runs "
-                              f"but does not answer on {socket_path()}: see {LOG}")
+        raise SupervisorError(
+            f"supervisord (pid {PIDFILE.read_text().strip()}, {PIDFILE}) runs "
+            f"but does not answer on {socket_path()}: see {LOG}"
+        )
     stop_orphans(say=say)
     for p in (RUN, LOGS, PROGRAMS):
         p.mkdir(parents=True, exist_ok=True)
@@ -289,23 +302,32 @@ def ensure_running(say=print):
     _write(CONF, main_conf())
     env = _clean_env()
     with open(OUT, "ab") as out:
-        p = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord",
-                              "-c", str(CONF.resolve())],
-                             cwd=state_dir(), env=env, stdin=subprocess.DEVNULL, stdout=out,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.supervisord", "-c", str(CONF.resolve())],
+            cwd=state_dir(),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if _ping() == "RUNNING":
             return rpc()
         code = p.poll()
         if code is not None:
-            raise SupervisorError(f"supervisord exited with status {code} while starting: "
-                                  + " | ".join(tail(OUT, 3)) + f" (see {OUT})")
+            raise SupervisorError(
+                f"supervisord exited with status {code} while starting: "
+                + " | ".join(tail(OUT, 3))
+                + f" (see {OUT})"
+            )
         time.sleep(0.05)
     p.kill()
     p.wait()
-    raise SupervisorError(f"supervisord did not answer on {socket_path()} within 20s "
-                          f"(see {LOG}); stopped it")
+    raise SupervisorError(
+        f"supervisord did not answer on {socket_path()} within 20s (see {LOG}); stopped it"
+    )
 
 
 def add_program(s, name, **conf):
@@ -358,9 +380,10 @@ def stop_programs(s, names, timeout):
         if pending:
             time.sleep(0.05)
     if pending:
-        raise SupervisorError(f"{', '.join(sorted(pending))} still stopping after {timeout:g}s "
-                              f"(see {LOG})")
-    for name, pid in was.items():
+        raise SupervisorError(
+            f"{', '.join(sorted(pending))} still stopping after {timeout:g}s (see {LOG})"
+        )
+    for name in was:
         clear_stale_pidfile(name)
     return was
 
@@ -508,8 +531,11 @@ def _environ(pid):
 
 def _is_ours(pid, name=None):
     env = _environ(pid)
-    return bool(env) and env.get("SUPERVISOR_SERVER_URL") == server_url() and \
-        (name is None or env.get("SUPERVISOR_PROCESS_NAME") == name)
+    return (
+        bool(env)
+        and env.get("SUPERVISOR_SERVER_URL") == server_url()
+        and (name is None or env.get("SUPERVISOR_PROCESS_NAME") == name)
+    )
 
 
 def find_orphans(name=None):
@@ -522,8 +548,12 @@ def find_orphans(name=None):
             continue
         pid = int(entry)
         env = _environ(pid)
-        if env and env.get("SUPERVISOR_SERVER_URL") == server_url() and \
-                (name is None or env.get("SUPERVISOR_PROCESS_NAME") == name) and pid_alive(pid):
+        if (
+            env
+            and env.get("SUPERVISOR_SERVER_URL") == server_url()
+            and (name is None or env.get("SUPERVISOR_PROCESS_NAME") == name)
+            and pid_alive(pid)
+        ):
             out.append((pid, env.get("SUPERVISOR_PROCESS_NAME", "?")))
     return sorted(out)
 
@@ -608,8 +638,27 @@ def known_names():
     return sorted(n for n in names if NAME_RE.match(n))
 
 
-__all__ = ["SupervisorError", "connect", "ensure_running", "add_program", "info",
-           "stop_programs", "shutdown", "shutdown_if_idle", "find_orphans", "stop_orphans",
-           "record", "meta", "restarts", "last_exit", "describe_exit", "tail", "read_pid",
-           "pid_alive", "clear_stale_pidfile", "clear_stale_supervisor", "known_names",
-           "locked"]
+__all__ = [
+    "SupervisorError",
+    "connect",
+    "ensure_running",
+    "add_program",
+    "info",
+    "stop_programs",
+    "shutdown",
+    "shutdown_if_idle",
+    "find_orphans",
+    "stop_orphans",
+    "record",
+    "meta",
+    "restarts",
+    "last_exit",
+    "describe_exit",
+    "tail",
+    "read_pid",
+    "pid_alive",
+    "clear_stale_pidfile",
+    "clear_stale_supervisor",
+    "known_names",
+    "locked",
+]

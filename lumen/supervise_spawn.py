@@ -8,6 +8,7 @@ spawn (the first and each restart) appends one line to run/NAME.spawns, which is
 supervisord's signals and the process' own run/NAME.pid name the real process.
 Standard library only, run by path (no package import): it sits on every restart.
 """
+
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ import time
 def main(meta_path):
     with open(meta_path, encoding="utf-8") as f:
         meta = json.load(f)
-    spawns = meta_path[:-len(".json")] + ".spawns"
+    spawns = meta_path[: -len(".json")] + ".spawns"
     with open(spawns, "a", encoding="utf-8") as f:
         f.write(f"{os.getpid()} {time.time():.3f}\n")
     env = dict(meta["env"])

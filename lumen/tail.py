@@ -29,6 +29,7 @@ What it guarantees:
 What it does not do: parse or validate lines (lumen.events), sleep (callers poll), lock
 the consumer name (lumen.consumer).
 """
+
 import fcntl
 import gzip
 import hashlib
@@ -40,9 +41,9 @@ from pathlib import Path
 
 from . import checkpoint
 
-FP_BYTES = 1024   # the fingerprint hashes the first line, or the first FP_BYTES of it
+FP_BYTES = 1024  # the fingerprint hashes the first line, or the first FP_BYTES of it
 MAX_ROTATED = 20  # <name>.1 ... <name>.20 (and .gz) are searched for a consumer's file
-MAX_DONE = 64     # drained files remembered, newest last
+MAX_DONE = 64  # drained files remembered, newest last
 
 
 def _fp_of_head(head, final):
@@ -164,13 +165,17 @@ _GZ_ERRORS = (OSError, EOFError, zlib.error, gzip.BadGzipFile)
 
 
 def _check_position(ck, where):
-    ok = isinstance(ck, dict) and all(
-        type(ck.get(k, 0)) is int and ck.get(k, 0) >= 0 for k in ("dev", "ino", "offset")) \
-        and isinstance(ck.get("done") or [], list) \
+    ok = (
+        isinstance(ck, dict)
+        and all(type(ck.get(k, 0)) is int and ck.get(k, 0) >= 0 for k in ("dev", "ino", "offset"))
+        and isinstance(ck.get("done") or [], list)
         and all(isinstance(d, list) and len(d) == 2 for d in ck.get("done") or [])
+    )
     if not ok or (ck.get("ino") and "offset" not in ck):
-        raise checkpoint.CorruptState(f"{where}: corrupt checkpoint (not a position Lumen "
-                                      f"wrote); move it aside to re-read the stream")
+        raise checkpoint.CorruptState(
+            f"{where}: corrupt checkpoint (not a position Lumen "
+            f"wrote); move it aside to re-read the stream"
+        )
 
 
 class JsonStore:
@@ -197,15 +202,30 @@ def position_of(path):
     except (FileNotFoundError, NotADirectoryError):
         return None
     try:
-        return {"dev": f.dev, "ino": f.ino, "offset": f.size(), "size": f.size(),
-                "fp": f.fp if f.fp is not None else f.fingerprint(), "path": f.name}
+        return {
+            "dev": f.dev,
+            "ino": f.ino,
+            "offset": f.size(),
+            "size": f.size(),
+            "fp": f.fp if f.fp is not None else f.fingerprint(),
+            "path": f.name,
+        }
     finally:
         f.close()
 
 
 class Tailer:
-    def __init__(self, path, consumer, offsets_dir="logs/.offsets",
-                 max_line_bytes=1 << 20, read_size=1 << 20, log=None, store=None, start=None):
+    def __init__(
+        self,
+        path,
+        consumer,
+        offsets_dir="logs/.offsets",
+        max_line_bytes=1 << 20,
+        read_size=1 << 20,
+        log=None,
+        store=None,
+        start=None,
+    ):
         """`store` keeps the checkpoint (default: JsonStore(<offsets_dir>/<consumer>.json));
         `start`, a position dict (`{}`: from the oldest file), replaces loading it."""
         self.path = Path(path)
@@ -215,21 +235,21 @@ class Tailer:
         self.max_line_bytes = max_line_bytes
         self.read_size = max(read_size, 4096)
         self.log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-        self.rotations = 0        # rename rotations followed
-        self.truncations = 0      # truncations (copytruncate) detected
-        self.checkpoints = 0      # checkpoints written
-        self.gap_bytes = 0        # bytes gone before they were read (deleted, truncated)
-        self.state = None         # the consumer's own state, as last committed
-        self._file = None         # the open file being read
-        self._following = True    # _file is (or will be) the live file, not a rotated one
-        self.offset = 0           # offset just past the last line delivered
-        self._pos = 0             # offset of the next read
-        self._buf = b""           # bytes read past self.offset: a partial line
-        self._skipping = False    # inside an oversize line, discarding to its newline
-        self._done = []           # [fp, size] of drained rotated files, newest last
-        self._fps = {}            # (dev, ino, size, mtime) -> fingerprint of rotated files
-        self._index = None        # <name>.i the current rotated file was at when opened
-        self._waiting = False     # waiting for the live file after following one: files
+        self.rotations = 0  # rename rotations followed
+        self.truncations = 0  # truncations (copytruncate) detected
+        self.checkpoints = 0  # checkpoints written
+        self.gap_bytes = 0  # bytes gone before they were read (deleted, truncated)
+        self.state = None  # the consumer's own state, as last committed
+        self._file = None  # the open file being read
+        self._following = True  # _file is (or will be) the live file, not a rotated one
+        self.offset = 0  # offset just past the last line delivered
+        self._pos = 0  # offset of the next read
+        self._buf = b""  # bytes read past self.offset: a partial line
+        self._skipping = False  # inside an oversize line, discarding to its newline
+        self._done = []  # [fp, size] of drained rotated files, newest last
+        self._fps = {}  # (dev, ino, size, mtime) -> fingerprint of rotated files
+        self._index = None  # <name>.i the current rotated file was at when opened
+        self._waiting = False  # waiting for the live file after following one: files
         #                           rotated meanwhile were live files we never got to see
         self._restore(start)
 
@@ -329,8 +349,10 @@ class Tailer:
             # deleted: rotated files not drained yet come first (the list of drained files
             # says which), then the live file from 0.
             self.truncations += 1
-            self._gap(ck, f"{self.path} was truncated, or is another file now, and no copy "
-                          f"of ours was found")
+            self._gap(
+                ck,
+                f"{self.path} was truncated, or is another file now, and no copy of ours was found",
+            )
             self._advance()
             return
 
@@ -339,8 +361,11 @@ class Tailer:
         for by_inode in (True, False):
             for i, p, rst in reversed(rotated):  # newest first: the likeliest place
                 if by_inode:  # and the same first line: an inode number can be reused
-                    same = not p.endswith(".gz") and (rst.st_dev, rst.st_ino) == want and (
-                        fp is None or (self._identity(p, rst) or (None,))[0] == fp)
+                    same = (
+                        not p.endswith(".gz")
+                        and (rst.st_dev, rst.st_ino) == want
+                        and (fp is None or (self._identity(p, rst) or (None,))[0] == fp)
+                    )
                 else:
                     ident = self._identity(p, rst) if fp is not None else None
                     same = ident is not None and ident[0] == fp
@@ -372,9 +397,11 @@ class Tailer:
         lost = max(0, (ck.get("size") or ck["offset"]) - ck["offset"])
         self.gap_bytes += lost
         # A lower bound: what was appended to the file after the checkpoint is not known.
-        self.log(f"[tail] {self.consumer}: {why}: at least {lost} unread bytes after offset "
-                 f"{ck['offset']} are lost (more if it grew after the last checkpoint); going "
-                 f"on with the oldest file not read yet")
+        self.log(
+            f"[tail] {self.consumer}: {why}: at least {lost} unread bytes after offset "
+            f"{ck['offset']} are lost (more if it grew after the last checkpoint); going "
+            f"on with the oldest file not read yet"
+        )
 
     def _stat_live(self):
         try:
@@ -483,7 +510,8 @@ class Tailer:
         """The i of <name>.i where the open file `f` is now, or None."""
         for i, p, st in self._rotated_files():
             if (st.st_dev, st.st_ino) == (f.dev, f.ino) or (
-                    p.endswith(".gz") and self._identity(p, st) == (f.fp, f.size())):
+                p.endswith(".gz") and self._identity(p, st) == (f.fp, f.size())
+            ):
                 return i
         return None
 
@@ -563,7 +591,7 @@ class Tailer:
             if nl < 0:
                 break
             if nl - start > limit:
-                append((base + start, buf[start:start + limit + 1]))
+                append((base + start, buf[start : start + limit + 1]))
             else:
                 append((base + start, buf[start:nl]))
             start = nl + 1
@@ -615,8 +643,9 @@ class Tailer:
             # Deleted, or rotated and the new file not created yet. If it is among the
             # rotated files, treat it as rotated; if it is nowhere, keep the handle: the
             # file may come back (a file deleted for good is drained already).
-            if not any((rst.st_dev, rst.st_ino) == (f.dev, f.ino)
-                       for _, _, rst in self._rotated_files()):
+            if not any(
+                (rst.st_dev, rst.st_ino) == (f.dev, f.ino) for _, _, rst in self._rotated_files()
+            ):
                 return False, Batch(f.fp)
         if st is None or (st.st_dev, st.st_ino) != (f.dev, f.ino):
             # Renamed away. A Lumen writer checks the path under its lock, so once we hold
@@ -652,8 +681,10 @@ class Tailer:
         return self._undrained_rotated()
 
     def _undrained_rotated(self):
-        return any(not self._is_done(self._identity(p, st)) and self._identity(p, st)
-                   for _, p, st in self._rotated_files())
+        return any(
+            not self._is_done(self._identity(p, st)) and self._identity(p, st)
+            for _, p, st in self._rotated_files()
+        )
 
     def _shrunk(self, size):
         """The live file got shorter but still starts with our first line: a writer cut a
@@ -664,9 +695,11 @@ class Tailer:
             self._buf = b""
             self._pos = self.offset
             return
-        self.log(f"[tail] {self.consumer}: {self.path} shrank to {size} bytes, below the "
-                 f"{self.offset} already read: {self.offset - size} bytes read before are "
-                 f"gone from the file")
+        self.log(
+            f"[tail] {self.consumer}: {self.path} shrank to {size} bytes, below the "
+            f"{self.offset} already read: {self.offset - size} bytes read before are "
+            f"gone from the file"
+        )
         self.offset = self._pos = size
         self._buf = b""
         self._skipping = False
@@ -690,8 +723,10 @@ class Tailer:
             return
         if old_fp is not None and pos > offset:
             self.gap_bytes += pos - offset
-            self.log(f"[tail] {self.consumer}: {self.path} was truncated with no copy: "
-                     f"at least {pos - offset} bytes after offset {offset} are lost")
+            self.log(
+                f"[tail] {self.consumer}: {self.path} was truncated with no copy: "
+                f"at least {pos - offset} bytes after offset {offset} are lost"
+            )
         self._close()
         self._advance()
 
@@ -703,9 +738,16 @@ class Tailer:
             return {"dev": 0, "ino": 0, "offset": 0, "fp": None, "done": self._done}
         if f.fp is None:
             f.fp = f.fingerprint()
-        return {"dev": f.dev, "ino": f.ino, "offset": self.offset, "fp": f.fp,
-                "size": f.size(), "skipping": self._skipping, "path": f.name,
-                "done": self._done}
+        return {
+            "dev": f.dev,
+            "ino": f.ino,
+            "offset": self.offset,
+            "fp": f.fp,
+            "size": f.size(),
+            "skipping": self._skipping,
+            "path": f.name,
+            "done": self._done,
+        }
 
     def commit(self, state=None):
         """Record that every line delivered so far has been handled (with the consumer's
@@ -726,8 +768,7 @@ class Tailer:
             return total
         for _, p, st in self._rotated_files():
             ident = self._identity(p, st)
-            if ident is not None and not self._is_done(ident) and \
-                    (f is None or ident[0] != f.fp):
+            if ident is not None and not self._is_done(ident) and (f is None or ident[0] != f.fp):
                 total += ident[1]
         st = self._stat_live()
         if st is not None:

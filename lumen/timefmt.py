@@ -9,12 +9,15 @@ instant of the next minute, so 23:59:60Z sorts after 23:59:59Z. Rejected: a spac
 of `T`, a missing zone, out-of-range fields (month 13, February 30, hour 24), anything
 else. `parse` never returns anything but a float or None; it does not raise on any str.
 """
+
 import re
 from datetime import datetime, timezone
 
 _RE = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?"
-    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z", re.ASCII)
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
+    re.ASCII,
+)
 _fromiso = datetime.fromisoformat
 _MDAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 
@@ -38,7 +41,7 @@ def parse(ts):
         return None  # no such shape, or no such offset (fromisoformat takes +00:99)
     frac = m.group(7)
     if frac is not None and len(frac) > 7:
-        ts = ts[:m.start(7) + 7] + ts[m.end(7):]  # microseconds, cut (not rounded) as in C
+        ts = ts[: m.start(7) + 7] + ts[m.end(7) :]  # microseconds, cut (not rounded) as in C
         frac = frac[:7]
     try:  # the common case, in C; the regex has already fixed the shape
         return _fromiso(ts).timestamp()

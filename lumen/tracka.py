@@ -10,6 +10,7 @@ stream to hold fresh data: section 0 starts them while the fake stream is still 
 written. slo.report exits 0 whenever it could report (trackA.exit is the gate); trackA.exit
 exits 1 on FAIL, naming each failed check.
 """
+
 import csv
 import importlib
 import os
@@ -49,8 +50,17 @@ def cmd_init(cfg, args):
     for d in ("logs", "logs/proc", "logs/rejects", "data", "run"):
         Path(d).mkdir(parents=True, exist_ok=True)
     print("[init] created logs/ data/ run/")
-    seen = [f"{k}={os.environ[k]}" for k in ("LUMEN_TRACK", "RMB_EXPORTER_PORT", "RESIDUAL_MAX",
-                                            "LOG_RETENTION_DAYS", "PROM_JOB") if k in os.environ]
+    seen = [
+        f"{k}={os.environ[k]}"
+        for k in (
+            "LUMEN_TRACK",
+            "RMB_EXPORTER_PORT",
+            "RESIDUAL_MAX",
+            "LOG_RETENTION_DAYS",
+            "PROM_JOB",
+        )
+        if k in os.environ
+    ]
     print(f"[init] restore env: {' '.join(seen) if seen else '(none sourced)'}")
     for p in problems:
         print(f"[init] FAIL {p}", file=sys.stderr)
@@ -61,6 +71,7 @@ def cmd_init(cfg, args):
 # ------------------------------------------------------------------- fake
 def cmd_fake(cfg, args):
     from rmb import rmb_emitter
+
     f = cfg["fake"]
     out = Path(cfg["stream"])
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -70,15 +81,35 @@ def cmd_fake(cfg, args):
     tmp.unlink(missing_ok=True)
     count = int(f["span_s"] * f["hz"])
     start = timefmt.format(time.time() - f["span_s"])
-    rc = rmb_emitter.main(["--config", str(args.rmb_config), "--queue", str(tmp),
-                           "--profile", f["profile"], "--seed", str(f["seed"]),
-                           "--count", str(count), "--hz", str(f["hz"]), "--unthrottled",
-                           "--sim-start", start, "--name", "metrics_fake", "--quiet"])
+    rc = rmb_emitter.main(
+        [
+            "--config",
+            str(args.rmb_config),
+            "--queue",
+            str(tmp),
+            "--profile",
+            f["profile"],
+            "--seed",
+            str(f["seed"]),
+            "--count",
+            str(count),
+            "--hz",
+            str(f["hz"]),
+            "--unthrottled",
+            "--sim-start",
+            start,
+            "--name",
+            "metrics_fake",
+            "--quiet",
+        ]
+    )
     if rc == 0:
         os.replace(tmp, out)
         Path(f"{out}.1").unlink(missing_ok=True)  # an older fake stream must not be read
-        print(f"[metrics.fake.v17] {count} {f['profile']} events over the last "
-              f"{f['span_s']:g}s -> {out}")
+        print(
+            f"[metrics.fake.v17] {count} {f['profile']} events over the last "
+            f"{f['span_s']:g}s -> {out}"
+        )
     return rc
 
 
@@ -98,15 +129,19 @@ def gather(cfg, policies, tag, now_fn=time.time):
         if newest is None:
             why = f"no events in {stream}"
         elif now - newest > chk["freshness_s"]:
-            why = f"stream is stale: newest event {now - newest:.0f}s old " \
-                  f"(freshness_s {chk['freshness_s']:g})"
+            why = (
+                f"stream is stale: newest event {now - newest:.0f}s old "
+                f"(freshness_s {chk['freshness_s']:g})"
+            )
         elif len(evs) < chk["min_events"]:
             why = f"only {len(evs)} events in the last {span}s (min_events {chk['min_events']})"
         else:
             why = None
         if why is None or time.monotonic() >= deadline:
-            rows = [(t, e["resonance_v3"]["residual_entropy"], e["event_type"] == vocab.ROLLBACK)
-                    for t, e in evs]
+            rows = [
+                (t, e["resonance_v3"]["residual_entropy"], e["event_type"] == vocab.ROLLBACK)
+                for t, e in evs
+            ]
             return rows, dict(stats, now=now, span=span, newest_evt=evs[0][1] if evs else None), why
         if not said:
             print(f"[{tag}] waiting up to {chk['wait_s']:g}s for {stream}: {why}", flush=True)
@@ -118,9 +153,12 @@ def report(cfg, policies, tag):
     rows, stats, why = gather(cfg, policies, tag)
     verdicts = slo.evaluate(policies, rows, stats["now"], cfg["checks"]["min_events"])
     if why:
-        verdicts = [v if v.status != "PASS" else
-                    slo.Verdict(v.id, v.metric, v.value, v.threshold, "NO_DATA", v.action,
-                                v.events) for v in verdicts]
+        verdicts = [
+            v
+            if v.status != "PASS"
+            else slo.Verdict(v.id, v.metric, v.value, v.threshold, "NO_DATA", v.action, v.events)
+            for v in verdicts
+        ]
     return rows, stats, why, verdicts
 
 
@@ -130,8 +168,10 @@ def cmd_slo(cfg, args):
     rows, stats, why, verdicts = report(cfg, policies, "slo")
     newest = stats["newest"]
     age = f", newest {stats['now'] - newest:.0f}s ago" if newest else ""
-    print(f"[slo] {cfg['stream']}: {len(rows)} events in the last {stats['span']}s{age}"
-          + (f"; {stats['bad_lines']} bad lines skipped" if stats["bad_lines"] else ""))
+    print(
+        f"[slo] {cfg['stream']}: {len(rows)} events in the last {stats['span']}s{age}"
+        + (f"; {stats['bad_lines']} bad lines skipped" if stats["bad_lines"] else "")
+    )
     if why:
         print(f"[slo] not enough data: {why}")
     for v in verdicts:
@@ -147,11 +187,15 @@ def cmd_kpi(cfg, args):
     kpi_path = Path(config.load(args.rmb_config, "rmb_v17")["paths"]["kpi_snapshot"])
     fields = KPI_FIELDS_HEAD + [v.metric for v in verdicts] + ["slo"]
     last = stats["newest_evt"]
-    row = {"ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "stream": cfg["stream"], "window_s": stats["span"], "events": len(rows),
-           "rollbacks": sum(r[2] for r in rows),
-           "rmb_residual_entropy_last": last["resonance_v3"]["residual_entropy"] if last else "",
-           "slo": slo.overall(verdicts)}
+    row = {
+        "ts": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "stream": cfg["stream"],
+        "window_s": stats["span"],
+        "events": len(rows),
+        "rollbacks": sum(r[2] for r in rows),
+        "rmb_residual_entropy_last": last["resonance_v3"]["residual_entropy"] if last else "",
+        "slo": slo.overall(verdicts),
+    }
     for v in verdicts:
         row[v.metric] = "" if v.value is None else f"{v.value:.6f}"
     new = not kpi_path.exists() or kpi_path.stat().st_size == 0
@@ -159,8 +203,11 @@ def cmd_kpi(cfg, args):
         with open(kpi_path, newline="") as f:
             header = next(csv.reader(f), [])
         if header != fields:
-            print(f"error: {kpi_path}: header {header} differs from {fields}; "
-                  f"move the file aside to start a new one", file=sys.stderr)
+            print(
+                f"error: {kpi_path}: header {header} differs from {fields}; "
+                f"move the file aside to start a new one",
+                file=sys.stderr,
+            )
             return 1
     kpi_path.parent.mkdir(parents=True, exist_ok=True)
     with open(kpi_path, "a", newline="") as f:
@@ -168,8 +215,7 @@ def cmd_kpi(cfg, args):
         if new:
             w.writeheader()
         w.writerow(row)
-    print(f"[kpi] {kpi_path}: events={row['events']} rollbacks={row['rollbacks']} "
-          f"slo={row['slo']}")
+    print(f"[kpi] {kpi_path}: events={row['events']} rollbacks={row['rollbacks']} slo={row['slo']}")
     print("[kpi.snapshot] RESULT = OK")
     return 0
 
@@ -177,6 +223,7 @@ def cmd_kpi(cfg, args):
 # ------------------------------------------------------------------- exit
 def _check_exporter(cfg):
     import requests
+
     host = cfg["exporter"]["host"]
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{host}:{cfg['exporter']['port']}/metrics"
@@ -206,12 +253,14 @@ def _check_kpi(cfg, args):
         return f"{path} has no rows"
     age = time.time() - timefmt.seconds(rows[-1]["ts"])
     if age > cfg["checks"]["kpi_max_age_s"]:
-        return f"newest KPI snapshot is {age:.0f}s old (kpi_max_age_s {cfg['checks']['kpi_max_age_s']:g})"
+        limit = cfg["checks"]["kpi_max_age_s"]
+        return f"newest KPI snapshot is {age:.0f}s old (kpi_max_age_s {limit:g})"
     return None
 
 
 def cmd_exit(cfg, args):
     from lumen import dashboards, validate
+
     failed = []
 
     def check(name, problem):
@@ -220,8 +269,10 @@ def cmd_exit(cfg, args):
             failed.append(f"{name}: {problem}")
 
     missing = [d for d in ("logs", "data", "run") if not Path(d).is_dir()]
-    check("feature.v17.init", f"missing {', '.join(missing)}/ (run make feature.v17.init)"
-          if missing else None)
+    check(
+        "feature.v17.init",
+        f"missing {', '.join(missing)}/ (run make feature.v17.init)" if missing else None,
+    )
     stale = dashboards.stale()
     check("dashboards.v3.build", f"out of date: {', '.join(stale)}" if stale else None)
     bad = validate.run(out=lambda s: None)
@@ -248,4 +299,3 @@ def cmd_exit(cfg, args):
 
 
 COMMANDS = {"init": cmd_init, "fake": cmd_fake, "slo": cmd_slo, "kpi": cmd_kpi, "exit": cmd_exit}
-

@@ -25,6 +25,7 @@ one v2 event (entity `lumen.ure`) to the same log under the shared writer lock:
 Until the first upstream event arrives it waits and writes nothing. The windows, hz and
 batch survive restarts in the checkpoint. SIGTERM/SIGINT: checkpoint and exit 0.
 """
+
 import collections
 import socket
 import time
@@ -77,14 +78,15 @@ class UreLoop:
         self.cfg = cfg
         self.host = host or socket.gethostname()
         v2 = cfg["paths"]["v2_log"]
-        self.consumer = Consumer(v2, CONSUMER, "resonance_event_v2.json", "resonance_events_v2",
-                                 offsets_dir, rejects_dir)
+        self.consumer = Consumer(
+            v2, CONSUMER, "resonance_event_v2.json", "resonance_events_v2", offsets_dir, rejects_dir
+        )
         st = self.consumer.state or {}
         lp = cfg["loop"]
         self.hz = st.get("hz", lp["base_hz"])
         self.bsz = st.get("batch_size", lp["batch_size"])
         self.iter = st.get("iter", 0)
-        self.obs = BucketWindow(WINDOW_S, st.get("obs"))       # upstream residuals, rollbacks
+        self.obs = BucketWindow(WINDOW_S, st.get("obs"))  # upstream residuals, rollbacks
         self.inband = BucketWindow(WINDOW_S, st.get("inband"))  # this loop's ticks in band
         self.recent = collections.deque(st.get("recent", []), maxlen=max(lp["batch_size"], 1))
         self.phase = st.get("phase", 0.0)
@@ -124,16 +126,21 @@ class UreLoop:
             std10 = self.obs.stddev()
             ev_n, rb_n = self.obs.counts()
             ratio10 = rb_n / ev_n if ev_n else None
-            self.hz, self.bsz, actions = decide(residual, std10, ratio10, self.hz, self.bsz,
-                                                self.cfg)
+            self.hz, self.bsz, actions = decide(
+                residual, std10, ratio10, self.hz, self.bsz, self.cfg
+            )
             ad = self.cfg["loop"]["adapt"]
-            self.inband.add(now, value=1.0 if ad["residual_low"] <= residual <= ad["residual_high"]
-                            else 0.0)
+            self.inband.add(
+                now, value=1.0 if ad["residual_low"] <= residual <= ad["residual_high"] else 0.0
+            )
             evt = {
                 "ts": timefmt.format(now),
                 "entity_id": "lumen.ure",
-                "phase_field": {"phase_diff": self.phase, "residual_entropy": residual,
-                                "risk_band": risk_band(residual)},
+                "phase_field": {
+                    "phase_diff": self.phase,
+                    "residual_entropy": residual,
+                    "risk_band": risk_band(residual),
+                },
                 "harmony_index": max(0.0, 1.0 - (std10 or 0.0) * 8),
                 "coherence_level": max(0.0, 1.0 - abs(residual - 0.5) * 2),
                 "auto_reg_action": primary(actions),
@@ -141,8 +148,11 @@ class UreLoop:
                 "actions": actions,
                 "loop": {"hz": self.hz, "batch_size": self.bsz},
                 "self_regulation_score": self.inband.mean(),
-                "observed": {"events_10m": ev_n, "residual_std_10m": std10,
-                             "rollback_ratio_10m": ratio10},
+                "observed": {
+                    "events_10m": ev_n,
+                    "residual_std_10m": std10,
+                    "rollback_ratio_10m": ratio10,
+                },
             }
             err = self.validator.error(evt)
             if err:  # a bug, not input: stop loudly rather than write a bad event
@@ -155,9 +165,17 @@ class UreLoop:
         return evt
 
     def commit(self):
-        self.consumer.commit({"hz": self.hz, "batch_size": self.bsz, "iter": self.iter,
-                            "obs": self.obs.to_state(), "inband": self.inband.to_state(),
-                            "recent": list(self.recent), "phase": self.phase})
+        self.consumer.commit(
+            {
+                "hz": self.hz,
+                "batch_size": self.bsz,
+                "iter": self.iter,
+                "obs": self.obs.to_state(),
+                "inband": self.inband.to_state(),
+                "recent": list(self.recent),
+                "phase": self.phase,
+            }
+        )
         self._last_commit = time.monotonic()
 
     def close(self):
@@ -180,8 +198,10 @@ class UreLoop:
                     print("[ure] waiting for upstream v2 events (make merge.v2)", flush=True)
                     waiting_said = True
                 if evt is not None and evt["auto_reg_action"] != vocab.NO_ACTION:
-                    print(f"[ure] {evt['auto_reg_action']}: hz={self.hz:g} "
-                          f"batch={self.bsz}", flush=True)
+                    print(
+                        f"[ure] {evt['auto_reg_action']}: hz={self.hz:g} batch={self.bsz}",
+                        flush=True,
+                    )
                 if max_ticks and ticks >= max_ticks:
                     break
                 stop.wait(max(0.0, 1.0 / max(self.hz, 1e-3) - (time.monotonic() - t0)))
@@ -193,8 +213,10 @@ def config_error(cfg):
     """What is wrong with a loop config the schema cannot see, or None."""
     lp = cfg["loop"]
     if not lp["hz_min"] <= lp["base_hz"] <= lp["hz_max"]:
-        return (f"loop.base_hz {lp['base_hz']} is outside "
-                f"[hz_min {lp['hz_min']}, hz_max {lp['hz_max']}]")
+        return (
+            f"loop.base_hz {lp['base_hz']} is outside "
+            f"[hz_min {lp['hz_min']}, hz_max {lp['hz_max']}]"
+        )
     if lp["adapt"]["residual_low"] >= lp["adapt"]["residual_high"]:
         return "loop.adapt.residual_low must be below residual_high"
     return None

@@ -9,6 +9,7 @@ alone (the decoder does not check `ts`).
 tests/test_v1_decoder.py checks the two agree on generated valid and broken events.
 Unknown properties are allowed, as in the schema.
 """
+
 from types import SimpleNamespace
 from typing import Annotated, Literal
 
@@ -63,4 +64,6 @@ def _ns(v):
     if isinstance(v, dict):
         return SimpleNamespace(**{k: _ns(x) for k, x in v.items()})
     return v
+
+
 DecodeError = (msgspec.ValidationError, msgspec.DecodeError)

@@ -8,6 +8,7 @@ blueprint's fixed 0.5 when the safety event carries none). Every v2 event also c
 `source` {stream, fp, offset} for exactly-once merging and, for RMB events, `rmb`
 {event_type, group} so the URE loop can see rollbacks.
 """
+
 from . import vocab
 from .gates import risk_band
 
@@ -22,10 +23,16 @@ def _clamp01(x):
 def rmb_to_v2(e, host, source):
     r3 = e["resonance_v3"]
     return {
-        "ts": e["ts"], "entity_id": e.get("entity_id", "lumen.core"),
-        "phase_field": {"phase_diff": r3["phase_diff"], "residual_entropy": r3["residual_entropy"],
-                        "risk_band": r3["risk_band"]},
-        "harmony_index": 0.5, "coherence_level": 0.5, "auto_reg_action": vocab.NO_ACTION,
+        "ts": e["ts"],
+        "entity_id": e.get("entity_id", "lumen.core"),
+        "phase_field": {
+            "phase_diff": r3["phase_diff"],
+            "residual_entropy": r3["residual_entropy"],
+            "risk_band": r3["risk_band"],
+        },
+        "harmony_index": 0.5,
+        "coherence_level": 0.5,
+        "auto_reg_action": vocab.NO_ACTION,
         "trace": dict(MERGE_TRACE, iter=e["trace"]["iter"], host=host),
         "rmb": {"event_type": e["event_type"], "group": e["group"]},
         "source": source,
@@ -36,11 +43,16 @@ def safety_to_v2(s, host, source, iter_):
     residual = (s.get("inputs") or {}).get("residual_entropy")
     residual = 0.5 if residual is None else residual
     return {
-        "ts": s["ts"], "entity_id": "lumen.safety",
-        "phase_field": {"phase_diff": 0.0, "residual_entropy": residual,
-                        "risk_band": risk_band(residual)},
+        "ts": s["ts"],
+        "entity_id": "lumen.safety",
+        "phase_field": {
+            "phase_diff": 0.0,
+            "residual_entropy": residual,
+            "risk_band": risk_band(residual),
+        },
         "harmony_index": _clamp01(0.5 + HARMONY_ADJ.get(s["levels"]["final"], 0.0)),
-        "coherence_level": 0.5, "auto_reg_action": vocab.NO_ACTION,
+        "coherence_level": 0.5,
+        "auto_reg_action": vocab.NO_ACTION,
         "trace": dict(MERGE_TRACE, iter=iter_, host=host),
         "safety": {"level": s["levels"]["final"]},
         "source": source,

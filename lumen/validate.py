@@ -1,6 +1,7 @@
 """The project's own files are valid (make validate.v17.schema, tools/validate_v17_schema.py):
 every schema a Draft-7 schema, every config valid against its schema, and
 tests/fixtures/rmb_sample.json a valid v1 event."""
+
 import json
 
 import jsonschema

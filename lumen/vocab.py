@@ -9,6 +9,7 @@ fails at import, not in the middle of a run.
 Safety Music levels have one encoding: `SEVERITY` (UNDEFINED -1 < CALM 0 < TENSE 1 <
 ALERT 2), the value of the `*_level` gauges and the order of "worst of".
 """
+
 import json
 
 from . import SCHEMAS
@@ -34,8 +35,9 @@ CREATIVE_BANDS = _enum("rmb_event_v1.json", "resonance_v3", "creative_band")
 RISK_BANDS = _enum("rmb_event_v1.json", "resonance_v3", "risk_band")
 OPS = _enum("rmb_event_v1.json", "memory_bridge", "op")
 
-OBSERVE, DECIDE, COMMIT, ROLLBACK = (_member(EVENT_TYPES, n) for n in
-                                     ("observe", "decide", "commit", "rollback"))
+OBSERVE, DECIDE, COMMIT, ROLLBACK = (
+    _member(EVENT_TYPES, n) for n in ("observe", "decide", "commit", "rollback")
+)
 LOW, MID, HIGH = (_member(CREATIVE_BANDS, n) for n in ("LOW", "MID", "HIGH"))
 SAFE, WATCH, RISK = (_member(RISK_BANDS, n) for n in ("SAFE", "WATCH", "RISK"))
 UPSERT, DELETE = (_member(OPS, n) for n in ("UPSERT", "DELETE"))
@@ -43,8 +45,9 @@ DESIGN_CORE = _member(GROUPS, "design_core")
 
 # safety_music_event_v1.json: levels (final is the worst of residual and rollback_ratio)
 LEVELS = _enum("safety_music_event_v1.json", "levels", "final")
-CALM, TENSE, ALERT, UNDEFINED = (_member(LEVELS, n) for n in
-                                 ("CALM", "TENSE", "ALERT", "UNDEFINED"))
+CALM, TENSE, ALERT, UNDEFINED = (
+    _member(LEVELS, n) for n in ("CALM", "TENSE", "ALERT", "UNDEFINED")
+)
 DEFINED_LEVELS = (CALM, TENSE, ALERT)  # mildest first
 SEVERITY = {UNDEFINED: -1, CALM: 0, TENSE: 1, ALERT: 2}
 SAFETY_SOURCES = _enum("safety_music_event_v1.json", "inputs", "source")
@@ -52,5 +55,6 @@ SAFETY_SOURCES = _enum("safety_music_event_v1.json", "inputs", "source")
 # resonance_event_v2.json
 ACTIONS = _enum("resonance_event_v2.json", "auto_reg_action")
 NO_ACTION, LOWER_HZ, RAISE_HZ, REDUCE_BATCH, INCREASE_BATCH, DOWNGRADE_OBSERVE = (
-    _member(ACTIONS, n) for n in ("NONE", "LOWER_HZ", "RAISE_HZ", "REDUCE_BATCH",
-                                  "INCREASE_BATCH", "DOWNGRADE_OBSERVE"))
+    _member(ACTIONS, n)
+    for n in ("NONE", "LOWER_HZ", "RAISE_HZ", "REDUCE_BATCH", "INCREASE_BATCH", "DOWNGRADE_OBSERVE")
+)

@@ -9,6 +9,7 @@
   cumulative totals.
 A window with no data answers None ("undefined"), never 0.
 """
+
 import math
 from collections import deque
 

@@ -10,19 +10,32 @@ and in what order is lumen/bridge.py.
     bridge_v17.py get KEY            the stored value of KEY (exit 1 when absent)
     bridge_v17.py slot SLOT_ID       the keys held in a slot
 """
+
 import json
 import sys
 
 from lumen import config
-from lumen.bridge import (CONSUMER, DEFAULT_STORE, Bridge, build_parser, get, open_store,
-                          rebuild_from, size, slot_keys)
+from lumen.bridge import (
+    CONSUMER,
+    DEFAULT_STORE,
+    Bridge,
+    build_parser,
+    get,
+    open_store,
+    rebuild_from,
+    size,
+    slot_keys,
+)
 from lumen.proc import Lifecycle, cli_main
 
 
 def main(argv=None):
     args = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
-    cfg = config.load(args.config, "rmb_v17", overrides={
-        "memory_bridge.store": args.store, "paths.queue": args.queue})
+    cfg = config.load(
+        args.config,
+        "rmb_v17",
+        overrides={"memory_bridge.store": args.store, "paths.queue": args.queue},
+    )
     store = cfg["memory_bridge"].get("store", DEFAULT_STORE)
     queue = cfg["paths"]["queue"]
 
@@ -45,9 +58,11 @@ def main(argv=None):
     with Lifecycle(CONSUMER) as life:
         life.ready()
         bridge.run(life.stop, follow=getattr(args, "follow", False))
-    print(f"[bridge] applied {bridge.upserts} upserts, {bridge.deletes} deletes "
-          f"({sum(bridge.consumer.rejected.values())} lines rejected); "
-          f"store holds {size(bridge.db)} keys")
+    print(
+        f"[bridge] applied {bridge.upserts} upserts, {bridge.deletes} deletes "
+        f"({sum(bridge.consumer.rejected.values())} lines rejected); "
+        f"store holds {size(bridge.db)} keys"
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ writes the queue (`logs/rmb_events.jsonl`), `logs/rejects/rmb_input.jsonl` for b
 lines and `logs/.state/<name>.json|.stats`. The core (gates, batching, disk-full handling,
 sources) is lumen/emitter.py.
 """
+
 import sys
 
 from lumen import config
@@ -15,9 +16,16 @@ from lumen.proc import cli_main
 
 def main(argv=None):
     args = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
-    cfg = config.load(args.config, "rmb_v17", overrides={
-        "loop.hz": args.hz, "loop.batch_size": args.batch_size, "loop.flush_ms": args.flush_ms,
-        "paths.queue": args.queue})
+    cfg = config.load(
+        args.config,
+        "rmb_v17",
+        overrides={
+            "loop.hz": args.hz,
+            "loop.batch_size": args.batch_size,
+            "loop.flush_ms": args.flush_ms,
+            "paths.queue": args.queue,
+        },
+    )
     err = usage_error(args)
     if err:
         print(f"error: {err}", file=sys.stderr)

@@ -5,6 +5,7 @@ Blueprint section 13. Prints the levels the loop would give (one JSON object: re
 rollback_ratio, final) under the bands of configs/safety_music_v17.yaml; an input given as
 `-` is undefined (no event yet). The mapping itself is lumen/safety/levels.py.
 """
+
 import argparse
 import json
 

@@ -6,6 +6,7 @@ appends one event a tick to logs/safety_music_events.jsonl, plus the configured 
 sinks (OSC, MIDI, WAV). SIGTERM/SIGINT: flush, checkpoint, exit 0. The logic is in
 lumen/safety/ (loop.py first).
 """
+
 import argparse
 
 from lumen import ROOT
@@ -25,8 +26,11 @@ def main(argv=None) -> int:
     cfg = load_config(args.config, {"inputs.source": args.source, "loop.hz": args.hz})
     loop = SafetyLoop(cfg)
     with Lifecycle(args.name) as life:
-        print(f"[safety] levels from {loop.source} every {loop.tick_s:g}s -> "
-              f"{cfg['output']['channel']}", flush=True)
+        print(
+            f"[safety] levels from {loop.source} every {loop.tick_s:g}s -> "
+            f"{cfg['output']['channel']}",
+            flush=True,
+        )
         try:
             loop.run(life.stop, life.ready, args.ticks)
         finally:

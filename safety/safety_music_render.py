@@ -6,6 +6,7 @@ Blueprint section 13. Reads configs/safety_music_v17.yaml and the events of the 
 `<out>.mid` (default logs/safety_music_render). Exit 1 when the stretch holds no event.
 The work is lumen/safety/render.py.
 """
+
 import argparse
 import sys
 import time

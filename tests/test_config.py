@@ -1,4 +1,5 @@
 """Config loading: schema validation, one-line errors, exit 2, env and flag overrides."""
+
 import subprocess
 
 import pytest
@@ -23,15 +24,24 @@ def test_shipped_config_loads_with_blueprint_values():
     assert cfg["exporter"]["port"] == 9409
 
 
-@pytest.mark.parametrize("mutate, key, expected", [
-    (lambda c: c["loop"].__setitem__("hz", "fast"), "loop.hz", "is not of type 'number'"),
-    (lambda c: c["safety_gates"].__setitem__("risk_band_block", ["DANGER"]),
-     "safety_gates.risk_band_block.0", "is not one of"),
-    (lambda c: c["exporter"].pop("port"), "exporter", "'port' is a required property"),
-    (lambda c: c["loop"].__setitem__("hz_typo", 3), "loop", "Additional properties"),
-    (lambda c: c["memory_bridge"].__setitem__("value_hasher", "crc32"),
-     "memory_bridge.value_hasher", "is not one of"),
-])
+@pytest.mark.parametrize(
+    "mutate, key, expected",
+    [
+        (lambda c: c["loop"].__setitem__("hz", "fast"), "loop.hz", "is not of type 'number'"),
+        (
+            lambda c: c["safety_gates"].__setitem__("risk_band_block", ["DANGER"]),
+            "safety_gates.risk_band_block.0",
+            "is not one of",
+        ),
+        (lambda c: c["exporter"].pop("port"), "exporter", "'port' is a required property"),
+        (lambda c: c["loop"].__setitem__("hz_typo", 3), "loop", "Additional properties"),
+        (
+            lambda c: c["memory_bridge"].__setitem__("value_hasher", "crc32"),
+            "memory_bridge.value_hasher",
+            "is not one of",
+        ),
+    ],
+)
 def test_bad_config_is_one_clear_line(tmp_path, mutate, key, expected):
     p = _write(tmp_path, mutate)
     with pytest.raises(config.ConfigError) as e:
@@ -51,8 +61,11 @@ def test_env_overrides_config_and_is_validated(tmp_path):
 
 
 def test_flags_override_env():
-    cfg = config.load(CONFIG_RMB, env={"RMB_EXPORTER_PORT": "9555"},
-                      overrides={"exporter.port": 9600, "loop.hz": None})
+    cfg = config.load(
+        CONFIG_RMB,
+        env={"RMB_EXPORTER_PORT": "9555"},
+        overrides={"exporter.port": 9600, "loop.hz": None},
+    )
     assert cfg["exporter"]["port"] == 9600
     assert cfg["loop"]["hz"] == 5
 
@@ -69,8 +82,13 @@ def test_missing_and_unparsable_files(tmp_path):
 @pytest.mark.parametrize("script", ["rmb/rmb_emitter.py", "exporters/rmb_exporter_v17.py"])
 def test_entry_points_exit_2_on_bad_config(tmp_path, script):
     p = _write(tmp_path, lambda c: c["loop"].__setitem__("batch_size", 0))
-    r = subprocess.run([PY, str(ROOT / script), "--config", str(p)], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [PY, str(ROOT / script), "--config", str(p)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0
     assert "loop.batch_size" in r.stderr and "minimum of 1" in r.stderr
@@ -79,6 +97,7 @@ def test_entry_points_exit_2_on_bad_config(tmp_path, script):
 
 def test_every_x_env_names_a_real_key():
     import json
+
     schema = json.loads((ROOT / "configs/schemas/rmb_v17.schema.json").read_text())
     names = dict((v, k) for k, v in config.env_keys(schema))
     assert names["RMB_EXPORTER_PORT"] == ("exporter", "port")
@@ -102,7 +121,7 @@ SHIPPED = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def _kind(p):
-    return p.name[:-len(".yaml")]
+    return p.name[: -len(".yaml")]
 
 
 def _copy(tmp_path, mutate=None, src=CONFIG_RMB, name="my_rmb.yaml"):
@@ -132,11 +151,14 @@ def _one_line(e_or_stderr):
     return msg
 
 
-@pytest.mark.parametrize("content, expected", [
-    (b"loop:\n  hz: 5 # caf\xe9\n", "not UTF-8 text (byte 0xe9 on line 2)"),
-    (b"\xff\xfe" + "loop: {}\n".encode("utf-16-le"), "not UTF-8 text (byte 0xff on line 1)"),
-    (None, "is a directory, not a config file"),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"loop:\n  hz: 5 # caf\xe9\n", "not UTF-8 text (byte 0xe9 on line 2)"),
+        (b"\xff\xfe" + "loop: {}\n".encode("utf-16-le"), "not UTF-8 text (byte 0xff on line 1)"),
+        (None, "is a directory, not a config file"),
+    ],
+)
 @pytest.mark.parametrize("name", ["rmb_v17", None])
 def test_unreadable_files_are_one_line_naming_the_file(tmp_path, content, expected, name):
     p = tmp_path / "my_rmb.yaml"
@@ -149,13 +171,20 @@ def test_unreadable_files_are_one_line_naming_the_file(tmp_path, content, expect
     assert _one_line(e.value) == f"{p}: {expected}"
 
 
-@pytest.mark.parametrize("old, new, key, shown", [
-    ("hz: 5 ", "hz: .nan ", "loop.hz", "nan"),
-    ("hz: 5 ", "hz: .inf ", "loop.hz", "inf"),
-    ("hz: 5 ", "hz: -.Inf ", "loop.hz", "-inf"),
-    ("residual_entropy_max: 0.85", "residual_entropy_max: .NaN",
-     "safety_gates.residual_entropy_max", "nan"),
-])
+@pytest.mark.parametrize(
+    "old, new, key, shown",
+    [
+        ("hz: 5 ", "hz: .nan ", "loop.hz", "nan"),
+        ("hz: 5 ", "hz: .inf ", "loop.hz", "inf"),
+        ("hz: 5 ", "hz: -.Inf ", "loop.hz", "-inf"),
+        (
+            "residual_entropy_max: 0.85",
+            "residual_entropy_max: .NaN",
+            "safety_gates.residual_entropy_max",
+            "nan",
+        ),
+    ],
+)
 def test_nan_and_infinity_in_a_file_are_rejected(tmp_path, old, new, key, shown):
     p = tmp_path / "rmb.yaml"
     text = CONFIG_RMB.read_text()
@@ -169,8 +198,11 @@ def test_nan_and_infinity_in_a_file_are_rejected(tmp_path, old, new, key, shown)
 
 def test_nan_inside_a_list_names_its_index(tmp_path):
     p = tmp_path / "policy.yaml"
-    p.write_text((ROOT / "configs/resonance_v3.policy.yaml").read_text()
-                 .replace("threshold: 0.03", "threshold: .nan"))
+    p.write_text(
+        (ROOT / "configs/resonance_v3.policy.yaml")
+        .read_text()
+        .replace("threshold: 0.03", "threshold: .nan")
+    )
     with pytest.raises(config.ConfigError) as e:
         config.load(p, env={})
     assert str(e.value) == f"{p}: policies.1.evaluate.threshold: nan is not a finite number"
@@ -189,8 +221,9 @@ def test_nan_and_infinity_from_env_are_rejected(raw):
 def test_nan_and_infinity_from_flags_are_rejected(value):
     with pytest.raises(config.ConfigError) as e:
         config.load(CONFIG_RMB, env={}, overrides={"loop.hz": value})
-    assert _one_line(e.value) == (f"{CONFIG_RMB} (with --hz={value}): loop.hz: "
-                                  f"{value} is not a finite number")
+    assert _one_line(e.value) == (
+        f"{CONFIG_RMB} (with --hz={value}): loop.hz: {value} is not a finite number"
+    )
 
 
 def _hz_keys(schema, prefix=()):
@@ -214,8 +247,9 @@ def test_every_rate_has_a_sane_range():
 def test_tiny_rates_are_rejected_from_flags_and_env():
     with pytest.raises(config.ConfigError) as e:
         config.load(CONFIG_RMB, env={}, overrides={"loop.hz": 1e-300})
-    assert _one_line(e.value) == (f"{CONFIG_RMB} (with --hz=1e-300): loop.hz: "
-                                  "1e-300 is less than the minimum of 0.001")
+    assert _one_line(e.value) == (
+        f"{CONFIG_RMB} (with --hz=1e-300): loop.hz: 1e-300 is less than the minimum of 0.001"
+    )
     # YAML reads "1e-300" as a string; a numeric key reads it as the number it means.
     with pytest.raises(config.ConfigError, match=r"\$RMB_HZ=1e-300\): loop.hz: 1e-300 is less"):
         config.load(CONFIG_RMB, env={"RMB_HZ": "1e-300"})
@@ -224,16 +258,20 @@ def test_tiny_rates_are_rejected_from_flags_and_env():
         config.load(ROOT / "configs/ure_v18.yaml", env={"URE_BASE_HZ": "1e9"})
 
 
-@pytest.mark.parametrize("cfg_path, var, key", [
-    (CONFIG_RMB, "RMB_EXPORTER_HOST", "exporter.host"),
-    (CONFIG_API, "API_HOST", "api.host"),
-    (ROOT / "configs/ure_v18.yaml", "URE_EXPORTER_HOST", "exporter.host"),
-])
+@pytest.mark.parametrize(
+    "cfg_path, var, key",
+    [
+        (CONFIG_RMB, "RMB_EXPORTER_HOST", "exporter.host"),
+        (CONFIG_API, "API_HOST", "api.host"),
+        (ROOT / "configs/ure_v18.yaml", "URE_EXPORTER_HOST", "exporter.host"),
+    ],
+)
 def test_hosts_to_bind_must_resolve(cfg_path, var, key):
     with pytest.raises(config.ConfigError) as e:
         config.load(cfg_path, env={var: "nohost.invalid"})
     assert _one_line(e.value).startswith(
-        f"{cfg_path} (with ${var}=nohost.invalid): {key}: cannot resolve 'nohost.invalid' (")
+        f"{cfg_path} (with ${var}=nohost.invalid): {key}: cannot resolve 'nohost.invalid' ("
+    )
     with pytest.raises(config.ConfigError) as e:  # a newline in a value stays on one line
         config.load(cfg_path, env={var: "bad\nhost"})
     assert "bad\\nhost" in _one_line(e.value)
@@ -255,8 +293,9 @@ def test_db_in_a_missing_directory_is_an_error(workdir):
     missing = workdir / "nowhere" / "sub"
     with pytest.raises(config.ConfigError) as e:
         config.load(CONFIG_API, env={"LUMEN_DB": str(missing / "lumen.db")})
-    assert _one_line(e.value) == (f"{CONFIG_API} (with $LUMEN_DB={missing}/lumen.db): db: "
-                                  f"directory {missing} does not exist")
+    assert _one_line(e.value) == (
+        f"{CONFIG_API} (with $LUMEN_DB={missing}/lumen.db): db: directory {missing} does not exist"
+    )
     with pytest.raises(config.ConfigError, match=r"\(with --db=\.\./x/lumen.db\): db: directory"):
         config.load(CONFIG_API, env={}, overrides={"db": "../x/lumen.db"})
     with pytest.raises(config.ConfigError, match=f"db: {workdir} is a directory"):
@@ -281,10 +320,12 @@ def test_unknown_or_wrong_kind_is_one_line(tmp_path):
         config.load(p, env={})
     assert _one_line(e.value) == (
         f"{p}: not a known kind of config (top-level keys: colour); known kinds: "
-        + ", ".join(_kind(s) for s in SHIPPED))
+        + ", ".join(_kind(s) for s in SHIPPED)
+    )
     p = _copy(tmp_path, lambda c: c.pop("memory_bridge"))
-    with pytest.raises(config.ConfigError,
-                       match="closest is rmb_v17, which also needs memory_bridge; known kinds"):
+    with pytest.raises(
+        config.ConfigError, match="closest is rmb_v17, which also needs memory_bridge; known kinds"
+    ):
         config.load(p, env={})
     ure = ROOT / "configs/ure_v18.yaml"
     with pytest.raises(config.ConfigError) as e:
@@ -299,8 +340,14 @@ def test_unknown_or_wrong_kind_is_one_line(tmp_path):
 
 
 def _cli(tmp_path, *args, **env):
-    return subprocess.run([PY, "-m", "lumen.config", *map(str, args)], cwd=tmp_path,
-                          env=_clean_env(**env), capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [PY, "-m", "lumen.config", *map(str, args)],
+        cwd=tmp_path,
+        env=_clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_config_get_works_for_any_file_name_and_fails_in_one_line(tmp_path):
@@ -318,8 +365,11 @@ def test_config_get_works_for_any_file_name_and_fails_in_one_line(tmp_path):
         (("get", "bad.yaml", "loop.hz"), {}, "bad.yaml: not UTF-8 text"),
         (("get", str(tmp_path), "loop.hz"), {}, f"{tmp_path}: is a directory"),
         (("get", "my_rmb.yaml", "loop.hz"), {"RMB_HZ": "nan"}, "$RMB_HZ=nan): loop.hz: nan is"),
-        (("get", "my_rmb.yaml", "exporter.port"), {"RMB_EXPORTER_HOST": "nohost.invalid"},
-         "my_rmb.yaml (with $RMB_EXPORTER_HOST=nohost.invalid): exporter.host: cannot resolve"),
+        (
+            ("get", "my_rmb.yaml", "exporter.port"),
+            {"RMB_EXPORTER_HOST": "nohost.invalid"},
+            "my_rmb.yaml (with $RMB_EXPORTER_HOST=nohost.invalid): exporter.host: cannot resolve",
+        ),
     ]:
         r = _cli(tmp_path, *args, **env)
         assert r.returncode == 2, (args, r.stderr)
@@ -333,8 +383,10 @@ def test_a_renamed_copy_runs_the_exporter_and_answers_config_get(tmp_path, procs
     r = _cli(tmp_path, "get", "my_rmb.yaml", "exporter.port")
     assert (r.returncode, r.stdout.strip()) == (0, str(port)), r.stderr
     p = procs.start(EXPORTER, "--config", "my_rmb.yaml", "--name", "copy_exporter")
-    wait_until(lambda: p.poll() is not None or (tmp_path / "run/copy_exporter.pid").exists(),
-               what="exporter from my_rmb.yaml")
+    wait_until(
+        lambda: p.poll() is not None or (tmp_path / "run/copy_exporter.pid").exists(),
+        what="exporter from my_rmb.yaml",
+    )
     assert p.poll() is None, p.stderr.read().decode()
 
 
@@ -342,9 +394,20 @@ def _nan_copy(tmp_path):
     return _copy(tmp_path, lambda c: c["loop"].__setitem__("hz", float("nan")), name="nan.yaml")
 
 
-@pytest.mark.parametrize("case", [
-    "not_utf8", "directory", "exporter_host", "api_host", "db_dir", "hz_tiny", "hz_nan_file",
-    "hz_nan_env", "hz_inf_flag"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "not_utf8",
+        "directory",
+        "exporter_host",
+        "api_host",
+        "db_dir",
+        "hz_tiny",
+        "hz_nan_file",
+        "hz_nan_env",
+        "hz_inf_flag",
+    ],
+)
 def test_entry_points_exit_2_with_one_line_and_start_nothing(tmp_path, case):
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(CONFIG_RMB.read_bytes().replace(b"200ms loop", b"200 \xb5s loop"))
@@ -352,28 +415,65 @@ def test_entry_points_exit_2_with_one_line_and_start_nothing(tmp_path, case):
     missing = tmp_path / "missing" / "dir"
     args, env, needles = {
         "not_utf8": ([EXPORTER, "--config", bad], {}, ["bad.yaml: not UTF-8 text"]),
-        "directory": ([EXPORTER, "--config", tmp_path / "cfgdir"], {},
-                      [f"{tmp_path / 'cfgdir'}: is a directory"]),
-        "exporter_host": ([EXPORTER, "--config", CONFIG_RMB, "--port", "0"],
-                          {"RMB_EXPORTER_HOST": "nohost.invalid"},
-                          [str(CONFIG_RMB), "$RMB_EXPORTER_HOST=nohost.invalid", "exporter.host",
-                           "cannot resolve 'nohost.invalid'"]),
-        "api_host": ([API, "--config", CONFIG_API, "--port", "0"], {"API_HOST": "nohost.invalid"},
-                     [str(CONFIG_API), "$API_HOST=nohost.invalid", "api.host",
-                      "cannot resolve 'nohost.invalid'"]),
-        "db_dir": ([DB_INIT, "--config", CONFIG_API], {"LUMEN_DB": str(missing / "lumen.db")},
-                   ["$LUMEN_DB=", "db: directory", f"{missing} does not exist"]),
-        "hz_tiny": ([EMITTER, "--config", CONFIG_RMB, "--hz", "1e-300", "--count", "3"], {},
-                    ["(with --hz=1e-300): loop.hz: 1e-300 is less than the minimum of 0.001"]),
-        "hz_nan_file": ([EMITTER, "--config", _nan_copy(tmp_path), "--count", "3"], {},
-                        ["nan.yaml: loop.hz: nan is not a finite number"]),
-        "hz_nan_env": ([EMITTER, "--config", CONFIG_RMB, "--count", "3"], {"RMB_HZ": "nan"},
-                       ["(with $RMB_HZ=nan): loop.hz: nan is not a finite number"]),
-        "hz_inf_flag": ([EMITTER, "--config", CONFIG_RMB, "--hz", "inf", "--count", "3"], {},
-                        ["(with --hz=inf): loop.hz: inf is not a finite number"]),
+        "directory": (
+            [EXPORTER, "--config", tmp_path / "cfgdir"],
+            {},
+            [f"{tmp_path / 'cfgdir'}: is a directory"],
+        ),
+        "exporter_host": (
+            [EXPORTER, "--config", CONFIG_RMB, "--port", "0"],
+            {"RMB_EXPORTER_HOST": "nohost.invalid"},
+            [
+                str(CONFIG_RMB),
+                "$RMB_EXPORTER_HOST=nohost.invalid",
+                "exporter.host",
+                "cannot resolve 'nohost.invalid'",
+            ],
+        ),
+        "api_host": (
+            [API, "--config", CONFIG_API, "--port", "0"],
+            {"API_HOST": "nohost.invalid"},
+            [
+                str(CONFIG_API),
+                "$API_HOST=nohost.invalid",
+                "api.host",
+                "cannot resolve 'nohost.invalid'",
+            ],
+        ),
+        "db_dir": (
+            [DB_INIT, "--config", CONFIG_API],
+            {"LUMEN_DB": str(missing / "lumen.db")},
+            ["$LUMEN_DB=", "db: directory", f"{missing} does not exist"],
+        ),
+        "hz_tiny": (
+            [EMITTER, "--config", CONFIG_RMB, "--hz", "1e-300", "--count", "3"],
+            {},
+            ["(with --hz=1e-300): loop.hz: 1e-300 is less than the minimum of 0.001"],
+        ),
+        "hz_nan_file": (
+            [EMITTER, "--config", _nan_copy(tmp_path), "--count", "3"],
+            {},
+            ["nan.yaml: loop.hz: nan is not a finite number"],
+        ),
+        "hz_nan_env": (
+            [EMITTER, "--config", CONFIG_RMB, "--count", "3"],
+            {"RMB_HZ": "nan"},
+            ["(with $RMB_HZ=nan): loop.hz: nan is not a finite number"],
+        ),
+        "hz_inf_flag": (
+            [EMITTER, "--config", CONFIG_RMB, "--hz", "inf", "--count", "3"],
+            {},
+            ["(with --hz=inf): loop.hz: inf is not a finite number"],
+        ),
     }[case]
-    r = subprocess.run([PY, *map(str, args)], cwd=tmp_path, env=_clean_env(**env),
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [PY, *map(str, args)],
+        cwd=tmp_path,
+        env=_clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
     msg = _one_line(r.stderr)
     assert msg.startswith("error: ")

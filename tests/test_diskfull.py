@@ -14,6 +14,7 @@ PID the driver starts is also written to <work>/pids, and the test kills what is
 Without root, unshare or mount this is skipped with the reason, unless
 LUMEN_REQUIRE_OPS_TOOLS=1 (`.ci/run`), which makes it a failure.
 """
+
 import json
 import os
 import shutil
@@ -51,9 +52,20 @@ def _require_private_tmpfs(tmp_path):
         else:
             d = tmp_path / "probe"
             d.mkdir()
-            r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                                f"mount -t tmpfs -o size=1m tmpfs '{d}'"],
-                               capture_output=True, text=True, timeout=30)
+            r = subprocess.run(
+                [
+                    "unshare",
+                    "-m",
+                    "--propagation",
+                    "private",
+                    "sh",
+                    "-c",
+                    f"mount -t tmpfs -o size=1m tmpfs '{d}'",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             if r.returncode != 0:
                 why = f"cannot mount a tmpfs in a private mount namespace: {r.stderr.strip()}"
         _probe["why"] = why
@@ -68,21 +80,29 @@ def run_driver(tmp_path, mode, timeout=200):
     work = tmp_path / "w"
     work.mkdir()
     spec = tmp_path / "spec.json"
-    spec.write_text(json.dumps({"mode": mode, "work": str(work), "root": str(ROOT),
-                                "py": PY, "port": free_port()}))
-    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_diskfull; "
-            f"test_diskfull.driver(sys.argv[1])")
+    spec.write_text(
+        json.dumps(
+            {"mode": mode, "work": str(work), "root": str(ROOT), "py": PY, "port": free_port()}
+        )
+    )
+    code = (
+        f"import sys; sys.path.insert(0, {str(TESTS)!r}); import test_diskfull; "
+        f"test_diskfull.driver(sys.argv[1])"
+    )
     try:
-        r = subprocess.run(["unshare", "-m", "--propagation", "private", PY, "-c", code,
-                            str(spec)], capture_output=True, text=True, timeout=timeout,
-                           cwd=tmp_path)
+        r = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", PY, "-c", code, str(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=tmp_path,
+        )
     finally:
         _kill_left(work / "pids")
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     assert lines, f"driver printed no result (rc {r.returncode}):\n{r.stdout}\n{r.stderr}"
     res = json.loads(lines[-1])
-    assert res.get("error") is None, res["error"] + "\n" + json.dumps(res.get("stderr"),
-                                                                      indent=1)
+    assert res.get("error") is None, res["error"] + "\n" + json.dumps(res.get("stderr"), indent=1)
     return res
 
 
@@ -114,7 +134,7 @@ class Driver:
         self.py = spec["py"]
         self.port = spec["port"]
         self.logs = self.w / "logs"
-        self.out = self.w / "out"          # the processes' stdout/stderr: on the real disk
+        self.out = self.w / "out"  # the processes' stdout/stderr: on the real disk
         self.out.mkdir()
         self.procs = {}
         self.must_live = set()
@@ -124,8 +144,13 @@ class Driver:
     def start(self, name, *args):
         f_out = open(self.out / f"{name}.out", "wb")
         f_err = open(self.out / f"{name}.err", "wb")
-        p = subprocess.Popen([self.py, "-u", *map(str, args)], cwd=self.w, stdout=f_out,
-                             stderr=f_err, start_new_session=True)
+        p = subprocess.Popen(
+            [self.py, "-u", *map(str, args)],
+            cwd=self.w,
+            stdout=f_out,
+            stderr=f_err,
+            start_new_session=True,
+        )
         f_out.close()
         f_err.close()
         with open(self.w / "pids", "a") as f:
@@ -161,8 +186,10 @@ class Driver:
         for name in self.must_live:
             rc = self.procs[name].poll()
             if rc is not None:
-                raise AssertionError(f"{name} exited ({rc}) while it had to keep running:\n"
-                                     + self.stderr(name)[-3000:])
+                raise AssertionError(
+                    f"{name} exited ({rc}) while it had to keep running:\n"
+                    + self.stderr(name)[-3000:]
+                )
 
     def wait(self, pred, timeout, what):
         deadline = time.monotonic() + timeout
@@ -178,8 +205,9 @@ class Driver:
     # -- what is on disk and on /metrics
     def mount(self, size):
         self.logs.mkdir(exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
-                        str(self.logs)], check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(self.logs)], check=True
+        )
 
     def grow(self, size):
         subprocess.run(["mount", "-o", f"remount,size={size}", str(self.logs)], check=True)
@@ -190,8 +218,7 @@ class Driver:
 
     def metrics(self):
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
-                                        timeout=5) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
                 text = r.read().decode()
         except OSError:
             return None
@@ -233,6 +260,7 @@ class Driver:
 
     def config(self, src, name, change):
         import yaml
+
         cfg = yaml.safe_load((self.root / "configs" / src).read_text())
         change(cfg)
         path = self.w / name
@@ -240,8 +268,16 @@ class Driver:
         return path
 
     def start_exporter(self, cfg):
-        self.start("exporter", self.root / "exporters/rmb_exporter_v17.py", "--config", cfg,
-                   "--port", self.port, "--host", "127.0.0.1")
+        self.start(
+            "exporter",
+            self.root / "exporters/rmb_exporter_v17.py",
+            "--config",
+            cfg,
+            "--port",
+            self.port,
+            "--host",
+            "127.0.0.1",
+        )
         self.wait(self.metrics, 60, "the exporter to serve /metrics")
 
     # -- the scenarios
@@ -251,88 +287,139 @@ class Driver:
         api_cfg = self.config("api_v18.yaml", "api.yaml", lambda c: c.update(db=DB))
         self.mount("2m")
         self.start_exporter(rmb_cfg)
-        self.start("merge", self.root / "tools/merge_rmb_safety_v2.py", "--config",
-                   self.root / "configs/ure_v18.yaml", "--follow")
-        self.start("ingest", self.root / "tools/storage/ingest_tail_v18.py",
-                   "--config", api_cfg)
-        self.wait(lambda: (self.w / "run/ure_merge.pid").exists()
-                  and (self.w / "run/ingest.pid").exists(), 60, "merge and ingester ready")
+        self.start(
+            "merge",
+            self.root / "tools/merge_rmb_safety_v2.py",
+            "--config",
+            self.root / "configs/ure_v18.yaml",
+            "--follow",
+        )
+        self.start("ingest", self.root / "tools/storage/ingest_tail_v18.py", "--config", api_cfg)
+        self.wait(
+            lambda: (
+                (self.w / "run/ure_merge.pid").exists() and (self.w / "run/ingest.pid").exists()
+            ),
+            60,
+            "merge and ingester ready",
+        )
         # Merge and ingester lag behind (paused) while the emitter fills the disk, so that
         # each surely has lines to write when it resumes on the full disk.
         for name in ("merge", "ingest"):
             os.kill(self.procs[name].pid, signal.SIGSTOP)
-        self.start("emitter", self.root / "rmb/rmb_emitter.py", "--config", rmb_cfg,
-                   "--hz", 2000)
+        self.start("emitter", self.root / "rmb/rmb_emitter.py", "--config", rmb_cfg, "--hz", 2000)
 
         # The disk fills up: every process stays, the counters say what failed.
-        st = self.wait(lambda: (self.emitter_stats() or {}).get("write_errors", 0) > 0
-                       and self.emitter_stats(), 60, "the emitter to hit the full disk")
+        st = self.wait(
+            lambda: (
+                (self.emitter_stats() or {}).get("write_errors", 0) > 0 and self.emitter_stats()
+            ),
+            60,
+            "the emitter to hit the full disk",
+        )
         for name in ("merge", "ingest"):
             os.kill(self.procs[name].pid, signal.SIGCONT)
-        m = self.wait(lambda: (self.metrics() or {}).get("rmb_checkpoint_errors_total", 0) > 0
-                      and self.metrics().get("rmb_emitter_write_errors_total", 0) > 0
-                      and self.metrics(), 60,
-                      "rmb_checkpoint_errors_total and rmb_emitter_write_errors_total > 0")
-        self.wait(lambda: "warning" in self.stderr("merge") and "warning" in self.stderr("ingest"),
-                  60, "merge and ingester to meet the full disk")
+        m = self.wait(
+            lambda: (
+                (self.metrics() or {}).get("rmb_checkpoint_errors_total", 0) > 0
+                and self.metrics().get("rmb_emitter_write_errors_total", 0) > 0
+                and self.metrics()
+            ),
+            60,
+            "rmb_checkpoint_errors_total and rmb_emitter_write_errors_total > 0",
+        )
+        self.wait(
+            lambda: "warning" in self.stderr("merge") and "warning" in self.stderr("ingest"),
+            60,
+            "merge and ingester to meet the full disk",
+        )
         # ... and it stays full for a while: the retries fail and are counted, nobody exits.
-        m = self.wait(lambda: (self.metric("rmb_emitter_write_errors_total") or 0) >= 4
-                      and (self.metric("rmb_checkpoint_errors_total") or 0) >= 4
-                      and self.metrics(), 60, "retries on the full disk to fail 4 times")
+        m = self.wait(
+            lambda: (
+                (self.metric("rmb_emitter_write_errors_total") or 0) >= 4
+                and (self.metric("rmb_checkpoint_errors_total") or 0) >= 4
+                and self.metrics()
+            ),
+            60,
+            "retries on the full disk to fail 4 times",
+        )
         st = self.emitter_stats()
         _, torn = self.lines(QUEUE)
         self.check_alive()
-        self.res["full"] = {"free_bytes": self.free_bytes(), "emitter_stats": st,
-                            "metrics": {k: v for k, v in m.items()
-                                        if k.startswith(("rmb_checkpoint", "rmb_emitter",
-                                                         "rmb_events_total"))},
-                            "torn_lines": torn,
-                            "alive": sorted(n for n in self.must_live
-                                            if self.procs[n].poll() is None)}
+        self.res["full"] = {
+            "free_bytes": self.free_bytes(),
+            "emitter_stats": st,
+            "metrics": {
+                k: v
+                for k, v in m.items()
+                if k.startswith(("rmb_checkpoint", "rmb_emitter", "rmb_events_total"))
+            },
+            "torn_lines": torn,
+            "alive": sorted(n for n in self.must_live if self.procs[n].poll() is None),
+        }
 
         # Space returns: the emitter writes again; then it stops and everyone catches up.
         size = (self.w / QUEUE).stat().st_size
         self.grow("64m")
-        self.wait(lambda: (self.w / QUEUE).stat().st_size > size, 30,
-                  "the emitter to write again")
+        self.wait(lambda: (self.w / QUEUE).stat().st_size > size, 30, "the emitter to write again")
         self.res["emitter_rc"] = self.stop("emitter")
         events, bad = self.lines(QUEUE)
         n = len(events)
         iters = [e["trace"]["iter"] for e in events]
-        self.res["queue"] = {"lines": n, "bad_lines": bad, "iters_are_0_to_n": iters ==
-                             list(range(n)), "emitter_stats": self.emitter_stats()}
-        self.wait(lambda: self.metric("rmb_events_total") == n
-                  and self.metric("rmb_log_bytes_behind") == 0, 60,
-                  f"the exporter to count {n} events")
+        self.res["queue"] = {
+            "lines": n,
+            "bad_lines": bad,
+            "iters_are_0_to_n": iters == list(range(n)),
+            "emitter_stats": self.emitter_stats(),
+        }
+        self.wait(
+            lambda: (
+                self.metric("rmb_events_total") == n and self.metric("rmb_log_bytes_behind") == 0
+            ),
+            60,
+            f"the exporter to count {n} events",
+        )
         self.res["exporter_events_total"] = self.metric("rmb_events_total")
 
         def merged():
             v2, bad = self.lines(V2)
-            src = [(x["source"]["fp"], x["source"]["offset"]) for x in v2
-                   if x.get("source", {}).get("stream") == "rmb"]
-            return len(src) >= n and {"lines": len(src), "distinct": len(set(src)),
-                                      "iters": sorted(x["trace"]["iter"] for x in v2
-                                                      if x["source"]["stream"] == "rmb")
-                                      == list(range(n)), "bad_lines": bad}
+            src = [
+                (x["source"]["fp"], x["source"]["offset"])
+                for x in v2
+                if x.get("source", {}).get("stream") == "rmb"
+            ]
+            return len(src) >= n and {
+                "lines": len(src),
+                "distinct": len(set(src)),
+                "iters": sorted(x["trace"]["iter"] for x in v2 if x["source"]["stream"] == "rmb")
+                == list(range(n)),
+                "bad_lines": bad,
+            }
+
         self.res["v2"] = self.wait(merged, 60, f"the merge to write {n} events")
-        self.wait(lambda: (self.rows("rmb") or (0,))[0] >= n
-                  and (self.rows("ure") or (0,))[0] >= n, 60, f"{n} rows in tables rmb and ure")
+        self.wait(
+            lambda: (self.rows("rmb") or (0,))[0] >= n and (self.rows("ure") or (0,))[0] >= n,
+            60,
+            f"{n} rows in tables rmb and ure",
+        )
         self.res["db"] = {"rmb": self.rows("rmb"), "ure": self.rows("ure")}
         self.res["rc"] = {name: self.stop(name) for name in ("exporter", "merge", "ingest")}
 
     def overflow(self):
         """An emitter with loop.max_pending 500 on a disk filled up behind its back."""
-        cfg = self.config("rmb_v17.yaml", "rmb_small.yaml",
-                          lambda c: c["loop"].update(max_pending=500))
+        cfg = self.config(
+            "rmb_v17.yaml", "rmb_small.yaml", lambda c: c["loop"].update(max_pending=500)
+        )
         self.mount("2m")
         self.start_exporter(cfg)
-        self.start("emitter", self.root / "rmb/rmb_emitter.py", "--config", cfg,
-                   "--hz", 2000)
-        self.wait(lambda: (self.emitter_stats() or {}).get("emitted", 0) > 0, 60,
-                  "the emitter to write its first batch")
+        self.start("emitter", self.root / "rmb/rmb_emitter.py", "--config", cfg, "--hz", 2000)
+        self.wait(
+            lambda: (self.emitter_stats() or {}).get("emitted", 0) > 0,
+            60,
+            "the emitter to write its first batch",
+        )
         filler = self.logs / "filler"
         fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
-        try:                                   # fill the disk to the last page
+        try:  # fill the disk to the last page
             for chunk in (1 << 16, 4096):
                 while True:
                     try:
@@ -342,26 +429,47 @@ class Driver:
         finally:
             os.close(fd)
         self.res["free_after_filling"] = self.free_bytes()
-        m = self.wait(lambda: (self.metric("rmb_emitter_dropped_total") or 0) > 0
-                      and self.metric("rmb_emitter_pending_events") == 500 and self.metrics(),
-                      60, "rmb_emitter_dropped_total > 0 with 500 events pending")
+        m = self.wait(
+            lambda: (
+                (self.metric("rmb_emitter_dropped_total") or 0) > 0
+                and self.metric("rmb_emitter_pending_events") == 500
+                and self.metrics()
+            ),
+            60,
+            "rmb_emitter_dropped_total > 0 with 500 events pending",
+        )
         self.res["full"] = {k: v for k, v in m.items() if k.startswith("rmb_emitter")}
         self.check_alive()
         filler.unlink()
-        self.wait(lambda: (self.emitter_stats() or {}).get("pending", 1) == 0, 30,
-                  "the emitter to write its pending events")
+        self.wait(
+            lambda: (self.emitter_stats() or {}).get("pending", 1) == 0,
+            30,
+            "the emitter to write its pending events",
+        )
         self.res["emitter_rc"] = self.stop("emitter")
         events, bad = self.lines(QUEUE)
         n = len(events)
         st = self.emitter_stats()
         iters = [e["trace"]["iter"] for e in events]
-        self.res["queue"] = {"lines": n, "bad_lines": bad, "distinct_iters": len(set(iters)),
-                             "max_iter": max(iters), "emitter_stats": st}
-        self.wait(lambda: self.metric("rmb_events_total") == n
-                  and self.metric("rmb_log_bytes_behind") == 0, 60,
-                  f"the exporter to count {n} events")
-        self.res["exporter"] = {k: v for k, v in self.metrics().items()
-                                if k.startswith(("rmb_emitter", "rmb_events_total"))}
+        self.res["queue"] = {
+            "lines": n,
+            "bad_lines": bad,
+            "distinct_iters": len(set(iters)),
+            "max_iter": max(iters),
+            "emitter_stats": st,
+        }
+        self.wait(
+            lambda: (
+                self.metric("rmb_events_total") == n and self.metric("rmb_log_bytes_behind") == 0
+            ),
+            60,
+            f"the exporter to count {n} events",
+        )
+        self.res["exporter"] = {
+            k: v
+            for k, v in self.metrics().items()
+            if k.startswith(("rmb_emitter", "rmb_events_total"))
+        }
         self.res["rc"] = {"exporter": self.stop("exporter")}
 
 
@@ -412,7 +520,7 @@ def test_full_disk_emitter_memory_is_bounded_and_overflow_counted(tmp_path):
     st = q["emitter_stats"]
     assert q["bad_lines"] == 0 and q["distinct_iters"] == q["lines"] == st["emitted"]
     assert st["dropped"] > 0 and st["pending"] == 0
-    assert q["max_iter"] + 1 == st["emitted"] + st["dropped"]   # every iteration accounted
+    assert q["max_iter"] + 1 == st["emitted"] + st["dropped"]  # every iteration accounted
     assert res["exporter"]["rmb_events_total"] == q["lines"]
     assert res["exporter"]["rmb_emitter_dropped_total"] == st["dropped"]
     assert res["rc"] == {"exporter": 0}

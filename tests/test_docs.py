@@ -6,6 +6,7 @@
 (d) the risk register tracks each item of blueprint sections 15 and 30.
 Static checks only: no process is started, so these run in well under a second.
 """
+
 import json
 import re
 import shlex
@@ -22,15 +23,35 @@ TASKS = ROOT / ".vscode" / "tasks.json"
 KNOWN_PENDING = {"safety.music.start", "safety.music.stop"}
 
 # Section 19's five task labels, as the blueprint writes them.
-TASK_LABELS = ["Lumen: Restore", "Lumen: TrackB Start", "Lumen: RMB Verify",
-               "Lumen: Safety Start", "Lumen: Stop All"]
+TASK_LABELS = [
+    "Lumen: Restore",
+    "Lumen: TrackB Start",
+    "Lumen: RMB Verify",
+    "Lumen: Safety Start",
+    "Lumen: Stop All",
+]
 
 # Blueprint section 15 (policies) and section 30 (additional items).
 RISK_IDS = ["RMB-ROLL-001", "RMB-ROLL-002", "RMB-RES-002", "RMB-JITTER-003", "RMB-IO-004"]
 
 # Backticked paths under these prefixes must exist in the repository ...
-REPO_PREFIXES = ("configs/", "schemas/", "scripts/", "tools/", "ops/", "rmb/", "exporters/",
-                 "safety/", "ure/", "api/", "lumen/", "tests/", "docs/", ".vscode/", "bench/")
+REPO_PREFIXES = (
+    "configs/",
+    "schemas/",
+    "scripts/",
+    "tools/",
+    "ops/",
+    "rmb/",
+    "exporters/",
+    "safety/",
+    "ure/",
+    "api/",
+    "lumen/",
+    "tests/",
+    "docs/",
+    ".vscode/",
+    "bench/",
+)
 # ... while these are runtime state, created by running the stack.
 STATE_PREFIXES = ("logs/", "data/", "run/", "release/")
 
@@ -58,7 +79,7 @@ def make_targets_in(code):
     out = []
     code = "\n".join(re.sub(r"(^|\s)#.*", "", line) for line in code.splitlines())
     for m in _MAKE.finditer(code):
-        tail = code[m.end():].split("\n", 1)[0]
+        tail = code[m.end() :].split("\n", 1)[0]
         try:
             words = shlex.split(tail)
         except ValueError:
@@ -94,11 +115,16 @@ def test_make_targets_named_in_readme_and_docs_exist():
 
 
 def test_make_target_parser():
-    assert make_targets_in("make trackB.stop && make trackB.start") == ["trackB.stop",
-                                                                         "trackB.start"]
-    assert make_targets_in("make -s -f /x/Makefile slo.report STREAM=logs/a.jsonl kpi.snapshot") \
-        == ["slo.report", "kpi.snapshot"]
-    assert make_targets_in("RMB_HZ=3 make trackB.start   # comment make nothing") == ["trackB.start"]
+    assert make_targets_in("make trackB.stop && make trackB.start") == [
+        "trackB.stop",
+        "trackB.start",
+    ]
+    assert make_targets_in(
+        "make -s -f /x/Makefile slo.report STREAM=logs/a.jsonl kpi.snapshot"
+    ) == ["slo.report", "kpi.snapshot"]
+    assert make_targets_in("RMB_HZ=3 make trackB.start   # comment make nothing") == [
+        "trackB.start"
+    ]
     assert make_targets_in("$(MAKE) help; remake foo") == []
 
 

@@ -1,5 +1,6 @@
 """RMB emitter: valid events, safety gates, batching by batch_size/flush_ms, profiles,
 stdin/replay sources with quarantine, graceful stop, iteration numbers across restarts."""
+
 import json
 import random
 import signal
@@ -47,28 +48,48 @@ def test_gates_turn_out_of_band_events_into_rollbacks(workdir):
     assert r.returncode == 0
     evts = read_events(workdir)
     gates = config.load(CONFIG_RMB, env={})["safety_gates"]
-    out_of_band = [e for e in evts if e["resonance_v3"]["residual_entropy"] > 0.85
-                   or e["resonance_v3"]["risk_band"] in gates["risk_band_block"]
-                   or abs(e["resonance_v3"]["phase_diff"]) > gates["phase_diff_abs_max"]]
+    out_of_band = [
+        e
+        for e in evts
+        if e["resonance_v3"]["residual_entropy"] > 0.85
+        or e["resonance_v3"]["risk_band"] in gates["risk_band_block"]
+        or abs(e["resonance_v3"]["phase_diff"]) > gates["phase_diff_abs_max"]
+    ]
     assert len(out_of_band) > 100  # the seed profile's U(0.05, 0.9) crosses 0.85 ~6 % of the time
     assert all(e["event_type"] == "rollback" for e in out_of_band)
     # In-band events keep their own types.
-    assert {e["event_type"] for e in evts if e not in out_of_band} == \
-        {"observe", "decide", "commit", "rollback"}
+    assert {e["event_type"] for e in evts if e not in out_of_band} == {
+        "observe",
+        "decide",
+        "commit",
+        "rollback",
+    }
 
 
 def test_residual_max_env_lowers_the_gate(workdir):
-    r = emit(workdir, "--profile", "steady", "--count", 500, "--unthrottled", "--seed", 2,
-             env={"RESIDUAL_MAX": "0.3"})
+    r = emit(
+        workdir,
+        "--profile",
+        "steady",
+        "--count",
+        500,
+        "--unthrottled",
+        "--seed",
+        2,
+        env={"RESIDUAL_MAX": "0.3"},
+    )
     assert r.returncode == 0
     assert all(e["event_type"] == "rollback" for e in read_events(workdir))
 
 
-@pytest.mark.parametrize("field, value", [
-    ("phase_diff", 3.05), ("residual_entropy", 0.9), ("risk_band", "RISK")])
+@pytest.mark.parametrize(
+    "field, value", [("phase_diff", 3.05), ("residual_entropy", 0.9), ("risk_band", "RISK")]
+)
 def test_gate_function_each_gate(field, value):
     gates = {"residual_entropy_max": 0.85, "risk_band_block": ["RISK"], "phase_diff_abs_max": 3.0}
-    evt = EventFactory("steady", random.Random(1), "ns", "sha256", "h").make(1, "2025-01-01T00:00:00Z")
+    evt = EventFactory("steady", random.Random(1), "ns", "sha256", "h").make(
+        1, "2025-01-01T00:00:00Z"
+    )
     evt["event_type"] = "commit"
     assert gate(evt, gates) is None and evt["event_type"] == "commit"
     evt["resonance_v3"][field] = value
@@ -85,9 +106,15 @@ class FakeClock:
 
 
 def _emitter(workdir, batch_size, flush_ms):
-    cfg = config.load(CONFIG_RMB, env={}, overrides={
-        "loop.batch_size": batch_size, "loop.flush_ms": flush_ms,
-        "paths.queue": str(workdir / "q.jsonl")})
+    cfg = config.load(
+        CONFIG_RMB,
+        env={},
+        overrides={
+            "loop.batch_size": batch_size,
+            "loop.flush_ms": flush_ms,
+            "paths.queue": str(workdir / "q.jsonl"),
+        },
+    )
     clock = FakeClock()
     return Emitter(cfg, clock=clock), clock
 
@@ -122,15 +149,19 @@ def test_flush_ms_flushes_a_partial_batch(workdir):
     assert em.writer.batches_written == 1 and em.due() is None
 
 
-@pytest.mark.parametrize("argv, error", [
-    ([], None),
-    (["--source", "replay"], "--source replay needs --replay FILE"),
-    (["--source", "replay", "--replay", "f.jsonl"], None),
-    (["--sim-start", "2026-01-01T00:00:00Z"], None),
-    (["--sim-start", "yesterday"], "--sim-start 'yesterday' is not an RFC 3339 time"),
-])
+@pytest.mark.parametrize(
+    "argv, error",
+    [
+        ([], None),
+        (["--source", "replay"], "--source replay needs --replay FILE"),
+        (["--source", "replay", "--replay", "f.jsonl"], None),
+        (["--sim-start", "2026-01-01T00:00:00Z"], None),
+        (["--sim-start", "yesterday"], "--sim-start 'yesterday' is not an RFC 3339 time"),
+    ],
+)
 def test_usage_error(argv, error):
     from lumen.emitter import build_parser, usage_error
+
     assert usage_error(build_parser().parse_args(argv)) == error
 
 
@@ -139,6 +170,7 @@ def test_run_lines_in_process_gates_and_quarantines(workdir):
     import threading
     from lumen.emitter import build_parser
     from lumen.emit_sources import run_lines
+
     em, _ = _emitter(workdir, batch_size=100, flush_ms=60000)
     good = (ROOT / "tests/fixtures/rmb_sample.json").read_bytes().strip()
     hot = json.loads(good)
@@ -146,8 +178,14 @@ def test_run_lines_in_process_gates_and_quarantines(workdir):
     stream = io.BytesIO(b"\n".join([good, b"", b"not json", json.dumps(hot).encode()]) + b"\n")
     run_lines(em, build_parser().parse_args([]), stream, threading.Event(), "mem")
     em.finish()
-    assert em.counters() == {"emitted": 2, "gated": 1, "dropped": 0, "write_errors": 0,
-                             "pending": 0, "rejected": 1}
+    assert em.counters() == {
+        "emitted": 2,
+        "gated": 1,
+        "dropped": 0,
+        "write_errors": 0,
+        "pending": 0,
+        "rejected": 1,
+    }
     evts = [json.loads(x) for x in (workdir / "q.jsonl").read_text().splitlines()]
     assert [e["event_type"] for e in evts] == ["observe", "rollback"]
     (rej,) = (workdir / "logs/rejects/rmb_input.jsonl").read_text().splitlines()
@@ -158,17 +196,33 @@ def test_run_sim_in_process_on_a_simulated_clock(workdir):
     import threading
     from lumen.emitter import build_parser
     from lumen.emit_sources import run_sim
+
     em, _ = _emitter(workdir, batch_size=7, flush_ms=60000)
-    args = build_parser().parse_args(["--count", "50", "--seed", "1", "--profile", "seed",
-                                      "--unthrottled", "--sim-start", "2026-01-01T00:00:00Z"])
+    args = build_parser().parse_args(
+        [
+            "--count",
+            "50",
+            "--seed",
+            "1",
+            "--profile",
+            "seed",
+            "--unthrottled",
+            "--sim-start",
+            "2026-01-01T00:00:00Z",
+        ]
+    )
     assert run_sim(em, args, em.cfg, threading.Event(), 100) == 150
     em.finish()
     evts = [json.loads(x) for x in (workdir / "q.jsonl").read_text().splitlines()]
     assert [e["trace"]["iter"] for e in evts] == list(range(100, 150))
     ts = [parse_ts(e["ts"]) for e in evts]
     assert ts[1] - ts[0] == pytest.approx(1 / em.cfg["loop"]["hz"])
-    out_of_band = [e for e in evts if e["resonance_v3"]["residual_entropy"] > 0.85
-                   or abs(e["resonance_v3"]["phase_diff"]) > 3.0]
+    out_of_band = [
+        e
+        for e in evts
+        if e["resonance_v3"]["residual_entropy"] > 0.85
+        or abs(e["resonance_v3"]["phase_diff"]) > 3.0
+    ]
     assert em.gated == len(out_of_band) > 0
     assert all(e["event_type"] == "rollback" for e in out_of_band)
     assert em.save_unwritten() == 0
@@ -176,6 +230,7 @@ def test_run_sim_in_process_on_a_simulated_clock(workdir):
 
 def test_run_in_process_writes_state_stats_and_exit_code(workdir, capsys):
     from lumen.emitter import build_parser, run
+
     args = build_parser().parse_args(["--count", "20", "--unthrottled", "--name", "em_test"])
     cfg = config.load(CONFIG_RMB, env={})
     assert run(args, cfg) == 0 and run(args, cfg) == 0
@@ -198,8 +253,18 @@ def test_real_run_writes_batches_not_lines(workdir):
 
 def test_steady_profile_meets_section_9_slos_over_10_simulated_minutes(workdir):
     # 10 minutes at 5 Hz = 3000 events, stamped on a simulated clock: runs in about a second.
-    r = emit(workdir, "--profile", "steady", "--count", 3000, "--unthrottled", "--seed", 11,
-             "--sim-start", "2026-01-01T00:00:00Z")
+    r = emit(
+        workdir,
+        "--profile",
+        "steady",
+        "--count",
+        3000,
+        "--unthrottled",
+        "--seed",
+        11,
+        "--sim-start",
+        "2026-01-01T00:00:00Z",
+    )
     assert r.returncode == 0, r.stderr
     evts = read_events(workdir)
     ts = [parse_ts(e["ts"]) for e in evts]
@@ -225,18 +290,34 @@ def test_seed_makes_runs_reproducible(tmp_path):
         d.mkdir()
         emit(d, "--profile", "seed", "--count", 200, "--unthrottled", "--seed", 42)
         return [(e["event_type"], e["resonance_v3"], e["memory_bridge"]) for e in read_events(d)]
+
     assert content(tmp_path / "a") == content(tmp_path / "b")
 
 
 def test_namespace_and_hasher_come_from_config(workdir, tmp_path):
     import hashlib
     import yaml
+
     cfg = yaml.safe_load(CONFIG_RMB.read_text())
     cfg["memory_bridge"] = {"slot_namespace": "custom/ns", "value_hasher": "blake2b"}
     p = tmp_path / "rmb_v17.yaml"
     p.write_text(yaml.safe_dump(cfg))
-    subprocess.run([PY, str(EMITTER), "--config", str(p), "--count", "5", "--unthrottled",
-                    "--profile", "seed"], cwd=workdir, check=True, capture_output=True)
+    subprocess.run(
+        [
+            PY,
+            str(EMITTER),
+            "--config",
+            str(p),
+            "--count",
+            "5",
+            "--unthrottled",
+            "--profile",
+            "seed",
+        ],
+        cwd=workdir,
+        check=True,
+        capture_output=True,
+    )
     for e in read_events(workdir):
         mb = e["memory_bridge"]
         assert mb["slot_id"].startswith("custom/ns/slot-")
@@ -253,7 +334,9 @@ def test_stdin_source_validates_and_quarantines(workdir):
     evts = read_events(workdir)
     assert len(evts) == 2
     assert evts[0]["event_type"] == "observe" and evts[1]["event_type"] == "rollback"
-    rejects = [json.loads(x) for x in (workdir / "logs/rejects/rmb_input.jsonl").read_text().splitlines()]
+    rejects = [
+        json.loads(x) for x in (workdir / "logs/rejects/rmb_input.jsonl").read_text().splitlines()
+    ]
     assert [x["reason"] for x in rejects] == ["json", "schema", "utf8", "not_object"]
     assert rejects[0]["line"] == "not json" and rejects[2]["line_b64"] == "//4="
     assert rejects[1]["offset"] == len(good) + 1 + len(b"not json") + 1
@@ -271,10 +354,12 @@ def test_replay_source(workdir):
 
 
 def test_sigterm_flushes_and_exits_0(procs, workdir):
-    p = procs.start(EMITTER, "--config", CONFIG_RMB, "--hz", 50, "--batch-size", 1000,
-                    "--flush-ms", 60000)
+    p = procs.start(
+        EMITTER, "--config", CONFIG_RMB, "--hz", 50, "--batch-size", 1000, "--flush-ms", 60000
+    )
     wait_until(lambda: (workdir / "run/rmb_emitter.pid").exists(), what="pid file")
     import time
+
     t0 = time.monotonic()  # at 50 Hz, half a second leaves ~25 events pending in the batch
     wait_until(lambda: time.monotonic() - t0 > 0.5, what="events to be pending")
     assert not (workdir / "logs/rmb_events.jsonl").exists()  # all pending in the batch
@@ -304,6 +389,7 @@ def test_help_and_bad_flags(workdir):
 def test_a_queue_locked_by_another_process_does_not_hang_the_emitter(procs, workdir):
     import fcntl
     import time
+
     log = workdir / "logs/rmb_events.jsonl"
     log.parent.mkdir(parents=True)
     holder = open(log, "a")

@@ -1,5 +1,6 @@
 """RMB exporter: whole-log counts across restarts, bad lines counted and quarantined,
 rotation and truncation, valid exposition, 404/405, busy port."""
+
 import json
 import os
 import shutil
@@ -57,8 +58,9 @@ def _answers(port):
 
 
 def wait_total(port, n, key="rmb_events_total", timeout=20):
-    return wait_until(lambda: scrape(port).get(key) == n and scrape(port), timeout=timeout,
-                      what=f"{key} == {n}")
+    return wait_until(
+        lambda: scrape(port).get(key) == n and scrape(port), timeout=timeout, what=f"{key} == {n}"
+    )
 
 
 def test_counts_whole_log_across_restarts(procs, workdir):
@@ -119,7 +121,9 @@ def test_bad_lines_counted_quarantined_and_serving_continues(procs, workdir):
     assert m['rmb_rejects_total{"reason": "schema"}'] == 1
     assert m['rmb_log_lines_total{"status": "rejected"}'] == 4
     assert m['rmb_log_lines_total{"status": "valid"}'] == 101
-    recs = [json.loads(x) for x in (workdir / "logs/rejects/rmb_events.jsonl").read_text().splitlines()]
+    recs = [
+        json.loads(x) for x in (workdir / "logs/rejects/rmb_events.jsonl").read_text().splitlines()
+    ]
     assert [r["reason"] for r in recs] == ["json", "utf8", "oversize", "schema"]
     assert all(r["consumer"] == "rmb_exporter" for r in recs)
     assert "residual_entropy" in recs[3]["detail"]
@@ -157,10 +161,17 @@ def test_exposition_is_valid_and_has_the_blueprint_metrics(procs, workdir):
     assert fams["rmb_events"].type == "counter"
     assert fams["rmb_rollback"].type == "counter"
     assert fams["rmb_residual_entropy_last"].type == "gauge"
-    for name in ("rmb_log_lines", "rmb_rejects", "rmb_file_rotations", "rmb_file_truncates",
-                 "rmb_checkpoints_written", "rmb_log_bytes_behind",
-                 "rmb_last_event_timestamp_seconds", "rmb_scrape_duration_seconds",
-                 "rmb_safety_gate_residual_entropy_max"):
+    for name in (
+        "rmb_log_lines",
+        "rmb_rejects",
+        "rmb_file_rotations",
+        "rmb_file_truncates",
+        "rmb_checkpoints_written",
+        "rmb_log_bytes_behind",
+        "rmb_last_event_timestamp_seconds",
+        "rmb_scrape_duration_seconds",
+        "rmb_safety_gate_residual_entropy_max",
+    ):
         assert name in fams, name
     assert "# HELP rmb_events_total" in r.text and "# TYPE rmb_events_total counter" in r.text
     last = json.loads((workdir / "logs/rmb_events.jsonl").read_text().splitlines()[-1])
@@ -179,7 +190,10 @@ def test_scrape_reads_no_file(workdir):
     before = exp.app("GET", "/metrics", {})[2]
     os.rename("logs/rmb_events.jsonl", "logs/elsewhere.jsonl")  # the log is gone ...
     after = exp.app("GET", "/metrics", {})[2]  # ... and the scrape does not notice
-    strip = lambda b: [x for x in b.splitlines() if not x.startswith(b"rmb_scrape_duration")]
+
+    def strip(b):
+        return [x for x in b.splitlines() if not x.startswith(b"rmb_scrape_duration")]
+
     assert strip(before) == strip(after)
     assert b"rmb_events_total 300.0" in after
 
@@ -189,9 +203,22 @@ def test_busy_port_is_one_clear_line(workdir):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = subprocess.run([PY, str(EXPORTER), "--config", str(CONFIG_RMB), "--port", str(port),
-                            "--host", "127.0.0.1"], cwd=workdir, capture_output=True, text=True,
-                           timeout=30)
+        r = subprocess.run(
+            [
+                PY,
+                str(EXPORTER),
+                "--config",
+                str(CONFIG_RMB),
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0
     assert f"port {port}" in r.stderr and f"pid {os.getpid()}" in r.stderr

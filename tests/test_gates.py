@@ -1,4 +1,5 @@
 """lumen.gates (bands and safety gates) and lumen.simulate (profiles), in process."""
+
 import random
 
 import pytest
@@ -11,22 +12,30 @@ GATES = {"residual_entropy_max": 0.85, "risk_band_block": [vocab.RISK], "phase_d
 
 
 def event(phase=0.0, residual=0.4, band=None, etype=vocab.COMMIT):
-    return {"event_type": etype,
-            "resonance_v3": {"phase_diff": phase, "residual_entropy": residual,
-                             "risk_band": band or risk_band(residual)}}
+    return {
+        "event_type": etype,
+        "resonance_v3": {
+            "phase_diff": phase,
+            "residual_entropy": residual,
+            "risk_band": band or risk_band(residual),
+        },
+    }
 
 
-@pytest.mark.parametrize("phase, residual, band, fired", [
-    (0.0, 0.40, None, None),
-    (3.0, 0.40, None, None),                    # on the bound: inside
-    (-3.01, 0.40, None, "phase_diff"),
-    (3.01, 0.40, None, "phase_diff"),
-    (0.0, 0.40, vocab.RISK, "risk_band"),       # the band is taken as given
-    (0.0, 0.85, None, None),                    # WATCH, on the residual bound
-    (0.0, 0.86, vocab.WATCH, "residual_entropy"),
-    (3.5, 0.95, None, "phase_diff"),            # several out of band: the first gate names it
-    (0.0, 0.95, None, "risk_band"),
-])
+@pytest.mark.parametrize(
+    "phase, residual, band, fired",
+    [
+        (0.0, 0.40, None, None),
+        (3.0, 0.40, None, None),  # on the bound: inside
+        (-3.01, 0.40, None, "phase_diff"),
+        (3.01, 0.40, None, "phase_diff"),
+        (0.0, 0.40, vocab.RISK, "risk_band"),  # the band is taken as given
+        (0.0, 0.85, None, None),  # WATCH, on the residual bound
+        (0.0, 0.86, vocab.WATCH, "residual_entropy"),
+        (3.5, 0.95, None, "phase_diff"),  # several out of band: the first gate names it
+        (0.0, 0.95, None, "risk_band"),
+    ],
+)
 def test_gate_table(phase, residual, band, fired):
     evt = event(phase, residual, band)
     assert gate(evt, GATES) == fired
@@ -40,12 +49,20 @@ def test_gate_keeps_a_rollback_and_reads_the_config():
     assert gate(evt, dict(GATES, residual_entropy_max=0.3)) == "residual_entropy"
 
 
-@pytest.mark.parametrize("residual, risk, creative", [
-    (0.0, vocab.SAFE, vocab.HIGH), (0.2499, vocab.SAFE, vocab.HIGH),
-    (0.25, vocab.SAFE, vocab.MID), (WATCH_ABOVE, vocab.SAFE, vocab.MID),
-    (0.56, vocab.WATCH, vocab.MID), (0.6, vocab.WATCH, vocab.LOW),
-    (RISK_ABOVE, vocab.WATCH, vocab.LOW), (0.86, vocab.RISK, vocab.LOW), (1.0, vocab.RISK, vocab.LOW),
-])
+@pytest.mark.parametrize(
+    "residual, risk, creative",
+    [
+        (0.0, vocab.SAFE, vocab.HIGH),
+        (0.2499, vocab.SAFE, vocab.HIGH),
+        (0.25, vocab.SAFE, vocab.MID),
+        (WATCH_ABOVE, vocab.SAFE, vocab.MID),
+        (0.56, vocab.WATCH, vocab.MID),
+        (0.6, vocab.WATCH, vocab.LOW),
+        (RISK_ABOVE, vocab.WATCH, vocab.LOW),
+        (0.86, vocab.RISK, vocab.LOW),
+        (1.0, vocab.RISK, vocab.LOW),
+    ],
+)
 def test_bands(residual, risk, creative):
     assert risk_band(residual) == risk
     assert creative_band(residual) == creative

@@ -1,6 +1,7 @@
 """lumen.httpserve under hostile and broken clients, over real sockets: the whole-request
 deadline, the connection cap, JSON for every error, framing checks, quiet client resets,
 bounded threads; and the API's pooled read-only connections stay fresh."""
+
 import json
 import select
 import socket
@@ -42,6 +43,7 @@ def start():
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         servers.append(srv)
         return srv
+
     yield _start
     for srv in servers:
         srv.shutdown()
@@ -166,6 +168,7 @@ def test_connections_over_the_cap_get_503_json(start):
             return request(srv, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")[0] == 200
         except (EOFError, ConnectionError):
             return False
+
     wait_until(served, what="a connection served after one closed")
     for s in held:
         s.close()
@@ -175,19 +178,23 @@ def test_connections_over_the_cap_get_503_json(start):
 def test_bad_content_length_is_400_json(start, capfd, value):
     srv = start()
     status, headers, body = request(
-        srv, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\n")
+        srv, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: " + value + b"\r\n\r\n"
+    )
     assert_json_error(status, headers, body, 400)
     assert "Content-Length" in json.loads(body)["error"]
     assert "Traceback" not in capfd.readouterr().err
 
 
-@pytest.mark.parametrize("raw, status", [
-    (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-    (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 70_000 + b"\r\n\r\n", 431),
-    (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431),
-    (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505),
-    (b"GET\x00 / HTTP/1.1 x\r\n\r\n", 400),
-])
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 70_000 + b"\r\n\r\n", 431),
+        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431),
+        (b"GET / HTTP/9.9\r\nHost: x\r\n\r\n", 505),
+        (b"GET\x00 / HTTP/1.1 x\r\n\r\n", 400),
+    ],
+)
 def test_errors_before_the_app_are_json_too(start, raw, status):
     srv = start()
     st, headers, body = request(srv, raw)
@@ -216,6 +223,7 @@ def test_client_reset_prints_no_traceback(start, capfd):
         nonlocal err
         err += capfd.readouterr().err
         return "Error" in err or getattr(srv, "dropped", 0) >= 2
+
     wait_until(both_seen, what="the server to notice both resets")
     assert "Traceback" not in err and "Error" not in err, err
     assert app_done.is_set() and srv.dropped == 2
@@ -241,6 +249,7 @@ def test_thread_count_stays_bounded_with_many_slow_clients(start):
             if s not in refused and select.select([s], [], [], 0)[0]:
                 refused.add(s)
         return len(refused) >= 80
+
     wait_until(all_answered, timeout=20, what="80 connections over the cap answered")
     for s in list(refused)[:5]:
         status, headers, body = read_response(s)
@@ -298,8 +307,9 @@ def test_keepalive_head_405_and_a_get_body_dropped(start):
         assert "GET" in headers["allow"]
         s.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(s)[0] == 200
-    status, headers, body = request(srv, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: "
-                                    b"999999\r\n\r\n")
+    status, headers, body = request(
+        srv, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n"
+    )
     assert_json_error(status, headers, body, 413)
 
 
@@ -315,10 +325,13 @@ def test_api_reuses_read_only_connections_and_sees_new_rows(workdir):
         return json.loads(body).get("ts")
 
     def insert(i):
-        w.execute("INSERT INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, "
-                  "src_offset) VALUES (?, 'e', 0.1, 0.2, 'SAFE', ?, 'fp', ?)",
-                  (f"2026-01-01T00:00:{i:02d}Z", 1767225600 + i, i))
+        w.execute(
+            "INSERT INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, "
+            "src_offset) VALUES (?, 'e', 0.1, 0.2, 'SAFE', ?, 'fp', ?)",
+            (f"2026-01-01T00:00:{i:02d}Z", 1767225600 + i, i),
+        )
         w.commit()
+
     assert last_ts() is None
     with api.reader() as first:
         pass

@@ -9,6 +9,7 @@
 - a writer never extends a fragment a dead writer left (point 6).
 The process-level halves of these points are in tests/test_issue12_ops.py.
 """
+
 import copy
 import json
 import math
@@ -48,17 +49,29 @@ def fp_of_first_line(data):
 
 # ------------------------------------------------------------------ 1. totality
 HOSTILE = [
-    b'{"entity_id":"\xff\xfe"}',                          # invalid UTF-8 inside a string
-    b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b"}",         # deep, but within orjson's limit
-    b"[" * 100_000 + b"]" * 100_000,                      # far past any limit
-    b'{"x":' * 5000 + b"1" + b"}" * 5000,                 # deep objects
-    b'{"ts": "\\ud800"}',                                 # a lone surrogate escape
-    b'{"ts": "\xed\xa0\x80"}',                            # a surrogate encoded as UTF-8
-    b'{"x": NaN}', b'{"x": Infinity}', b'{"x": -Infinity}', b'{"x": 1e999}',
-    b'{"trace": {"iter": 1' + b"0" * 5000 + b"}}",        # a huge integer
-    b"\x00" * 64, b"", b" ", b"\n", b"{", b"}", b"null", b"[]", b'"text"', b"1",
+    b'{"entity_id":"\xff\xfe"}',  # invalid UTF-8 inside a string
+    b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b"}",  # deep, but within orjson's limit
+    b"[" * 100_000 + b"]" * 100_000,  # far past any limit
+    b'{"x":' * 5000 + b"1" + b"}" * 5000,  # deep objects
+    b'{"ts": "\\ud800"}',  # a lone surrogate escape
+    b'{"ts": "\xed\xa0\x80"}',  # a surrogate encoded as UTF-8
+    b'{"x": NaN}',
+    b'{"x": Infinity}',
+    b'{"x": -Infinity}',
+    b'{"x": 1e999}',
+    b'{"trace": {"iter": 1' + b"0" * 5000 + b"}}",  # a huge integer
+    b"\x00" * 64,
+    b"",
+    b" ",
+    b"\n",
+    b"{",
+    b"}",
+    b"null",
+    b"[]",
+    b'"text"',
+    b"1",
     BASE["ts"].encode(),
-    event_bytes(ts="2025-11-01T00:00:00Z")[:-1],          # a torn event
+    event_bytes(ts="2025-11-01T00:00:00Z")[:-1],  # a torn event
     event_bytes(ts="2025-11-01T00:00:00Z").replace(b'"x"', b'"\xc3\x28"'),
     b"\xef\xbb\xbf" + event_bytes(ts="2025-11-01T00:00:00Z"),  # a BOM
 ]
@@ -73,18 +86,38 @@ GARBAGE = st.one_of(
     st.binary(max_size=300),
     st.sampled_from(HOSTILE),
     st.builds(nested, st.integers(1, 3000), st.sampled_from(["list", "obj"])),
-    st.builds(lambda d, k: b'{"ts": "2025-11-01T00:00:00Z", "x": ' + nested(d, k) + b"}",
-              st.integers(1, 3000), st.sampled_from(["list", "obj"])),
-    st.builds(lambda n: b'{"trace": {"iter": ' + n.encode() + b"}}",
-              st.from_regex(r"-?[0-9]{1,400}(\.[0-9]{1,50})?([eE][+-]?[0-9]{1,5})?",
-                            fullmatch=True)),
-    st.builds(lambda w: event_bytes().replace(b'"observe"', w),
-              st.sampled_from([b"NaN", b"Infinity", b"-Infinity", b"1e400", b'"\\ud800"',
-                               b'"\\udfff\\ud800"', b'"\xff"', b'"\xed\xb0\x80"'])),
+    st.builds(
+        lambda d, k: b'{"ts": "2025-11-01T00:00:00Z", "x": ' + nested(d, k) + b"}",
+        st.integers(1, 3000),
+        st.sampled_from(["list", "obj"]),
+    ),
+    st.builds(
+        lambda n: b'{"trace": {"iter": ' + n.encode() + b"}}",
+        st.from_regex(r"-?[0-9]{1,400}(\.[0-9]{1,50})?([eE][+-]?[0-9]{1,5})?", fullmatch=True),
+    ),
+    st.builds(
+        lambda w: event_bytes().replace(b'"observe"', w),
+        st.sampled_from(
+            [
+                b"NaN",
+                b"Infinity",
+                b"-Infinity",
+                b"1e400",
+                b'"\\ud800"',
+                b'"\\udfff\\ud800"',
+                b'"\xff"',
+                b'"\xed\xb0\x80"',
+            ]
+        ),
+    ),
     # a valid event with random bytes spliced in somewhere
-    st.builds(lambda pos, junk: (lambda b: b[: pos % (len(b) + 1)] + junk +
-                                 b[pos % (len(b) + 1):])(event_bytes()),
-              st.integers(0, 10_000), st.binary(min_size=1, max_size=8)),
+    st.builds(
+        lambda pos, junk: (lambda b: b[: pos % (len(b) + 1)] + junk + b[pos % (len(b) + 1) :])(
+            event_bytes()
+        ),
+        st.integers(0, 10_000),
+        st.binary(min_size=1, max_size=8),
+    ),
 )
 
 
@@ -122,10 +155,11 @@ def test_hostile_lines_are_rejects_and_the_next_line_counts(workdir):
     lines = [x for x in HOSTILE if x.strip() and b"\n" not in x]
     log.write_bytes(b"".join(x + b"\n" for x in lines) + good + b"\n")
     for typed in (False, True):
-        c = Consumer(log, f"c{typed}", SCHEMA, "rmb_events", workdir / "off", workdir / "rej",
-                     typed=typed)
+        c = Consumer(
+            log, f"c{typed}", SCHEMA, "rmb_events", workdir / "off", workdir / "rej", typed=typed
+        )
         seen = []
-        while c.poll(lambda ev, pos: seen.append(ev)):
+        while c.poll(lambda ev, pos: seen.append(ev)):  # noqa: B023 (called inside poll)
             pass
         c.commit()
         c.close()
@@ -156,6 +190,7 @@ def test_a_failing_validator_becomes_reason_internal(workdir, monkeypatch):
     # one verdict (here: a valid event, as the untyped classifier says).
     monkeypatch.undo()
     typed = classifier(typed=True)
+
     def decoder_boom(raw):
         raise RuntimeError("decoder exploded")
 
@@ -167,12 +202,16 @@ def test_a_failing_validator_becomes_reason_internal(workdir, monkeypatch):
 
 # The typed fast path and the untyped one agree on hostile lines too (msgspec refusing
 # bad UTF-8 or depth hands the line to the one slow-path verdict).
-@pytest.mark.parametrize("raw", [
-    b'{"entity_id":"\xff\xfe"}',
-    b'{"ts": "\xed\xa0\x80"}',
-    b'{"x": ' + b"[" * 1024 + b"]" * 1024 + b"}",
-    b'{"x":' * 2000 + b"1" + b"}" * 2000,
-], ids=["utf8-in-string", "utf8-surrogate", "deep-1024-in-object", "deep-objects"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"entity_id":"\xff\xfe"}',
+        b'{"ts": "\xed\xa0\x80"}',
+        b'{"x": ' + b"[" * 1024 + b"]" * 1024 + b"}",
+        b'{"x":' * 2000 + b"1" + b"}" * 2000,
+    ],
+    ids=["utf8-in-string", "utf8-surrogate", "deep-1024-in-object", "deep-objects"],
+)
 def test_typed_and_untyped_agree_on_hostile_lines(raw):
     assert classifier(typed=True).classify(raw, NOW_FAR) == classifier().classify(raw, NOW_FAR)
 
@@ -187,7 +226,8 @@ def test_deep_but_parseable_json_is_a_line_reason_not_internal(depth):
 # ------------------------------------------------------- 2. one definition of ts
 _GRAMMAR = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|([+-])(\d{2}):(\d{2}))",
-    re.ASCII)
+    re.ASCII,
+)
 
 
 def rfc3339_reference(s):
@@ -219,25 +259,55 @@ def valid_ts(draw, leap_ok=True, min_year=0):
     h, mi = draw(st.integers(0, 23)), draw(st.integers(0, 59))
     sec = draw(st.integers(0, 60 if leap_ok else 59))
     frac = draw(st.one_of(st.just(""), st.from_regex(r"\.[0-9]{1,9}", fullmatch=True)))
-    zone = draw(st.one_of(st.sampled_from(["Z", "z", "+00:00", "-00:00"]),
-                          st.builds(lambda sign, oh, om: f"{sign}{oh:02d}:{om:02d}",
-                                    st.sampled_from("+-"), st.integers(0, 23),
-                                    st.integers(0, 59))))
+    zone = draw(
+        st.one_of(
+            st.sampled_from(["Z", "z", "+00:00", "-00:00"]),
+            st.builds(
+                lambda sign, oh, om: f"{sign}{oh:02d}:{om:02d}",
+                st.sampled_from("+-"),
+                st.integers(0, 23),
+                st.integers(0, 59),
+            ),
+        )
+    )
     t = draw(st.sampled_from("Tt"))
     return f"{y:04d}-{mo:02d}-{d:02d}{t}{h:02d}:{mi:02d}:{sec:02d}{frac}{zone}"
 
 
 NEAR_MISSES = [
-    (r"[Tt]", " "), (r"[Tt]", ""), (r"(Z|z|[+-]\d\d:\d\d)$", ""), (r":(\d\d)$", r"\1"),
-    (r"^\d{4}", "10000"), (r"^\d{4}", "99"), (r"-\d\d-", "-13-"), (r"-\d\d-", "-00-"),
-    (r"-(\d\d)[Tt]", "-32T"), (r"-(\d\d)[Tt]", "-00T"), (r"^\d{4}-\d\d-\d\d", "2023-02-29"),
-    (r"^\d{4}-\d\d-\d\d", "2024-02-30"), (r"^\d{4}-\d\d-\d\d", "1900-02-29"),
-    (r"[Tt]\d\d", "T24"), (r"[Tt](\d\d):\d\d", r"T\1:60"), (r"[Tt](\d\d:\d\d):\d\d", r"T\1:61"),
-    (r"(Z|z)$", "+24:00"), (r"(Z|z)$", "+01:60"), (r"(Z|z)$", "+0100"), (r"(Z|z)$", "+01"),
-    (r"(Z|z)$", "UTC"), (r"(Z|z)$", "Z "), (r"$", "\n"), (r"^", " "), (r"(Z|z)$", "ZZ"),
-    (r":(\d\d)(Z|z|[+-])", r":\1.\2"), (r":(\d\d)(Z|z|[+-])", r":\1,5\2"),
-    (r":(\d\d)(Z|z|[+-])", r":\1.1234567890\2"), (r"^2", "\u0662"), (r"-", "/"),
-    (r"[Tt]", "\u0054\u0301"), (r"(Z|z)$", "+00:00:00"), (r"(Z|z)$", "-0"),
+    (r"[Tt]", " "),
+    (r"[Tt]", ""),
+    (r"(Z|z|[+-]\d\d:\d\d)$", ""),
+    (r":(\d\d)$", r"\1"),
+    (r"^\d{4}", "10000"),
+    (r"^\d{4}", "99"),
+    (r"-\d\d-", "-13-"),
+    (r"-\d\d-", "-00-"),
+    (r"-(\d\d)[Tt]", "-32T"),
+    (r"-(\d\d)[Tt]", "-00T"),
+    (r"^\d{4}-\d\d-\d\d", "2023-02-29"),
+    (r"^\d{4}-\d\d-\d\d", "2024-02-30"),
+    (r"^\d{4}-\d\d-\d\d", "1900-02-29"),
+    (r"[Tt]\d\d", "T24"),
+    (r"[Tt](\d\d):\d\d", r"T\1:60"),
+    (r"[Tt](\d\d:\d\d):\d\d", r"T\1:61"),
+    (r"(Z|z)$", "+24:00"),
+    (r"(Z|z)$", "+01:60"),
+    (r"(Z|z)$", "+0100"),
+    (r"(Z|z)$", "+01"),
+    (r"(Z|z)$", "UTC"),
+    (r"(Z|z)$", "Z "),
+    (r"$", "\n"),
+    (r"^", " "),
+    (r"(Z|z)$", "ZZ"),
+    (r":(\d\d)(Z|z|[+-])", r":\1.\2"),
+    (r":(\d\d)(Z|z|[+-])", r":\1,5\2"),
+    (r":(\d\d)(Z|z|[+-])", r":\1.1234567890\2"),
+    (r"^2", "\u0662"),
+    (r"-", "/"),
+    (r"[Tt]", "\u0054\u0301"),
+    (r"(Z|z)$", "+00:00:00"),
+    (r"(Z|z)$", "-0"),
 ]
 
 
@@ -248,13 +318,28 @@ def near_miss(draw):
     return re.sub(pat, rep, s, count=1)
 
 
-TS = st.one_of(valid_ts(), near_miss(), st.text(max_size=30),
-               st.from_regex(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
-                             r"(\.[0-9]{0,10})?([Zz]|[+-][0-9]{2}:?[0-9]{2})?", fullmatch=True),
-               st.sampled_from(["2016-12-31T23:59:60Z", "2025-11-01t00:00:00z",
-                                "2025-11-01 00:00:00Z", "2025-11-01T00:00:00",
-                                "2025-11-01", "0000-01-01T00:00:00Z", "9999-12-31T23:59:60Z",
-                                "2025-11-01T00:00:00.123456789+09:00"]))
+TS = st.one_of(
+    valid_ts(),
+    near_miss(),
+    st.text(max_size=30),
+    st.from_regex(
+        r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
+        r"(\.[0-9]{0,10})?([Zz]|[+-][0-9]{2}:?[0-9]{2})?",
+        fullmatch=True,
+    ),
+    st.sampled_from(
+        [
+            "2016-12-31T23:59:60Z",
+            "2025-11-01t00:00:00z",
+            "2025-11-01 00:00:00Z",
+            "2025-11-01T00:00:00",
+            "2025-11-01",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:60Z",
+            "2025-11-01T00:00:00.123456789+09:00",
+        ]
+    ),
+)
 
 
 @settings(HYP, max_examples=800)
@@ -264,6 +349,7 @@ TS = st.one_of(valid_ts(), near_miss(), st.text(max_size=30),
 @example("2025-11-01 00:00:00Z")
 def test_timefmt_is_rfc3339_and_nothing_else(s):
     from lumen import timefmt
+
     ok = rfc3339_reference(s)
     assert timefmt.is_datetime(s) is ok, s
     t = timefmt.parse(s)
@@ -275,6 +361,7 @@ def test_timefmt_is_rfc3339_and_nothing_else(s):
 def _parse_ts(ts):
     """lumen.timefmt.seconds (the raising form): None for ValueError."""
     from lumen.timefmt import seconds
+
     try:
         return seconds(ts)
     except ValueError:
@@ -289,6 +376,7 @@ def offset_minutes_over_59(s):
 @pytest.mark.parametrize("zone", ["+00:60", "-00:60", "+00:99", "+01:75"])
 def test_offset_minutes_over_59_are_not_a_time(zone):
     from lumen import timefmt
+
     s = "2025-11-01T00:00:00" + zone
     assert not rfc3339_reference(s)
     assert timefmt.parse(s) is None and not timefmt.is_datetime(s)
@@ -298,12 +386,19 @@ def test_timefmt_edge_forms():
     for p in (_parse_ts, "timefmt"):  # the name the stages used, and the one parser now
         if p == "timefmt":
             from lumen import timefmt
+
             p = timefmt.parse
         assert p("2016-12-31T23:59:60Z") == p("2017-01-01T00:00:00Z") > p("2016-12-31T23:59:59Z")
         assert p("2025-11-01t00:00:00z") == p("2025-11-01T00:00:00Z") == 1761955200.0
         assert p("2025-11-01T09:00:00+09:00") == p("2025-11-01T00:00:00Z")
-        for bad in ("2025-11-01 00:00:00Z", "2025-11-01T00:00:00", "2025-02-29T00:00:00Z",
-                    "2025-11-01T24:00:00Z", "2025-11-01T00:00:61Z", ""):
+        for bad in (
+            "2025-11-01 00:00:00Z",
+            "2025-11-01T00:00:00",
+            "2025-02-29T00:00:00Z",
+            "2025-11-01T24:00:00Z",
+            "2025-11-01T00:00:61Z",
+            "",
+        ):
             assert p(bad) is None, (p, bad)
     for bad in (None, 1761955200, b"x"):
         assert timefmt.parse(bad) is None and timefmt.is_datetime(bad) is True
@@ -326,6 +421,7 @@ def test_timefmt_parse_equals_fromisoformat(s):
         want = ref.timestamp()
     except (OverflowError, ValueError):  # an offset pushing year 1 / 9999 out of range
         assume(False)
+
     def check(got):
         assert got is not None, s
         if exact:
@@ -335,11 +431,13 @@ def test_timefmt_parse_equals_fromisoformat(s):
 
     check(_parse_ts(s))  # the name every stage called before issue 12, now delegating
     from lumen import timefmt
+
     check(timefmt.parse(s))
 
 
 def test_the_case_of_t_and_z_never_changes_the_value():
     from lumen import timefmt
+
     s = "2025-11-01T00:00:00.9999999Z"
     assert timefmt.parse(s) == timefmt.parse(s[:-1] + "z") == timefmt.parse(s.lower())
 
@@ -358,6 +456,7 @@ def test_the_case_of_t_and_z_never_changes_the_value_to_microseconds(s):
 def _oracle():
     """The contract as the `jsonschema` library reads it, date-time being lumen.timefmt."""
     from lumen import timefmt
+
     fc = jsonschema.FormatChecker(formats=())
     fc.checks("date-time")(timefmt.is_datetime)
     return jsonschema.Draft7Validator(events.load_schema(SCHEMA), format_checker=fc)
@@ -390,12 +489,21 @@ def test_typed_fast_path_never_accepts_what_the_schema_rejects(s):
         assert fast[0].ts == slow[0]["ts"] == s
 
 
-@pytest.mark.parametrize("ts,ok", [("2016-12-31T23:59:60Z", True), ("2025-11-01t00:00:00z", True),
-                                   ("2025-11-01 00:00:00Z", False)])
+@pytest.mark.parametrize(
+    "ts,ok",
+    [
+        ("2016-12-31T23:59:60Z", True),
+        ("2025-11-01t00:00:00z", True),
+        ("2025-11-01 00:00:00Z", False),
+    ],
+)
 def test_edge_timestamps_one_verdict(ts, ok):
     raw = event_bytes(ts=ts)
-    verdicts = {(typed, c.classify(raw, NOW_FAR)[2] is None)
-                for typed in (False, True) for c in [classifier(typed)]}
+    verdicts = {
+        (typed, c.classify(raw, NOW_FAR)[2] is None)
+        for typed in (False, True)
+        for c in [classifier(typed)]
+    }
     assert verdicts == {(False, ok), (True, ok)}
     assert _oracle().is_valid(json.loads(raw)) is ok
     if not ok:
@@ -418,6 +526,7 @@ def test_ts_future_is_relative_to_the_readers_clock():
 # ------------------------------------------------------------ 4. positions
 def test_rotated_fragment_carries_the_rotated_files_fp(workdir):
     from lumen.tail import Tailer
+
     logs = workdir / "logs"
     logs.mkdir()
     good = event_bytes(ts="2025-11-01T00:00:00Z")
@@ -433,8 +542,11 @@ def test_rotated_fragment_carries_the_rotated_files_fp(workdir):
     t.close()
     lines = [(fp, off, raw) for fp, batch in got for off, raw in batch]
     fp1 = fp_of_first_line(rotated)
-    assert [(fp, off) for fp, off, _ in lines] == [(fp1, 0), (fp1, len(good) + 1),
-                                                   (fp1, 2 * len(good) + 2)]
+    assert [(fp, off) for fp, off, _ in lines] == [
+        (fp1, 0),
+        (fp1, len(good) + 1),
+        (fp1, 2 * len(good) + 2),
+    ]
     assert lines[-1][2] == good[:40]
     # A rotated file that is nothing but a fragment: known by its partial content.
     (logs / "r.jsonl.1").write_bytes(good[:50])
@@ -467,22 +579,51 @@ def test_positions_name_their_own_file_across_rotation(workdir):
 
 
 # ------------------------------------------------------ 5. order independence
-POLICIES = [{"id": "ROLL", "evaluate": {"metric": "rollback_ratio_10m", "threshold": 0.05,
-                                        "action_on_violation": "downgrade"}},
-            {"id": "RES", "evaluate": {"metric": "residual_entropy_last_stddev_10m",
-                                       "threshold": 0.03, "action_on_violation": "reduce"}},
-            {"id": "ROLL5", "evaluate": {"metric": "rollback_ratio_5m", "threshold": 0.1,
-                                         "action_on_violation": "downgrade"}}]
+POLICIES = [
+    {
+        "id": "ROLL",
+        "evaluate": {
+            "metric": "rollback_ratio_10m",
+            "threshold": 0.05,
+            "action_on_violation": "downgrade",
+        },
+    },
+    {
+        "id": "RES",
+        "evaluate": {
+            "metric": "residual_entropy_last_stddev_10m",
+            "threshold": 0.03,
+            "action_on_violation": "reduce",
+        },
+    },
+    {
+        "id": "ROLL5",
+        "evaluate": {
+            "metric": "rollback_ratio_5m",
+            "threshold": 0.1,
+            "action_on_violation": "downgrade",
+        },
+    },
+]
 NOW = 1_800_000_000.0
 
 
 @settings(HYP, max_examples=300)
-@given(st.lists(st.tuples(st.floats(NOW - 900, NOW + 600, allow_nan=False),
-                          st.floats(0, 1, allow_nan=False), st.booleans()),
-                min_size=0, max_size=60),
-       st.randoms(use_true_random=False))
-@example([(NOW - 100, 0.3, False), (NOW + 200, 0.9, True), (NOW - 550, 0.31, False)],
-         random.Random(1))
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(NOW - 900, NOW + 600, allow_nan=False),
+            st.floats(0, 1, allow_nan=False),
+            st.booleans(),
+        ),
+        min_size=0,
+        max_size=60,
+    ),
+    st.randoms(use_true_random=False),
+)
+@example(
+    [(NOW - 100, 0.3, False), (NOW + 200, 0.9, True), (NOW - 550, 0.31, False)], random.Random(1)
+)
 def test_slo_verdicts_do_not_depend_on_event_order(evts, rnd):
     want = slo.evaluate(POLICIES, evts, NOW)
     for _ in range(3):

@@ -12,6 +12,7 @@ loop on ephemeral ports in a temp dir.
 6. a writer process never extends a torn line;
 8. the URE loop's rollback ratio is over RMB events only.
 """
+
 import copy
 import json
 import os
@@ -48,9 +49,11 @@ SAFETY_LOG = "logs/safety_music_events.jsonl"
 T2099 = "2099-01-01T00:00:00Z"
 WAIT = 60  # seconds: every wait has this deadline (a busy 2-core box)
 
-HOSTILE = [b'{"entity_id":"\xff\xfe"}',
-           b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b"}",
-           b"[" * 100_000 + b"]" * 100_000]
+HOSTILE = [
+    b'{"entity_id":"\xff\xfe"}',
+    b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+    b"[" * 100_000 + b"]" * 100_000,
+]
 
 
 # ------------------------------------------------------------------------ helpers
@@ -146,7 +149,7 @@ def labelled(m, name, **fixed):
     for k, v in m.items():
         if not k.startswith(name + "{"):
             continue
-        labels = json.loads(k[len(name):])
+        labels = json.loads(k[len(name) :])
         if all(labels.get(a) == b for a, b in fixed.items()):
             free = [x for x in labels if x not in fixed]
             out[labels[free[0]]] = v
@@ -160,15 +163,17 @@ def nonzero(d):
 def start_http(procs, script, config, *extra):
     port = free_port()
     p = procs.start(script, "--config", config, "--port", port, "--host", "127.0.0.1", *extra)
-    wait_until(lambda: p.poll() is not None or answers(port), timeout=WAIT,
-               what=f"{script.name} to listen")
+    wait_until(
+        lambda: p.poll() is not None or answers(port), timeout=WAIT, what=f"{script.name} to listen"
+    )
     assert p.poll() is None, p.stderr.read().decode()
     return p, port
 
 
 def run(cwd, script, *args, timeout=120):
-    return subprocess.run([PY, str(script), *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [PY, str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def db_rows(cwd, sql="SELECT COUNT(*) FROM rmb", args=()):
@@ -198,9 +203,12 @@ def stop(p):
 
 
 def safety_event(t, level="CALM"):
-    return {"ts": iso(t), "loop": "safety.music.v17",
-            "levels": {"residual": level, "rollback_ratio": "CALM", "final": level},
-            "inputs": {"residual_entropy": 0.4, "rollback_ratio": 0.0}}
+    return {
+        "ts": iso(t),
+        "loop": "safety.music.v17",
+        "levels": {"residual": level, "rollback_ratio": "CALM", "final": level},
+        "inputs": {"residual_entropy": 0.4, "rollback_ratio": 0.0},
+    }
 
 
 # ------------------------------------------------------- 1. hostile lines, restarts
@@ -209,8 +217,10 @@ def test_hostile_lines_never_stop_a_process_and_restarts_count_nothing_twice(pro
     log = workdir / RMB_LOG
     now = time.time()
     before = [line(rmb_event(now - 60 + i, i=i)) for i in range(10)]
-    after = [line(rmb_event(now - 40 + i, "rollback" if i < 2 else "observe", i=10 + i))
-             for i in range(10)]
+    after = [
+        line(rmb_event(now - 40 + i, "rollback" if i < 2 else "observe", i=10 + i))
+        for i in range(10)
+    ]
     append(log, before)
     bad_offsets = append(log, HOSTILE)
     append(log, after)
@@ -219,10 +229,13 @@ def test_hostile_lines_never_stop_a_process_and_restarts_count_nothing_twice(pro
     def start_all():
         exp, p1 = start_http(procs, RMB_EXPORTER, CONFIG_RMB)
         uexp, p2 = start_http(procs, URE_EXPORTER, CONFIG_URE)
-        return {"rmb_exporter": (exp, p1), "ure_exporter": (uexp, p2),
-                "ingest": (procs.start(INGEST, "--config", CONFIG_API), None),
-                "safety": (procs.start(SAFETY, "--config", CONFIG_SAFETY, "--hz", 20), None),
-                "merge": (procs.start(MERGE, "--config", CONFIG_URE, "--follow"), None)}
+        return {
+            "rmb_exporter": (exp, p1),
+            "ure_exporter": (uexp, p2),
+            "ingest": (procs.start(INGEST, "--config", CONFIG_API), None),
+            "safety": (procs.start(SAFETY, "--config", CONFIG_SAFETY, "--hz", 20), None),
+            "merge": (procs.start(MERGE, "--config", CONFIG_URE, "--follow"), None),
+        }
 
     def all_counted(n, ps):
         def check():
@@ -233,8 +246,9 @@ def test_hostile_lines_never_stop_a_process_and_restarts_count_nothing_twice(pro
                 "rmb_exporter": m1.get("rmb_events_total"),
                 "rmb_exporter_rejects": sum(labelled(m1, "rmb_rejects_total").values()),
                 "ure_exporter": m2.get("ure_rmb_events_total"),
-                "ure_exporter_rejects": sum(labelled(m2, "ure_exporter_rejects_total",
-                                                     stream="rmb").values()),
+                "ure_exporter_rejects": sum(
+                    labelled(m2, "ure_exporter_rejects_total", stream="rmb").values()
+                ),
                 "ingest": (db_rows(workdir) or [[None]])[0][0],
                 "safety": out[-1]["inputs"]["window_events"] if out else None,
                 "merge": len(v2_from(workdir)),
@@ -245,6 +259,7 @@ def test_hostile_lines_never_stop_a_process_and_restarts_count_nothing_twice(pro
             quarantined = {c: sum(reasons_of(workdir, c).values()) for c in consumers}
             check.last = (got, quarantined)
             return got == want and quarantined == dict.fromkeys(consumers, 3)
+
         return check
 
     ps = start_all()
@@ -253,7 +268,7 @@ def test_hostile_lines_never_stop_a_process_and_restarts_count_nothing_twice(pro
         wait_until(check, timeout=WAIT, what="every process to count 20 events, 3 rejects")
     except AssertionError:
         exited = {k: p.poll() for k, (p, _) in ps.items() if p.poll() is not None}
-        raise AssertionError(f"{check.last}; exited: {exited}")
+        raise AssertionError(f"{check.last}; exited: {exited}") from None
     for name, (p, _) in ps.items():
         assert p.poll() is None, (name, p.stderr.read().decode()[-2000:])
     for c in consumers:  # each hostile line quarantined once, at its own offset
@@ -270,7 +285,7 @@ def test_hostile_lines_never_stop_a_process_and_restarts_count_nothing_twice(pro
     try:
         wait_until(check, timeout=WAIT, what="every restarted process to count 21 events")
     except AssertionError:
-        raise AssertionError(str(check.last))
+        raise AssertionError(str(check.last)) from None
     for name, (p, _) in ps.items():
         assert p.poll() is None, (name, p.stderr.read().decode()[-2000:])
     assert len({(e["source"]["fp"], e["source"]["offset"]) for e in v2_from(workdir)}) == 21
@@ -301,18 +316,25 @@ def run_every_stage(cwd, procs, n_lines):
         m, u = scrape(port), scrape(uport, "/metrics_ure")
         lines = sum(labelled(m, "rmb_log_lines_total").values())
         ulines = sum(labelled(u, "ure_exporter_log_lines_total", stream="rmb").values())
-        quarantined = sum(reasons_of(cwd, "rmb_exporter").values()) + \
-            sum(reasons_of(cwd, "ure_exporter_rmb").values())
-        return lines == ulines == n_lines and quarantined == 2 * (n_lines - m["rmb_events_total"]) \
+        quarantined = sum(reasons_of(cwd, "rmb_exporter").values()) + sum(
+            reasons_of(cwd, "ure_exporter_rmb").values()
+        )
+        return (
+            lines == ulines == n_lines
+            and quarantined == 2 * (n_lines - m["rmb_events_total"])
             and (m, u)
+        )
+
     m, u = wait_until(read_all, timeout=WAIT, what=f"the exporters to read {n_lines} lines")
     assert exp.poll() is None and uexp.poll() is None
     mon = checkpoint_monitor(cwd, "safety_music")
     rows = db_rows(cwd, "SELECT ts, t FROM rmb")
     return {
         "exporter": (m["rmb_events_total"], nonzero(labelled(m, "rmb_rejects_total"))),
-        "ure_exporter": (u["ure_rmb_events_total"],
-                         nonzero(labelled(u, "ure_exporter_rejects_total", stream="rmb"))),
+        "ure_exporter": (
+            u["ure_rmb_events_total"],
+            nonzero(labelled(u, "ure_exporter_rejects_total", stream="rmb")),
+        ),
         "ingest": (len(rows), dict(reasons_of(cwd, "ingest_rmb"))),
         "merge": (len(v2_from(cwd)), dict(reasons_of(cwd, "merge_rmb"))),
         "safety": (mon.get("valid"), nonzero(mon.get("rejects", {}))),
@@ -325,8 +347,9 @@ def test_edge_timestamps_get_one_verdict_in_every_stage(procs, workdir):
     good = ["2016-12-31T23:59:60Z", "2025-11-01t00:00:00z", lower_iso(now - 5)]
     bad = ["2025-11-01 00:00:00Z", space_iso(now - 4)]
     normal = [iso(now - 30 + i) for i in range(5)]
-    append(workdir / RMB_LOG,
-           [line(rmb_event(ts, i=i)) for i, ts in enumerate(normal + good + bad)])
+    append(
+        workdir / RMB_LOG, [line(rmb_event(ts, i=i)) for i, ts in enumerate(normal + good + bad)]
+    )
     stages, rows = run_every_stage(workdir, procs, len(normal + good + bad))
     for stage, (valid, reasons) in stages.items():
         assert (valid, reasons) == (8, {"schema": 2}), (stage, valid, reasons)
@@ -344,8 +367,10 @@ def test_edge_timestamps_get_one_verdict_in_every_stage(procs, workdir):
 @pytest.mark.timeout(240)
 def test_every_stage_counts_the_same_events_and_rejects(procs, workdir):
     now = time.time()
-    lines = [line(rmb_event(now - 100 + i, "rollback" if i % 7 == 0 else "observe", i=i))
-             for i in range(20)]
+    lines = [
+        line(rmb_event(now - 100 + i, "rollback" if i % 7 == 0 else "observe", i=i))
+        for i in range(20)
+    ]
     over = rmb_event(now - 10)
     over["padding"] = "x" * (1 << 20)
     schema_bad = rmb_event(now - 9)
@@ -354,20 +379,19 @@ def test_every_stage_counts_the_same_events_and_rejects(procs, workdir):
         line(rmb_event("2016-12-31T23:59:60Z", i=100)),
         line(rmb_event("2025-11-01t00:00:00z", i=101)),
         line(rmb_event(lower_iso(now - 8), "rollback", i=102)),
-        line(over),                                         # oversize
-        b"\xff\xfe\xfa not utf-8",                          # utf8
-        b'{"entity_id":"\xff\xfe"}',                        # utf8, inside a string
-        b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b"}",       # schema (valid JSON, deep)
-        b"not json at all",                                 # json
-        b"[1, 2, 3]",                                       # not_object
-        line(schema_bad),                                   # schema
-        line(rmb_event("2025-11-01 00:00:00Z", i=103)),     # schema: not RFC 3339
-        line(rmb_event(T2099, "rollback", i=104)),          # ts_future
-        line(rmb_event(T2099, "observe", i=105)),           # ts_future
+        line(over),  # oversize
+        b"\xff\xfe\xfa not utf-8",  # utf8
+        b'{"entity_id":"\xff\xfe"}',  # utf8, inside a string
+        b'{"x": ' + b"[" * 1000 + b"]" * 1000 + b"}",  # schema (valid JSON, deep)
+        b"not json at all",  # json
+        b"[1, 2, 3]",  # not_object
+        line(schema_bad),  # schema
+        line(rmb_event("2025-11-01 00:00:00Z", i=103)),  # schema: not RFC 3339
+        line(rmb_event(T2099, "rollback", i=104)),  # ts_future
+        line(rmb_event(T2099, "observe", i=105)),  # ts_future
     ]
     append(workdir / RMB_LOG, lines)
-    want = (23, {"oversize": 1, "utf8": 2, "json": 1, "not_object": 1, "schema": 3,
-                 "ts_future": 2})
+    want = (23, {"oversize": 1, "utf8": 2, "json": 1, "not_object": 1, "schema": 3, "ts_future": 2})
     stages, _ = run_every_stage(workdir, procs, len(lines))
     for stage, got in stages.items():
         assert got == want, (stage, got)
@@ -382,18 +406,25 @@ def test_one_shot_merge_beside_the_follower_hands_over(procs, workdir):
 
     def more(n):
         nonlocal total
-        append(log, [line(rmb_event(now - 200 + (total + i) * 0.01, i=total + i))
-                     for i in range(n)])
+        append(
+            log, [line(rmb_event(now - 200 + (total + i) * 0.01, i=total + i)) for i in range(n)]
+        )
         total += n
 
     more(200)
-    append(workdir / SAFETY_LOG, [json.dumps(safety_event(now - 100 + i)).encode()
-                                  for i in range(10)])
+    append(
+        workdir / SAFETY_LOG, [json.dumps(safety_event(now - 100 + i)).encode() for i in range(10)]
+    )
     follower = procs.start(MERGE, "--config", CONFIG_URE, "--follow")
     pidfile = workdir / "run/ure_merge.pid"
-    wait_until(lambda: follower.poll() is not None or
-               (pidfile.exists() and pidfile.read_text().strip() == str(follower.pid)),
-               timeout=WAIT, what="the follower's PID file")
+    wait_until(
+        lambda: (
+            follower.poll() is not None
+            or (pidfile.exists() and pidfile.read_text().strip() == str(follower.pid))
+        ),
+        timeout=WAIT,
+        what="the follower's PID file",
+    )
     assert follower.poll() is None, follower.stderr.read().decode()
     for _ in range(3):  # three rounds: one-shots racing each other and new events
         shots = [procs.start(MERGE, "--config", CONFIG_URE) for _ in range(3)]
@@ -405,20 +436,28 @@ def test_one_shot_merge_beside_the_follower_hands_over(procs, workdir):
             assert "nothing to do here" in out and "already running" in out, out + err
             assert f"pid {follower.pid}" in out, out
             assert err == "", err
-    wait_until(lambda: len(v2_from(workdir)) >= total, timeout=WAIT,
-               what=f"the follower to merge {total} events")
+    wait_until(
+        lambda: len(v2_from(workdir)) >= total,
+        timeout=WAIT,
+        what=f"the follower to merge {total} events",
+    )
     more(30)  # the follower still follows
-    wait_until(lambda: len(v2_from(workdir)) >= total, timeout=WAIT,
-               what=f"the follower to merge {total} events")
+    wait_until(
+        lambda: len(v2_from(workdir)) >= total,
+        timeout=WAIT,
+        what=f"the follower to merge {total} events",
+    )
     lines = read_jsonl(workdir / V2_LOG)
-    sources = Counter((e["source"]["stream"], e["source"]["fp"], e["source"]["offset"])
-                      for e in lines)
+    sources = Counter(
+        (e["source"]["stream"], e["source"]["fp"], e["source"]["offset"]) for e in lines
+    )
     dupes = {k: n for k, n in sources.items() if n > 1}
     assert not dupes, f"{len(dupes)} v2 lines merged more than once"
     assert sum(k[0] == "rmb" for k in sources) == total
     assert sum(k[0] == "safety" for k in sources) == 10
-    assert [e["trace"]["iter"] for e in lines if e["source"]["stream"] == "rmb"] == \
-        list(range(total))
+    assert [e["trace"]["iter"] for e in lines if e["source"]["stream"] == "rmb"] == list(
+        range(total)
+    )
     # The follower is alive and its PID file still names it; no one-shot left one behind.
     assert follower.poll() is None
     assert pidfile.read_text().strip() == str(follower.pid)
@@ -466,17 +505,21 @@ def test_a_conflicting_stored_row_is_counted_and_quarantined(workdir):
     assert r.returncode == 0, r.stderr
     db = sqlite3.connect(workdir / "data/lumen.db")
     with db:  # a different payload already stored at the second line's identity
-        db.execute("INSERT INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, "
-                   "src_offset, event_type) VALUES (?, 'other', 0.99, 0.0, 'RISK', ?, ?, ?, "
-                   "'rollback')", (iso(now - 49), now - 49, fp, offs[1]))
+        db.execute(
+            "INSERT INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, "
+            "src_offset, event_type) VALUES (?, 'other', 0.99, 0.0, 'RISK', ?, ?, ?, "
+            "'rollback')",
+            (iso(now - 49), now - 49, fp, offs[1]),
+        )
     db.close()
     r = run(workdir, INGEST, "--config", CONFIG_API, "--once")
     assert r.returncode == 0, r.stderr
-    assert db_rows(workdir, "SELECT src_offset, entity_id, residual FROM rmb ORDER BY src_offset") \
-        == [(offs[0], "x", 0.25), (offs[1], "other", 0.99), (offs[2], "x", 0.25)]
+    assert db_rows(
+        workdir, "SELECT src_offset, entity_id, residual FROM rmb ORDER BY src_offset"
+    ) == [(offs[0], "x", 0.25), (offs[1], "other", 0.99), (offs[2], "x", 0.25)]
     recs = [x for x in rejects(workdir) if x["consumer"] == "ingest_rmb"]
     assert [(x["reason"], x["source"], x["offset"]) for x in recs] == [("conflict", fp, offs[1])]
-    (ck,), = db_rows(workdir, "SELECT ck FROM offsets WHERE consumer = 'ingest_rmb'")
+    ((ck,),) = db_rows(workdir, "SELECT ck FROM offsets WHERE consumer = 'ingest_rmb'")
     mon = json.loads(ck)["state"]["monitor"]
     assert mon["rejects"] == {"conflict": 1} and mon["valid"] == 2
     # Replaying the log (offsets lost) stores nothing new and meets the same conflict only.
@@ -499,9 +542,13 @@ def test_events_stamped_far_ahead_are_rejects_in_every_stage(procs, workdir):
     append(workdir / RMB_LOG, normal[:20] + future + normal[20:])
     # The exporter: counted as ts_future rejects, not as rollbacks or the newest event.
     exp, port = start_http(procs, RMB_EXPORTER, CONFIG_RMB)
-    m = wait_until(lambda: (lambda m: sum(labelled(m, "rmb_log_lines_total").values()) == 70
-                            and m)(scrape(port)),
-                   timeout=WAIT, what="the exporter to read 70 lines")
+    m = wait_until(
+        lambda: (lambda m: sum(labelled(m, "rmb_log_lines_total").values()) == 70 and m)(
+            scrape(port)
+        ),
+        timeout=WAIT,
+        what="the exporter to read 70 lines",
+    )
     assert m["rmb_events_total"] == 40
     assert nonzero(labelled(m, "rmb_rejects_total")) == {"ts_future": 30}
     assert m["rmb_rollback_total"] == 0
@@ -511,8 +558,9 @@ def test_events_stamped_far_ahead_are_rejects_in_every_stage(procs, workdir):
     assert r.returncode == 0, r.stderr
     out = safety_out(workdir)
     assert len(out) == 3
-    assert all(e["levels"]["final"] != "ALERT" and e["inputs"]["window_rollbacks"] == 0
-               for e in out), out[-1]
+    assert all(
+        e["levels"]["final"] != "ALERT" and e["inputs"]["window_rollbacks"] == 0 for e in out
+    ), out[-1]
     assert out[-1]["inputs"]["window_events"] == 40
     # Merge drops them; the URE loop, even handed 2099 rollbacks in v2 directly, does not
     # downgrade on them.
@@ -522,8 +570,11 @@ def test_events_stamped_far_ahead_are_rejects_in_every_stage(procs, workdir):
     v2_future = []
     for i in range(30):
         v = dict(v2_from(workdir)[0])
-        v.update(ts=T2099, rmb={"event_type": "rollback", "group": "build_core"},
-                 source={"stream": "elsewhere", "fp": "f", "offset": i})
+        v.update(
+            ts=T2099,
+            rmb={"event_type": "rollback", "group": "build_core"},
+            source={"stream": "elsewhere", "fp": "f", "offset": i},
+        )
         v2_future.append(json.dumps(v).encode())
     append(workdir / V2_LOG, v2_future)
     r = run(workdir, URE_LOOP, "--config", CONFIG_URE, "--ticks", 3)
@@ -546,11 +597,18 @@ def test_events_stamped_far_ahead_are_rejects_in_every_stage(procs, workdir):
 @pytest.mark.timeout(240)
 def test_api_slo_is_slo_reports_maths(procs, workdir):
     from lumen import config, slo
+
     now = time.time()
     evs = []
     for i in range(150):  # the last 500 s: a few rollbacks, a spread of residuals
-        evs.append(rmb_event(now - 500 + i * 3, "rollback" if i % 19 == 0 else "observe",
-                             residual=0.4 + (i % 5) * 0.01, i=i))
+        evs.append(
+            rmb_event(
+                now - 500 + i * 3,
+                "rollback" if i % 19 == 0 else "observe",
+                residual=0.4 + (i % 5) * 0.01,
+                i=i,
+            )
+        )
     for i in range(10):  # ahead of the clock, but inside the 300 s every stage allows
         evs.append(rmb_event(now + 70 + i * 15, "rollback", residual=0.7, i=200 + i))
     evs += [rmb_event(T2099, "rollback", residual=0.9, i=300 + i) for i in range(5)]
@@ -558,12 +616,19 @@ def test_api_slo_is_slo_reports_maths(procs, workdir):
     r = run(workdir, INGEST, "--config", CONFIG_API, "--once")
     assert r.returncode == 0, r.stderr
     api, port = start_http(procs, API, CONFIG_API)
-    policies = config.load(ROOT / "configs/resonance_v3.policy.yaml",
-                           "resonance_v3.policy")["policies"]
+    policies = config.load(ROOT / "configs/resonance_v3.policy.yaml", "resonance_v3.policy")[
+        "policies"
+    ]
     got = requests.get(f"http://127.0.0.1:{port}/api/slo", timeout=5).json()
     t_query = time.time()
-    data = [(datetime.fromisoformat(e["ts"]).timestamp(), e["resonance_v3"]["residual_entropy"],
-             e["event_type"] == "rollback") for e in evs]
+    data = [
+        (
+            datetime.fromisoformat(e["ts"]).timestamp(),
+            e["resonance_v3"]["residual_entropy"],
+            e["event_type"] == "rollback",
+        )
+        for e in evs
+    ]
     want = slo.evaluate(policies, data, t_query, 100)
     assert [v["events"] for v in got["verdicts"]] == [v.events for v in want] == [160, 160]
     assert [(v["id"], v["status"]) for v in got["verdicts"]] == [(v.id, v.status) for v in want]
@@ -583,13 +648,29 @@ def test_api_slo_is_slo_reports_maths(procs, workdir):
 # ---------------------------------------- 6. a writer process after a torn line
 def test_the_emitter_never_extends_a_torn_line(workdir):
     from lumen.consumer import Consumer
+
     log = workdir / RMB_LOG
     torn = line(rmb_event(time.time() - 5))[:61]
     log.parent.mkdir(parents=True)
     log.write_bytes(line(rmb_event(time.time() - 6)) + b"\n" + torn)  # a writer died mid-line
-    r = subprocess.run([PY, str(EMITTER), "--config", str(CONFIG_RMB), "--count", "5",
-                        "--unthrottled", "--quiet", "--name", "emit"], cwd=workdir,
-                       capture_output=True, text=True, timeout=WAIT)
+    r = subprocess.run(
+        [
+            PY,
+            str(EMITTER),
+            "--config",
+            str(CONFIG_RMB),
+            "--count",
+            "5",
+            "--unthrottled",
+            "--quiet",
+            "--name",
+            "emit",
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
     assert r.returncode == 0, r.stderr
     raw = log.read_bytes().split(b"\n")
     assert raw[1] == torn and raw[-1] == b"" and len(raw) == 8
@@ -604,14 +685,24 @@ def test_the_emitter_never_extends_a_torn_line(workdir):
 # --------------------------------------------------- 8. the URE ratio: RMB events only
 def test_ure_rollback_ratio_is_over_rmb_events_only(workdir):
     from lumen import config
+
     limit = config.load(CONFIG_URE, "ure_v18")["slo"]["rollback_ratio_10m_max"]
     assert 3 / 70 <= limit < 3 / 50  # diluted by 20 Safety ticks it would pass
     now = time.time()
-    append(workdir / RMB_LOG, [line(rmb_event(now - 120 + i, "rollback" if i in (5, 25, 45)
-                                              else "observe", residual=0.5, i=i))
-                               for i in range(50)])
-    append(workdir / SAFETY_LOG, [json.dumps(safety_event(now - 100 + i)).encode()
-                                  for i in range(20)])
+    append(
+        workdir / RMB_LOG,
+        [
+            line(
+                rmb_event(
+                    now - 120 + i, "rollback" if i in (5, 25, 45) else "observe", residual=0.5, i=i
+                )
+            )
+            for i in range(50)
+        ],
+    )
+    append(
+        workdir / SAFETY_LOG, [json.dumps(safety_event(now - 100 + i)).encode() for i in range(20)]
+    )
     r = run(workdir, MERGE, "--config", CONFIG_URE)
     assert r.returncode == 0, r.stderr
     v2 = read_jsonl(workdir / V2_LOG)

@@ -1,6 +1,7 @@
-"""The shared writer (lumen.jsonl), against the writer contract of docs/architecture.md: whole lines only, one
-locked write() per batch (two writer processes never interleave), and the file re-opened
-by path on every flush so that a rename rotation is picked up."""
+"""The shared writer (lumen.jsonl), against the writer contract of docs/architecture.md:
+whole lines only, one locked write() per batch (two writer processes never interleave), and
+the file re-opened by path on every flush so that a rename rotation is picked up."""
+
 import fcntl
 import json
 import os
@@ -57,8 +58,14 @@ else:
 def test_two_writer_processes_never_interleave(log, workdir):
     batches = 40
     go = workdir / "go"
-    ps = [subprocess.Popen([PY, "-c", BATCH_WRITER, str(log), who, str(batches), str(go)],
-                           cwd=ROOT, stderr=subprocess.PIPE) for who in ("A", "B")]
+    ps = [
+        subprocess.Popen(
+            [PY, "-c", BATCH_WRITER, str(log), who, str(batches), str(go)],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+        )
+        for who in ("A", "B")
+    ]
     try:
         go.touch()  # both start together
         for p in ps:
@@ -76,7 +83,7 @@ def test_two_writer_processes_never_interleave(log, workdir):
     # Each batch is contiguous (its 50 lines in order) and each writer's batches in order.
     seen = {"A": [], "B": []}
     for k in range(0, len(evs), 50):
-        chunk = evs[k:k + 50]
+        chunk = evs[k : k + 50]
         who, b = chunk[0]["w"], chunk[0]["b"]
         assert [(e["w"], e["b"], e["i"]) for e in chunk] == [(who, b, i) for i in range(50)]
         seen[who].append(b)
@@ -109,8 +116,12 @@ def test_append_waits_for_the_lock_of_another_writer(log, monkeypatch):
     th.start()
     try:
         # The writer polls for the lock (bounded by LOCK_TIMEOUT_S): wait until it was refused.
-        wait_until(lambda: len(refused) >= 3, timeout=1, interval=0.001,
-                   what="the writer to be refused the lock")
+        wait_until(
+            lambda: len(refused) >= 3,
+            timeout=1,
+            interval=0.001,
+            what="the writer to be refused the lock",
+        )
         assert th.is_alive() and done == [] and log.read_bytes() == b""
         os.write(held, b'{"n":1}\n')
     finally:
@@ -159,12 +170,19 @@ print(n)
 
 def test_writer_process_under_rename_rotation_loses_nothing(log, workdir):
     stop = workdir / "stop"
-    p = subprocess.Popen([PY, "-c", ROTATED_WRITER, str(log), str(stop)], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [PY, "-c", ROTATED_WRITER, str(log), str(stop)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         for r in range(1, 8):
-            wait_until(lambda: log.exists() and log.stat().st_size > 20_000, timeout=20,
-                       what="the writer to (re)create the file")
+            wait_until(
+                lambda: log.exists() and log.stat().st_size > 20_000,
+                timeout=20,
+                what="the writer to (re)create the file",
+            )
             os.rename(log, f"{log}.{r}")
             assert p.poll() is None, p.stderr.read()  # the rotations race a live writer
         wait_until(lambda: log.exists(), timeout=20, what="the writer to create the file")

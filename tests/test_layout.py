@@ -7,6 +7,7 @@
 - No two modules share a block of six or more lines of code (docstrings, imports,
   comments and blank lines aside).
 """
+
 import ast
 import hashlib
 from collections import defaultdict
@@ -35,8 +36,11 @@ def module_name(p):
 
 
 def test_entry_points_are_thin():
-    fat = [f"{rel(p)}: {n} lines" for p in modules(ENTRY_DIRS)
-           if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_ENTRY_LINES]
+    fat = [
+        f"{rel(p)}: {n} lines"
+        for p in modules(ENTRY_DIRS)
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_ENTRY_LINES
+    ]
     assert not fat, f"entry points over {MAX_ENTRY_LINES} lines:\n" + "\n".join(fat)
 
 
@@ -59,8 +63,11 @@ def test_no_class_of_an_entry_point_is_imported_elsewhere():
     for p in modules(CODE_DIRS + ("tests",)):
         for n in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
             if isinstance(n, ast.ImportFrom) and n.module:
-                users += [f"{rel(p)} imports {a.name} from {classes[(n.module, a.name)]}"
-                          for a in n.names if (n.module, a.name) in classes]
+                users += [
+                    f"{rel(p)} imports {a.name} from {classes[(n.module, a.name)]}"
+                    for a in n.names
+                    if (n.module, a.name) in classes
+                ]
     assert not users, "\n".join(users)
 
 
@@ -72,8 +79,12 @@ def code_lines(p):
     for n in ast.walk(ast.parse(text)):
         if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             body = n.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 skip.update(range(body[0].lineno, body[0].end_lineno + 1))
         if isinstance(n, (ast.Import, ast.ImportFrom)):
             skip.update(range(n.lineno, n.end_lineno + 1))
@@ -91,7 +102,7 @@ def test_no_two_modules_share_a_block_of_six_lines():
     for p in modules(CODE_DIRS):
         lines = code_lines(p)
         for k in range(len(lines) - BLOCK + 1):
-            block = "\n".join(s for _, s in lines[k:k + BLOCK])
+            block = "\n".join(s for _, s in lines[k : k + BLOCK])
             seen[hashlib.sha1(block.encode()).digest()].add((rel(p), lines[k][0]))
     first = {}  # (file, file) -> the first lines of their first shared block
     for places in seen.values():
@@ -100,7 +111,7 @@ def test_no_two_modules_share_a_block_of_six_lines():
             by_file.setdefault(f, ln)
         files = sorted(by_file)
         for i, a in enumerate(files):
-            for b in files[i + 1:]:
+            for b in files[i + 1 :]:
                 here = (by_file[a], by_file[b])
                 first[(a, b)] = min(first.get((a, b), here), here)
     shared = [f"{a}:{la} ~ {b}:{lb}" for (a, b), (la, lb) in sorted(first.items())]

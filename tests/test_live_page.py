@@ -1,6 +1,7 @@
 """The live page at the API's / : started with the stack, opened in headless Chromium
 (Debian's chromium, driven by Playwright), charts drawn with data, no console errors;
 a screenshot is saved under tests/artifacts/."""
+
 import os
 import shutil
 
@@ -32,14 +33,24 @@ def stack(workdir, private_stack):
 def test_live_page_draws_charts_with_data(stack):
     exe = chromium()
     from playwright.sync_api import sync_playwright
+
     cwd, env, out = stack
     url = f"http://127.0.0.1:{env['API_PORT']}/"
     assert f"live page {url}" in out  # make up prints where to look
     errors = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+        browser = p.chromium.launch(
+            executable_path=exe,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1100})
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -47,8 +58,11 @@ def test_live_page_draws_charts_with_data(stack):
             page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
             page.goto(url)
             # Data reaches the page only through emitter -> logs -> ingest -> SQLite -> API.
-            page.wait_for_function("window.lumen && window.lumen.ready && window.lumen.renders >= 2",
-                                   timeout=90_000, polling=500)
+            page.wait_for_function(
+                "window.lumen && window.lumen.ready && window.lumen.renders >= 2",
+                timeout=90_000,
+                polling=500,
+            )
             assert page.locator("#residual canvas").count() >= 1
             assert page.locator("#events canvas").count() >= 1
             assert page.locator("#ure canvas").count() >= 1
@@ -66,6 +80,7 @@ def test_live_page_draws_charts_with_data(stack):
 
 def test_page_assets_are_served_read_only(stack):
     import requests
+
     cwd, env, _ = stack
     base = f"http://127.0.0.1:{env['API_PORT']}"
     r = requests.get(base + "/", timeout=5)

@@ -1,6 +1,7 @@
 """The Makefile as the user meets it: help, README and blueprint targets exist, and the
 Track B lifecycle (start returns, counts grow at ~hz, stop frees everything, twice is
 harmless, a busy port is one clear line). Supervision itself: tests/test_supervise.py."""
+
 import os
 import re
 import socket
@@ -15,33 +16,93 @@ from conftest import ROOT, pid_alive, pids_in, run_make, wait_until
 # Every make target the blueprint names, in any section (0, 2, 9, 13.3, 16, 24, 27, 28, 31,
 # 32, 36, 37.6, 39, 40, 41, 43, 45, 46, 48), written here so no test reads ../shared.
 BLUEPRINT_TARGETS = [
-    "feature.v17.init", "dashboards.v3.build", "validate.v17.schema", "metrics.fake.v17",
-    "exporter.v17.serve", "slo.report", "kpi.snapshot", "trackA.exit",
-    "trackB.start", "trackB.stop", "rmb.emit", "rmb.verify", "rmb.dev", "serve.rmb.emit",
-    "exporter.v17.rmb", "safety.music.start", "safety.music.stop", "kpi.reporter",
-    "logs.rotate", "tune.suggest", "evidence.map", "pkg.v17", "restore.sanity",
-    "trackD.start", "trackD.stop", "ure.exporter", "ure.verify", "tune.v18", "merge.v2",
-    "alert.reload", "db.init", "db.ingest", "api.readonly", "health", "restore.pack"]
+    "feature.v17.init",
+    "dashboards.v3.build",
+    "validate.v17.schema",
+    "metrics.fake.v17",
+    "exporter.v17.serve",
+    "slo.report",
+    "kpi.snapshot",
+    "trackA.exit",
+    "trackB.start",
+    "trackB.stop",
+    "rmb.emit",
+    "rmb.verify",
+    "rmb.dev",
+    "serve.rmb.emit",
+    "exporter.v17.rmb",
+    "safety.music.start",
+    "safety.music.stop",
+    "kpi.reporter",
+    "logs.rotate",
+    "tune.suggest",
+    "evidence.map",
+    "pkg.v17",
+    "restore.sanity",
+    "trackD.start",
+    "trackD.stop",
+    "ure.exporter",
+    "ure.verify",
+    "tune.v18",
+    "merge.v2",
+    "alert.reload",
+    "db.init",
+    "db.ingest",
+    "api.readonly",
+    "health",
+    "restore.pack",
+]
 # Paths the blueprint's tree (section 1) and its later sections name.
 BLUEPRINT_PATHS = [
-    "schemas/rmb_event_v1.json", "schemas/resonance_event_v2.json", "configs/rmb_v17.yaml",
-    "configs/safety_music_v17.yaml", "configs/ure_v18.yaml", "configs/midi_map_v18.json",
-    "rmb/rmb_emitter.py", "rmb/bridge_v17.py", "exporters/rmb_exporter_v17.py",
-    "exporters/ure_exporter_v18.py", "safety/safety_music_loop.py", "safety/safety_levels.py",
-    "ure/ure_loop_v18.py", "tools/merge_rmb_safety_v2.py", "tools/tuner_v17.py",
-    "tools/tuner_v18.py", "tools/kpi_reporter_v17.py", "tools/evidence_mapper_v17.py",
-    "tools/healthcheck_v18.py", "tools/storage/sqlite_init_v17_18.py",
-    "tools/storage/ingest_tail_v18.py", "api/read_only.py", "ops/prometheus/scrape.yml",
-    "ops/prometheus/rules/rmb_v17_rules.yaml", "ops/prometheus/rules/recording_rules_v18.yaml",
-    "ops/alertmanager/alertmanager.yml", "ops/grafana/dashboards/resonance_memory_bridge_v17.json",
-    "ops/grafana/dashboards/ure_v18.json", "ops/logrotate/rmb_v17.logrotate",
-    "ops/argo/app-rmb-v17.yaml", "ops/k8s/rmb-v17/deploy.yaml", "scripts/rmb.dev.sh",
-    "scripts/rmb.verify.sh", "scripts/smoke.v17.sh", "scripts/smoke.v18.sh",
-    "scripts/safety.dev.sh", "scripts/restore.pack", "scripts/restore.sanity.sh",
-    "scripts/pkg.v17.sh", "scripts/bench.v18.sh", "tests/fixtures/rmb_sample.json",
-    ".github/workflows/lumen_v17_ci.yml", ".vscode/tasks.json", "docker-compose.yml",
-    "docs/risk_register_v17.md", "SESSION_RESTORE_2025-11-01_v1_7_DELTA.env",
-    "SESSION_RESTORE_2025-11-01_v1_7_FULL.env", "configs/resonance_v3.policy.yaml"]
+    "schemas/rmb_event_v1.json",
+    "schemas/resonance_event_v2.json",
+    "configs/rmb_v17.yaml",
+    "configs/safety_music_v17.yaml",
+    "configs/ure_v18.yaml",
+    "configs/midi_map_v18.json",
+    "rmb/rmb_emitter.py",
+    "rmb/bridge_v17.py",
+    "exporters/rmb_exporter_v17.py",
+    "exporters/ure_exporter_v18.py",
+    "safety/safety_music_loop.py",
+    "safety/safety_levels.py",
+    "ure/ure_loop_v18.py",
+    "tools/merge_rmb_safety_v2.py",
+    "tools/tuner_v17.py",
+    "tools/tuner_v18.py",
+    "tools/kpi_reporter_v17.py",
+    "tools/evidence_mapper_v17.py",
+    "tools/healthcheck_v18.py",
+    "tools/storage/sqlite_init_v17_18.py",
+    "tools/storage/ingest_tail_v18.py",
+    "api/read_only.py",
+    "ops/prometheus/scrape.yml",
+    "ops/prometheus/rules/rmb_v17_rules.yaml",
+    "ops/prometheus/rules/recording_rules_v18.yaml",
+    "ops/alertmanager/alertmanager.yml",
+    "ops/grafana/dashboards/resonance_memory_bridge_v17.json",
+    "ops/grafana/dashboards/ure_v18.json",
+    "ops/logrotate/rmb_v17.logrotate",
+    "ops/argo/app-rmb-v17.yaml",
+    "ops/k8s/rmb-v17/deploy.yaml",
+    "scripts/rmb.dev.sh",
+    "scripts/rmb.verify.sh",
+    "scripts/smoke.v17.sh",
+    "scripts/smoke.v18.sh",
+    "scripts/safety.dev.sh",
+    "scripts/restore.pack",
+    "scripts/restore.sanity.sh",
+    "scripts/pkg.v17.sh",
+    "scripts/bench.v18.sh",
+    "tests/fixtures/rmb_sample.json",
+    ".github/workflows/lumen_v17_ci.yml",
+    ".vscode/tasks.json",
+    "docker-compose.yml",
+    "docs/risk_register_v17.md",
+    "SESSION_RESTORE_2025-11-01_v1_7_DELTA.env",
+    "SESSION_RESTORE_2025-11-01_v1_7_FULL.env",
+    "configs/resonance_v3.policy.yaml",
+]
 
 
 def makefile_targets():
@@ -102,16 +163,27 @@ def test_up_status_and_down(stack):
     s = run_make(cwd, "status", env=env)
     # name, state, pid, uptime, restarts, last exit, port, log
     up = r"(?:STARTING|RUNNING)\s+\d+\s+\d+:\d\d:\d\d\s+0\s+-"
-    assert re.search(r"^rmb_exporter\s+%s\s+%d\s+logs/proc/rmb_exporter.log$" % (up, port),
-                     s.stdout, re.M), s.stdout
-    for name in ("rmb_emitter", "safety_music", "ure_merge", "ure_loop", "ure_exporter",
-                 "ingest", "api"):
+    assert re.search(
+        r"^rmb_exporter\s+%s\s+%d\s+logs/proc/rmb_exporter.log$" % (up, port), s.stdout, re.M
+    ), s.stdout
+    for name in (
+        "rmb_emitter",
+        "safety_music",
+        "ure_merge",
+        "ure_loop",
+        "ure_exporter",
+        "ingest",
+        "api",
+    ):
         assert re.search(r"^%s\s+%s\s" % (name, up), s.stdout, re.M), (name, s.stdout)
     pids = pids_in(cwd / "run")
     # Data flows end to end: an event reaches the API through the ingester.
     api = f"http://127.0.0.1:{env['API_PORT']}/api/rmb:last"
-    wait_until(lambda: requests.get(api, timeout=5).json().get("ts"), timeout=20,
-               what="an RMB row in the API")
+    wait_until(
+        lambda: requests.get(api, timeout=5).json().get("ts"),
+        timeout=20,
+        what="an RMB row in the API",
+    )
     r = run_make(cwd, "down", env=env)
     assert r.returncode == 0
     assert not [name for name, pid in pids.items() if pid_alive(pid)]  # supervisord too
@@ -128,8 +200,9 @@ def test_trackB_lifecycle(stack):
     assert set(pids) == {"rmb_exporter", "rmb_emitter"}
 
     # Counts grow at about hz (20 events/s here) as the emitter flushes every 500 ms.
-    first = wait_until(lambda: total(port) > 0 and (time.monotonic(), total(port)),
-                       what="first events counted")
+    first = wait_until(
+        lambda: total(port) > 0 and (time.monotonic(), total(port)), what="first events counted"
+    )
     wait_until(lambda: time.monotonic() - first[0] >= 3.0, timeout=10, what="3 s to pass")
     rate = (total(port) - first[1]) / (time.monotonic() - first[0])
     assert 10 <= rate <= 30, rate
@@ -195,12 +268,22 @@ def test_section_48_full_stack_starter_as_written(stack):
     (cwd / "scripts").symlink_to(ROOT / "scripts")
     e = dict(os.environ, **env)
     import subprocess
-    r = subprocess.run(["bash", "-c", SECTION_48], cwd=cwd, env=e, capture_output=True,
-                       text=True, timeout=180)
+
+    r = subprocess.run(
+        ["bash", "-c", SECTION_48], cwd=cwd, env=e, capture_output=True, text=True, timeout=180
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "[sanity] schemas ok" in r.stdout
     assert "[trackB] RESULT = STARTED" in r.stdout and "[sqlite] init ok" in r.stdout
     assert r.stdout.strip().endswith("[smoke.v18] OK")
     alive = {k for k, v in pids_in(cwd / "run").items() if pid_alive(v)}
-    assert {"rmb_exporter", "rmb_emitter", "safety_music", "ure_merge", "ure_loop",
-            "ure_exporter", "ingest", "api"} <= alive
+    assert {
+        "rmb_exporter",
+        "rmb_emitter",
+        "safety_music",
+        "ure_merge",
+        "ure_loop",
+        "ure_exporter",
+        "ingest",
+        "api",
+    } <= alive

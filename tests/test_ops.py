@@ -3,6 +3,7 @@ schemas), and an end-to-end run: the Lumen stack with a real Prometheus and Aler
 
 A missing tool is a visible skip locally and a failure when LUMEN_REQUIRE_OPS_TOOLS=1 (CI).
 """
+
 import http.server
 import json
 import os
@@ -30,8 +31,9 @@ def tool(name, *alternatives):
 
 
 def run(*args, cwd=ROOT):
-    return subprocess.run(list(map(str, args)), cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        list(map(str, args)), cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_generated_ops_files_are_current():
@@ -47,9 +49,15 @@ def test_promtool_accepts_config_and_rules():
     assert r.returncode == 0, r.stdout + r.stderr
     prom = yaml.safe_load((OPS / "prometheus/prometheus.yml").read_text())
     assert [j["job_name"] for j in prom["scrape_configs"]] == ["rmb_v17", "ure_v18"]
-    assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["localhost:9093"]
+    assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "localhost:9093"
+    ]
     r = run(promtool, "check", "rules", *sorted((OPS / "prometheus/rules").glob("*.rules.yml")))
-    assert r.returncode == 0 and "SUCCESS: 2 rules found" in r.stdout and "SUCCESS: 5 rules found" in r.stdout
+    assert (
+        r.returncode == 0
+        and "SUCCESS: 2 rules found" in r.stdout
+        and "SUCCESS: 5 rules found" in r.stdout
+    )
 
 
 def test_promtool_rule_unit_tests_pass():
@@ -59,8 +67,10 @@ def test_promtool_rule_unit_tests_pass():
 
 
 def test_prometheus_rule_resources_match_the_plain_rules():
-    for plain, cr in (("rmb_v17.rules.yml", "rmb_v17_rules.yaml"),
-                      ("recording_v18.rules.yml", "recording_rules_v18.yaml")):
+    for plain, cr in (
+        ("rmb_v17.rules.yml", "rmb_v17_rules.yaml"),
+        ("recording_v18.rules.yml", "recording_rules_v18.yaml"),
+    ):
         p = yaml.safe_load((OPS / "prometheus/rules" / plain).read_text())
         c = yaml.safe_load((OPS / "prometheus/rules" / cr).read_text())
         assert c["apiVersion"] == "monitoring.coreos.com/v1" and c["kind"] == "PrometheusRule"
@@ -79,8 +89,10 @@ def test_alertmanager_config_and_routing():
     text = cfg.read_text()
     body = "\n".join(x for x in text.splitlines() if not x.lstrip().startswith("#"))
     assert "${" not in body and "hooks.slack.com" not in body  # no secrets, no env syntax
-    for labels, receiver in ((["severity=critical", "alertname=RMBRollbackSpike"], "pagerduty"),
-                             (["severity=warning", "alertname=RMBResidualHigh"], "team-slack")):
+    for labels, receiver in (
+        (["severity=critical", "alertname=RMBRollbackSpike"], "pagerduty"),
+        (["severity=warning", "alertname=RMBResidualHigh"], "team-slack"),
+    ):
         r = run(amtool, "config", "routes", "test", f"--config.file={cfg}", *labels)
         assert r.stdout.strip() == receiver, r.stdout + r.stderr
     am = yaml.safe_load(text)
@@ -91,7 +103,9 @@ def test_docker_compose_config_is_accepted():
     r = run(tool("docker-compose"), "-f", ROOT / "docker-compose.yml", "config")
     assert r.returncode == 0, r.stderr
     services = yaml.safe_load(r.stdout)["services"]
-    assert {"lumen-exporters", "lumen-api", "prometheus", "alertmanager", "grafana"} <= set(services)
+    assert {"lumen-exporters", "lumen-api", "prometheus", "alertmanager", "grafana"} <= set(
+        services
+    )
     assert services["lumen-exporters"]["ports"][0]["published"] == 9409
 
 
@@ -115,7 +129,10 @@ def test_dashboards_are_valid_grafana_json():
     assert {v["name"] for v in d["templating"]["list"]} == {"datasource", "loki"}
     panels = {p["title"]: p for p in d["panels"]}
     for p in d["panels"]:
-        assert set(p["gridPos"]) == {"x", "y", "w", "h"} and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
+        assert (
+            set(p["gridPos"]) == {"x", "y", "w", "h"}
+            and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
+        )
     steps = panels["rmb_residual_entropy_last"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
     assert [s["value"] for s in steps] == [None, 0.55, 0.85]
     steps = panels["rmb_rollback_total"]["fieldConfig"]["defaults"]["thresholds"]["steps"]
@@ -124,12 +141,16 @@ def test_dashboards_are_valid_grafana_json():
     assert logs and logs[0]["datasource"]["uid"] == "${loki}"
     u = json.loads((OPS / "grafana/dashboards/ure_v18.json").read_text())
     assert {t["expr"] for p in u["panels"] for t in p["targets"]} >= {
-        "ure_residual_entropy_last", "ure_harmony_index", "ure_coherence_level"}
+        "ure_residual_entropy_last",
+        "ure_harmony_index",
+        "ure_coherence_level",
+    }
 
 
 # ---------------------------------------------------------------- end to end
 class Sink(http.server.BaseHTTPRequestHandler):
     """Alertmanager's webhook target: records what each receiver was sent."""
+
     got = []
 
     def do_POST(self):
@@ -151,37 +172,72 @@ def _e2e(tmp_path, procs, profile):
     work = tmp_path / "work"
     work.mkdir()
     procs.cwd = work
-    procs.start(ROOT / "exporters/rmb_exporter_v17.py", "--config", CONFIG_RMB, "--port", exp_port,
-                "--host", "127.0.0.1")
-    procs.start(ROOT / "rmb/rmb_emitter.py", "--config", CONFIG_RMB, "--profile", profile,
-                "--hz", 50, "--seed", 1)
+    procs.start(
+        ROOT / "exporters/rmb_exporter_v17.py",
+        "--config",
+        CONFIG_RMB,
+        "--port",
+        exp_port,
+        "--host",
+        "127.0.0.1",
+    )
+    procs.start(
+        ROOT / "rmb/rmb_emitter.py",
+        "--config",
+        CONFIG_RMB,
+        "--profile",
+        profile,
+        "--hz",
+        50,
+        "--seed",
+        1,
+    )
     # The project's routing with the real receivers swapped for a local webhook (no
     # network), and group_wait shortened so the test is quick.
     am = yaml.safe_load((OPS / "alertmanager/alertmanager.yml").read_text())
     am["route"]["group_wait"] = "1s"
-    am["receivers"] = [{"name": r["name"], "webhook_configs": [
-        {"url": f"http://127.0.0.1:{sink.server_address[1]}/{r['name']}"}]} for r in am["receivers"]]
+    am["receivers"] = [
+        {
+            "name": r["name"],
+            "webhook_configs": [{"url": f"http://127.0.0.1:{sink.server_address[1]}/{r['name']}"}],
+        }
+        for r in am["receivers"]
+    ]
     (tmp_path / "am.yml").write_text(yaml.safe_dump(am))
     # The project's rules, with `for:` shortened from minutes to seconds (the promtool
     # unit tests prove the real durations); scraped and evaluated every second.
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
     for f in (OPS / "prometheus/rules").glob("*.rules.yml"):
-        (rules_dir / f.name).write_text(f.read_text().replace("for: 2m", "for: 3s")
-                                        .replace("for: 3m", "for: 3s"))
+        (rules_dir / f.name).write_text(
+            f.read_text().replace("for: 2m", "for: 3s").replace("for: 3m", "for: 3s")
+        )
     prom = yaml.safe_load((OPS / "prometheus/prometheus.yml").read_text())
     prom["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     prom["rule_files"] = [str(rules_dir / "*.rules.yml")]
     prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] = [f"127.0.0.1:{am_port}"]
-    prom["scrape_configs"] = [{"job_name": "rmb_v17", "static_configs": [
-        {"targets": [f"127.0.0.1:{exp_port}"]}]}]
+    prom["scrape_configs"] = [
+        {"job_name": "rmb_v17", "static_configs": [{"targets": [f"127.0.0.1:{exp_port}"]}]}
+    ]
     (tmp_path / "prom.yml").write_text(yaml.safe_dump(prom))
-    for cmd in ([am_bin, f"--config.file={tmp_path / 'am.yml'}", f"--web.listen-address=127.0.0.1:{am_port}",
-                 "--cluster.listen-address=", f"--storage.path={tmp_path / 'am'}"],
-                [prom_bin, f"--config.file={tmp_path / 'prom.yml'}", f"--web.listen-address=127.0.0.1:{prom_port}",
-                 f"--storage.tsdb.path={tmp_path / 'tsdb'}"]):
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    for cmd in (
+        [
+            am_bin,
+            f"--config.file={tmp_path / 'am.yml'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",
+            f"--storage.path={tmp_path / 'am'}",
+        ],
+        [
+            prom_bin,
+            f"--config.file={tmp_path / 'prom.yml'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+        ],
+    ):
+        p = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         procs.started.append(p)
     return sink, f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}"
 
@@ -197,16 +253,23 @@ def _query(prom, q):
 def test_spike_alert_reaches_alertmanager_and_recording_rules_compute(tmp_path, procs):
     sink, prom, am = _e2e(tmp_path, procs, "spike")
     try:
+
         def alert_in_am():
             try:
                 alerts = requests.get(f"{am}/api/v2/alerts", timeout=2).json()
             except requests.RequestException:
                 return False
             return [a for a in alerts if a["labels"]["alertname"] == "RMBRollbackSpike"]
-        alerts = wait_until(alert_in_am, timeout=90, interval=0.5, what="RMBRollbackSpike in Alertmanager")
+
+        alerts = wait_until(
+            alert_in_am, timeout=90, interval=0.5, what="RMBRollbackSpike in Alertmanager"
+        )
         assert alerts[0]["labels"]["severity"] == "critical"
-        wait_until(lambda: any(r == "pagerduty" for r, _ in Sink.got), timeout=30,
-                   what="the critical alert routed to the pagerduty receiver")
+        wait_until(
+            lambda: any(r == "pagerduty" for r, _ in Sink.got),
+            timeout=30,
+            what="the critical alert routed to the pagerduty receiver",
+        )
         ratio = float(_query(prom, "rollback_ratio_5m")[0]["value"][1])
         counters = float(_query(prom, "rmb_rollback_total / rmb_events_total")[0]["value"][1])
         assert 0.5 < ratio < 0.95 and abs(ratio - counters) < 0.15
@@ -220,8 +283,12 @@ def test_steady_stream_fires_no_alert(tmp_path, procs):
     sink, prom, am = _e2e(tmp_path, procs, "steady")
     try:
         # Wait until the rules have had data for longer than the shortened `for:`.
-        wait_until(lambda: _query(prom, "rollback_ratio_5m"), timeout=60, interval=0.5,
-                   what="recording rules to have data")
+        wait_until(
+            lambda: _query(prom, "rollback_ratio_5m"),
+            timeout=60,
+            interval=0.5,
+            what="recording rules to have data",
+        )
         t0 = time.monotonic()
         wait_until(lambda: time.monotonic() - t0 > 8, timeout=15, what="8 s of evaluations")
         assert _query(prom, "ALERTS") == []

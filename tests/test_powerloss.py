@@ -15,6 +15,7 @@ are one transaction (a SIGKILL between the offsets write and COMMIT leaves neith
 under SIGKILLs at random points and power losses (the database taken back to an earlier
 committed state, WAL and all) every valid event is one row.
 """
+
 import gzip
 import json
 import os
@@ -57,7 +58,7 @@ class Stream:
             ts = datetime.fromtimestamp(BASE_T + i / 1000, timezone.utc).isoformat()
             lines.append(dumps(self.factory.make(i, ts)))
         for k in range(0, len(lines), batch):
-            append_lines(self.path, lines[k:k + batch])
+            append_lines(self.path, lines[k : k + batch])
         self.n += count
 
 
@@ -76,8 +77,10 @@ def rotate(workdir):
 def all_lines(workdir, name):
     """The JSON lines of `name` and its rotated files (.N, .N.gz), oldest first."""
     logs = Path(workdir) / "logs"
-    files = sorted(logs.glob(Path(name).name + ".*"),
-                   key=lambda p: -int(p.name[len(Path(name).name) + 1:].split(".")[0]))
+    files = sorted(
+        logs.glob(Path(name).name + ".*"),
+        key=lambda p: -int(p.name[len(Path(name).name) + 1 :].split(".")[0]),
+    )
     out = []
     for p in [*files, logs / Path(name).name]:
         if not p.exists():
@@ -98,8 +101,8 @@ class PowerLoss:
     def __init__(self, monkeypatch, tracked):
         self.tracked = [os.path.realpath(p) for p in tracked]
         self.real = {"fsync": os.fsync, "replace": os.replace, "rename": os.rename}
-        self.synced = {}      # path -> bytes at its last fsync (or as of the last rewind)
-        self.pending = []     # (dir, src, dst): renames not durable yet
+        self.synced = {}  # path -> bytes at its last fsync (or as of the last rewind)
+        self.pending = []  # (dir, src, dst): renames not durable yet
         self.ops = 0
         self.crash_at = None
         self.crashes = 0
@@ -178,19 +181,20 @@ def close_merger(m):
 
 # ------------------------------------------------------------------ merge.v2
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
-def test_merge_power_loss_at_random_points_with_rotations_exactly_once(
-        workdir, monkeypatch, seed):
+def test_merge_power_loss_at_random_points_with_rotations_exactly_once(workdir, monkeypatch, seed):
     need_logrotate()
     from lumen.merge import Merger
+
     paths = {"v2_log": V2, "v1_rmb": LOG, "v1_safe": "logs/safety_music_events.jsonl"}
     rng = random.Random(seed)
     s = Stream(workdir)
     s.append(150)
-    pl = PowerLoss(monkeypatch, [V2, "logs/.offsets/merge_rmb.json",
-                                 "logs/.offsets/merge_safety.json"])
+    pl = PowerLoss(
+        monkeypatch, [V2, "logs/.offsets/merge_rmb.json", "logs/.offsets/merge_safety.json"]
+    )
     rotations = replayed = 0
     for rnd in range(5):
-        pl.arm(rng.randint(1, 14))   # ~4 operations per step: output fsync, temp fsync,
+        pl.arm(rng.randint(1, 14))  # ~4 operations per step: output fsync, temp fsync,
         m = Merger(paths, host="h")  # rename, directory fsync
         try:
             for _ in range(12):
@@ -203,7 +207,7 @@ def test_merge_power_loss_at_random_points_with_rotations_exactly_once(
             replayed += m.skipped
         pl.disarm()
         pl.rewind()
-        if rnd % 2 == 0 or rng.random() < 0.3:   # logrotate runs while the merge is down
+        if rnd % 2 == 0 or rng.random() < 0.3:  # logrotate runs while the merge is down
             rotate(workdir)
             rotations += 1
             pl.settle()
@@ -212,27 +216,31 @@ def test_merge_power_loss_at_random_points_with_rotations_exactly_once(
     m = Merger(paths, host="h")
     m.run()
     replayed += m.skipped
-    print(f"seed {seed}: {pl.crashes} power losses, {rotations} rotations, {s.n} events, "
-          f"{replayed} replayed input lines skipped as already merged")
+    print(
+        f"seed {seed}: {pl.crashes} power losses, {rotations} rotations, {s.n} events, "
+        f"{replayed} replayed input lines skipped as already merged"
+    )
     v2 = all_lines(workdir, V2)
     iters = sorted(x["trace"]["iter"] for x in v2 if x["source"]["stream"] == "rmb")
-    assert iters == list(range(s.n))              # every RMB event once
+    assert iters == list(range(s.n))  # every RMB event once
     src = [(x["source"]["fp"], x["source"]["offset"]) for x in v2]
     assert len(set(src)) == len(src)
-    assert replayed > 0           # some losses fell between the output and the checkpoint
+    assert replayed > 0  # some losses fell between the output and the checkpoint
 
 
 # --------------------------------------------------------------- evidence.map
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_evidence_map_power_loss_at_random_points_with_rotations_exactly_once(
-        workdir, monkeypatch, seed):
+    workdir, monkeypatch, seed
+):
     need_logrotate()
     from tools.evidence_mapper_v17 import run
+
     rng = random.Random(seed)
     s = Stream(workdir)
     pl = PowerLoss(monkeypatch, [BUNDLES, "logs/.offsets/evidence_mapper.json"])
     for rnd in range(6):
-        s.append(rng.randint(100, 3000))          # up to ~1.3 MB: several reads per run
+        s.append(rng.randint(100, 3000))  # up to ~1.3 MB: several reads per run
         pl.arm(rng.randint(1, 8))
         try:
             run(LOG, BUNDLES)
@@ -241,7 +249,7 @@ def test_evidence_map_power_loss_at_random_points_with_rotations_exactly_once(
         pl.disarm()
         pl.rewind()
         if rnd % 2 == 0:
-            rotate(workdir)                       # the queue rotates while it is down
+            rotate(workdir)  # the queue rotates while it is down
     assert pl.crashes >= 3
     run(LOG, BUNDLES)
     bundles = [json.loads(x) for x in (workdir / BUNDLES).read_bytes().splitlines()]
@@ -251,22 +259,24 @@ def test_evidence_map_power_loss_at_random_points_with_rotations_exactly_once(
 def test_evidence_map_lost_checkpoint_after_a_rotation_maps_600_events_once(workdir):
     need_logrotate()
     from tools.evidence_mapper_v17 import run
+
     s = Stream(workdir)
     s.append(500)
     assert run(LOG, BUNDLES)[0] == 500
     rotate(workdir)
     s.append(100)
     assert run(LOG, BUNDLES)[0] == 100
-    (workdir / "logs/.offsets/evidence_mapper.json").unlink()     # the checkpoint is lost
+    (workdir / "logs/.offsets/evidence_mapper.json").unlink()  # the checkpoint is lost
     mapped, skipped, _ = run(LOG, BUNDLES)
     bundles = [json.loads(x) for x in (workdir / BUNDLES).read_bytes().splitlines()]
-    assert len(bundles) == 600                   # was 1 100: the first file mapped again
+    assert len(bundles) == 600  # was 1 100: the first file mapped again
     assert sorted(b["trace"]["iter"] for b in bundles) == list(range(600))
     assert (mapped, skipped) == (0, 600)
 
 
 def test_quarantined_lines_survive_a_power_loss_like_their_counters(workdir, monkeypatch):
     from tools.evidence_mapper_v17 import run
+
     s = Stream(workdir)
     s.append(50)
     append_lines(s.path, [b'{"not": "an event"}\n', b"not json\n"])
@@ -274,16 +284,17 @@ def test_quarantined_lines_survive_a_power_loss_like_their_counters(workdir, mon
     rejects = "logs/rejects/rmb_events.jsonl"
     pl = PowerLoss(monkeypatch, [BUNDLES, "logs/.offsets/evidence_mapper.json", rejects])
     assert run(LOG, BUNDLES)[2] == 2
-    pl.rewind()                                  # the power goes after a clean run
+    pl.rewind()  # the power goes after a clean run
     ck = json.loads((workdir / "logs/.offsets/evidence_mapper.json").read_text())
     assert sum(ck["state"]["monitor"]["rejects"].values()) == 2
-    assert (workdir / rejects).exists()          # now: gone, the counters say 2
+    assert (workdir / rejects).exists()  # now: gone, the counters say 2
     assert len((workdir / rejects).read_bytes().splitlines()) == 2
 
 
 # --------------------------------------------------------------------- ingest
 def api_config(workdir, batch_lines):
     import yaml
+
     cfg = yaml.safe_load((ROOT / "configs/api_v18.yaml").read_text())
     (workdir / "data").mkdir(exist_ok=True)
     cfg["db"] = str(workdir / "data/lumen.db")
@@ -311,8 +322,10 @@ while ing.step():
 def rmb_rows(db_path):
     db = sqlite3.connect(db_path)
     try:
-        return db.execute("SELECT count(*), count(DISTINCT ts), count(DISTINCT src_fp || ':' "
-                          "|| src_offset) FROM rmb").fetchone()
+        return db.execute(
+            "SELECT count(*), count(DISTINCT ts), count(DISTINCT src_fp || ':' "
+            "|| src_offset) FROM rmb"
+        ).fetchone()
     finally:
         db.close()
 
@@ -337,9 +350,13 @@ def snapshot(db, to):
 
 
 def ingest_once(workdir, cfg):
-    r = subprocess.run([PY, "-u", str(ROOT / "tools/storage/ingest_tail_v18.py"), "--config",
-                        str(cfg), "--once"], cwd=workdir, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [PY, "-u", str(ROOT / "tools/storage/ingest_tail_v18.py"), "--config", str(cfg), "--once"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     return r
 
@@ -354,13 +371,21 @@ def test_ingest_offsets_and_rows_are_one_transaction(workdir):
     before = offsets_row(db)
     assert before is not None and before["offset"] == s.path.stat().st_size
     s.append(300)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    r = subprocess.run([PY, "-c", CRASH_IN_TRANSACTION, str(cfg)], cwd=workdir, env=env,
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == -signal.SIGKILL, r.stderr   # died inside the transaction
-    assert rmb_rows(db) == (400, 400, 400)             # nothing of the batch
-    assert offsets_row(db) == before                   # and the old position
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    )
+    r = subprocess.run(
+        [PY, "-c", CRASH_IN_TRANSACTION, str(cfg)],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == -signal.SIGKILL, r.stderr  # died inside the transaction
+    assert rmb_rows(db) == (400, 400, 400)  # nothing of the batch
+    assert offsets_row(db) == before  # and the old position
     ingest_once(workdir, cfg)
     assert rmb_rows(db) == (700, 700, 700)
 
@@ -384,33 +409,37 @@ def test_ingest_sigkill_and_power_loss_at_random_points_exactly_once(workdir, pr
                 snapshot(db, snap)
         (workdir / "run/ingest.pid").unlink(missing_ok=True)
         p = procs.start(ROOT / "tools/storage/ingest_tail_v18.py", "--config", cfg)
-        wait_until(lambda: (workdir / "run/ingest.pid").exists() or p.poll() is not None,
-                   timeout=30, what="ingester ready")
+        wait_until(
+            lambda: (workdir / "run/ingest.pid").exists() or p.poll() is not None,  # noqa: B023
+            timeout=30,
+            what="ingester ready",
+        )
         assert p.poll() is None, p.communicate()[1].decode()
-        if snap is not None:                               # power loss
-            if rnd:                                        # a committed state, any moment
+        if snap is not None:  # power loss
+            if rnd:  # a committed state, any moment
                 time.sleep(rng.uniform(0, 0.3))
                 snapshot(db, snap)
             wait_until(lambda: rmb_rows(db)[0] == s.n, timeout=60, what="ingester to catch up")
-            time.sleep(rng.uniform(0.2, 0.4))              # ... and to checkpoint, wherever
+            time.sleep(rng.uniform(0.2, 0.4))  # ... and to checkpoint, wherever
             p.send_signal(signal.SIGKILL)
             p.wait(timeout=30)
-            for suffix in ("", "-wal", "-shm"):          # the newest transactions are lost
+            for suffix in ("", "-wal", "-shm"):  # the newest transactions are lost
                 Path(f"{db}{suffix}").unlink(missing_ok=True)
             if snap.exists():
                 shutil.copyfile(snap, db)
             losses += s.n - (rmb_rows(db)[0] if db.exists() else 0)
-        else:                                              # SIGKILL at a random point
+        else:  # SIGKILL at a random point
             time.sleep(rng.uniform(0, 0.4))
             p.send_signal(signal.SIGKILL)
             p.wait(timeout=30)
             kills += 1
-    assert losses > 0 and kills == 3     # rows the power losses took back
+    assert losses > 0 and kills == 3  # rows the power losses took back
     ingest_once(workdir, cfg)
     assert rmb_rows(db) == (s.n, s.n, s.n)
     db_ = sqlite3.connect(db)
     ts = [r[0] for r in db_.execute("SELECT ts FROM rmb ORDER BY src_fp, src_offset")]
     db_.close()
-    want = sorted(datetime.fromtimestamp(BASE_T + i / 1000, timezone.utc).isoformat()
-                  for i in range(s.n))
+    want = sorted(
+        datetime.fromtimestamp(BASE_T + i / 1000, timezone.utc).isoformat() for i in range(s.n)
+    )
     assert sorted(ts) == want

@@ -11,6 +11,7 @@ logs.rotate` (ops/logrotate/rmb_v17.logrotate: rename, compress, delaycompress, 
   to `.3.gz` and the next one to `.2.gz` loses nothing and repeats nothing (the soak's
   lost ingest rows), live and across a restart; the same for the ingester.
 """
+
 import gzip
 import json
 import os
@@ -61,7 +62,7 @@ class Stream:
             ts = datetime.fromtimestamp(BASE_T + i / 1000, timezone.utc).isoformat()
             lines.append(dumps(self.factory.make(i, ts)))
         for k in range(0, len(lines), batch):
-            append_lines(self.path, lines[k:k + batch])
+            append_lines(self.path, lines[k : k + batch])
         self.n += count
         return list(range(first, first + count))
 
@@ -110,8 +111,15 @@ def scrape(port):
 
 
 def start_exporter(procs, port):
-    p = procs.start(ROOT / "exporters/rmb_exporter_v17.py", "--config", CONFIG_RMB,
-                    "--port", port, "--host", "127.0.0.1")
+    p = procs.start(
+        ROOT / "exporters/rmb_exporter_v17.py",
+        "--config",
+        CONFIG_RMB,
+        "--port",
+        port,
+        "--host",
+        "127.0.0.1",
+    )
 
     def up():
         assert p.poll() is None, p.communicate()[1].decode()
@@ -119,6 +127,7 @@ def start_exporter(procs, port):
             return scrape(port)
         except OSError:
             return None
+
     wait_until(up, timeout=30, what="exporter serving /metrics")
     return p
 
@@ -134,32 +143,33 @@ def stop(p):
 # ------------------------------------------------------ down across N rotations
 @pytest.mark.parametrize("rounds", [2, 3, 4, 5, 6, 7])
 def test_consumer_down_across_rotations_finds_its_gz_file_and_reads_each_event_once(
-        workdir, rounds):
+    workdir, rounds
+):
     s = Stream(workdir)
     s.append(100)
     c = consumer()
     assert read_all(c) == list(range(100))
-    s.append(50)                  # written while the consumer still runs, not read by it
+    s.append(50)  # written while the consumer still runs, not read by it
     assert c.commit() is not False
-    c.close()                     # down from here on
+    c.close()  # down from here on
 
-    for _ in range(rounds):       # the logs keep coming and rotating while it is down
+    for _ in range(rounds):  # the logs keep coming and rotating while it is down
         s.append(60)
         rotate(workdir)
     gz = workdir / f"{LOG}.{rounds}.gz"
-    assert gz.exists() and first_iter_of(gz) == 0     # its file, compressed
-    assert not (workdir / LOG).exists()               # nocreate: no live file yet
-    s.append(30)                                      # ... until the writer writes again
+    assert gz.exists() and first_iter_of(gz) == 0  # its file, compressed
+    assert not (workdir / LOG).exists()  # nocreate: no live file yet
+    s.append(30)  # ... until the writer writes again
 
     c = consumer()
     got = read_all(c)
-    assert got == list(range(100, s.n))               # all of the rest, once, in order
+    assert got == list(range(100, s.n))  # all of the rest, once, in order
     assert c.gap_bytes == 0
     # (Not asserted: rotations == rounds. When ext4 gives the new live file the inode of
     # the consumer's old file, the restart counts a truncation instead; the data is right.)
     c.commit()
     c.close()
-    c = consumer()                                    # and a restart now repeats nothing
+    c = consumer()  # and a restart now repeats nothing
     assert read_all(c) == []
     c.close()
 
@@ -169,11 +179,14 @@ def test_exporter_down_across_seven_rotations_counts_each_event_once(workdir, pr
     port = free_port()
     exp = start_exporter(procs, port)
     s.append(200)
-    wait_until(lambda: scrape(port).get("rmb_events_total") == 200, timeout=30,
-               what="exporter to count the first 200 events")
+    wait_until(
+        lambda: scrape(port).get("rmb_events_total") == 200,
+        timeout=30,
+        what="exporter to count the first 200 events",
+    )
     stop(exp)
-    s.append(100)                 # its file grows after its last checkpoint
-    for _ in range(7):            # the shipped config keeps 7 rotated files
+    s.append(100)  # its file grows after its last checkpoint
+    for _ in range(7):  # the shipped config keeps 7 rotated files
         s.append(40)
         rotate(workdir)
     assert first_iter_of(workdir / f"{LOG}.7.gz") == 0
@@ -184,6 +197,7 @@ def test_exporter_down_across_seven_rotations_counts_each_event_once(workdir, pr
     def caught_up():
         m = scrape(port)
         return m.get("rmb_log_bytes_behind") == 0 and m.get("rmb_events_total") == s.n and m
+
     m = wait_until(caught_up, timeout=30, what=f"exporter to count {s.n} events")
     assert m["rmb_events_total"] == s.n == 605
     assert m["rmb_log_gap_bytes_total"] == 0
@@ -226,12 +240,12 @@ def pin_inode(workdir):
 def _rotate_until_deleted(workdir, s):
     """With rotate 2: the consumer's file is .1, then .2.gz, then deleted. Returns the
     iter numbers of the events still on disk."""
-    rotate(workdir, keep=2)                       # A -> .1
-    kept = s.append(20)                           # B
-    rotate(workdir, keep=2)                       # A -> .2.gz, B -> .1
-    kept += s.append(20)                          # C
-    rotate(workdir, keep=2)                       # A deleted, B -> .2.gz, C -> .1
-    kept += s.append(10)                          # the live file
+    rotate(workdir, keep=2)  # A -> .1
+    kept = s.append(20)  # B
+    rotate(workdir, keep=2)  # A -> .2.gz, B -> .1
+    kept += s.append(20)  # C
+    rotate(workdir, keep=2)  # A deleted, B -> .2.gz, C -> .1
+    kept += s.append(10)  # the live file
     files = sorted(p.name for p in (workdir / "logs").glob("rmb_events.jsonl*"))
     assert files == ["rmb_events.jsonl", "rmb_events.jsonl.1", "rmb_events.jsonl.2.gz"]
     assert first_iter_of(workdir / f"{LOG}.2.gz") == 150
@@ -247,15 +261,15 @@ def test_deleted_file_is_counted_as_gap_bytes_and_logged_with_its_name(workdir, 
 
     c = consumer()
     got = read_all(c)
-    assert got == kept                            # everything still on disk, once
-    assert c.gap_bytes == unread                  # the 50 events it never read
+    assert got == kept  # everything still on disk, once
+    assert c.gap_bytes == unread  # the 50 events it never read
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if "rmb_events.jsonl" in ln and str(unread) in ln]
     assert lines, err
     assert "lost" in lines[0]
     c.commit()
     c.close()
-    c = consumer()                                # counted once, not again on each restart
+    c = consumer()  # counted once, not again on each restart
     assert read_all(c) == [] and c.gap_bytes == unread
     c.close()
 
@@ -265,6 +279,7 @@ def test_exporter_reports_the_gap_on_metrics_and_stderr(workdir, procs):
     # while 50 events are still unread); the restart is the real exporter process.
     from lumen.exporters import RmbExporter
     import yaml
+
     gates = yaml.safe_load(CONFIG_RMB.read_text())["safety_gates"]
     s = Stream(workdir)
     s.append(100)
@@ -285,8 +300,12 @@ def test_exporter_reports_the_gap_on_metrics_and_stderr(workdir, procs):
 
     def caught_up():
         m = scrape(port)
-        return m.get("rmb_log_bytes_behind") == 0 and \
-            m.get("rmb_events_total") == 100 + len(kept) and m
+        return (
+            m.get("rmb_log_bytes_behind") == 0
+            and m.get("rmb_events_total") == 100 + len(kept)
+            and m
+        )
+
     m = wait_until(caught_up, timeout=30, what="exporter to read what is left")
     assert m["rmb_log_gap_bytes_total"] == unread > 0
     err = stop(p)
@@ -298,9 +317,9 @@ def test_exporter_reports_the_gap_on_metrics_and_stderr(workdir, procs):
 @pytest.mark.parametrize("restart", [False, True], ids=["running", "restarted"])
 def test_tailer_in_the_middle_of_dot1_when_two_rotations_compress_it(workdir, restart):
     s = Stream(workdir)
-    s.append(300)                                 # A
-    rotate(workdir)                               # A -> .1
-    s.append(100)                                 # B, live
+    s.append(300)  # A
+    rotate(workdir)  # A -> .1
+    s.append(100)  # B, live
     t = Tailer(LOG, "lagging", read_size=4096)
     got = tail_iters_once(t)
     assert got and got == list(range(len(got))) and len(got) < 300  # inside A (.1)
@@ -311,18 +330,18 @@ def test_tailer_in_the_middle_of_dot1_when_two_rotations_compress_it(workdir, re
         # compresses A) to the next file, which becomes .1: the restart then resumes in
         # that file (the tests at the end cover a reused inode on purpose).
         _pinned.append(os.open(workdir / f"{LOG}.1", os.O_RDONLY))
-    s.append(100)                                 # C, appended to B
-    rotate(workdir)                               # A -> .2.gz, B+C -> .1
-    s.append(100)                                 # D, live
-    rotate(workdir)                               # A -> .3.gz, B+C -> .2.gz, D -> .1
-    s.append(100)                                 # E, live
+    s.append(100)  # C, appended to B
+    rotate(workdir)  # A -> .2.gz, B+C -> .1
+    s.append(100)  # D, live
+    rotate(workdir)  # A -> .3.gz, B+C -> .2.gz, D -> .1
+    s.append(100)  # E, live
     assert first_iter_of(workdir / f"{LOG}.3.gz") == 0
     assert first_iter_of(workdir / f"{LOG}.2.gz") == 300
     assert not (workdir / f"{LOG}.2").exists()
     if restart:
         t = Tailer(LOG, "lagging", read_size=4096)
     got += tail_iters(t)
-    assert got == list(range(s.n))                # nothing lost, nothing twice, in order
+    assert got == list(range(s.n))  # nothing lost, nothing twice, in order
     assert t.gap_bytes == 0
     t.close()
 
@@ -335,23 +354,29 @@ def test_ingest_lagging_across_two_rotations_stores_every_row_once(workdir):
     import sqlite3
 
     from lumen.ingest import Ingester
-    cfg = {"db": str(workdir / "data/lumen.db"),
-           "ingest": {"batch_lines": 1000, "rmb_log": LOG,
-                      "v2_log": "logs/resonance_events_v2.jsonl",
-                      "safety_log": "logs/safety_music_events.jsonl"}}
+
+    cfg = {
+        "db": str(workdir / "data/lumen.db"),
+        "ingest": {
+            "batch_lines": 1000,
+            "rmb_log": LOG,
+            "v2_log": "logs/resonance_events_v2.jsonl",
+            "safety_log": "logs/safety_music_events.jsonl",
+        },
+    }
     s = Stream(workdir)
-    s.append(3000, batch=500)                     # A: ~1.3 MB, more than one read
-    rotate(workdir)                               # A -> .1
-    s.append(200)                                 # B
+    s.append(3000, batch=500)  # A: ~1.3 MB, more than one read
+    rotate(workdir)  # A -> .1
+    s.append(200)  # B
     ing = Ingester(cfg)
-    ing.step()                                    # one batch: inside A
+    ing.step()  # one batch: inside A
     db = sqlite3.connect(cfg["db"])
     first = db.execute("SELECT count(*) FROM rmb").fetchone()[0]
     assert 0 < first < 3000
-    s.append(200)                                 # C, appended to B
-    rotate(workdir)                               # A -> .2.gz, B+C -> .1
-    s.append(200)                                 # D
-    rotate(workdir)                               # A -> .3.gz, B+C -> .2.gz, D -> .1
+    s.append(200)  # C, appended to B
+    rotate(workdir)  # A -> .2.gz, B+C -> .1
+    s.append(200)  # D
+    rotate(workdir)  # A -> .3.gz, B+C -> .2.gz, D -> .1
     s.append(100)
     for _ in range(100):
         if not ing.step():
@@ -381,15 +406,15 @@ def _inode_reused_by(workdir, newer):
     s.append(50)
     c.commit()
     c.close()
-    rotate(workdir, keep=2)                       # A -> .1
-    kept = s.append(20)                           # B
-    rotate(workdir, keep=2)                       # A -> .2.gz, B -> .1
-    kept += s.append(200)                         # C
-    rotate(workdir, keep=2)                       # A deleted, B -> .2.gz, C -> .1
-    kept += s.append(10)                          # live
+    rotate(workdir, keep=2)  # A -> .1
+    kept = s.append(20)  # B
+    rotate(workdir, keep=2)  # A -> .2.gz, B -> .1
+    kept += s.append(200)  # C
+    rotate(workdir, keep=2)  # A deleted, B -> .2.gz, C -> .1
+    kept += s.append(10)  # live
     p = workdir / "logs/.offsets/down_reader.json"
     ck = json.loads(p.read_text())
-    ck["ino"] = os.stat(workdir / newer).st_ino   # what ext4 does with A's inode number
+    ck["ino"] = os.stat(workdir / newer).st_ino  # what ext4 does with A's inode number
     p.write_text(json.dumps(ck))
     return kept
 
@@ -397,13 +422,13 @@ def _inode_reused_by(workdir, newer):
 def test_deleted_file_whose_inode_the_live_file_reuses_loses_no_rotated_file(workdir):
     kept = _inode_reused_by(workdir, LOG)
     c = consumer()
-    assert read_all(c) == kept                    # now: only the 10 live events
+    assert read_all(c) == kept  # now: only the 10 live events
     c.close()
 
 
 def test_deleted_file_whose_inode_a_rotated_file_reuses_loses_nothing_of_it(workdir):
     kept = _inode_reused_by(workdir, LOG + ".1")
     c = consumer()
-    assert read_all(c) == kept                    # now: C from the old offset, mid-line
+    assert read_all(c) == kept  # now: C from the old offset, mid-line
     assert sum(c.rejected.values()) == 0
     c.close()

@@ -2,6 +2,7 @@
 carry their inputs, every config value used, bad configs, flat tick cost, the metrics
 source, restart, the make lifecycle, bad lines and rotation, and the sound (OSC, MIDI, WAV).
 """
+
 import copy
 import json
 import math
@@ -115,15 +116,15 @@ def cfg():
 EDGES = [
     # (which input, value, level)
     ("residual", 0.0, "CALM"),
-    ("residual", 0.55, "CALM"),           # equal to a band max: that band
-    ("residual", 0.5500001, "TENSE"),     # just above: the next
+    ("residual", 0.55, "CALM"),  # equal to a band max: that band
+    ("residual", 0.5500001, "TENSE"),  # just above: the next
     ("residual", 0.85, "TENSE"),
     ("residual", 0.8500001, "ALERT"),
     ("residual", 1.0, "ALERT"),
     ("residual", None, "UNDEFINED"),
     ("ratio", 0.0, "CALM"),
     ("ratio", 0.02, "CALM"),
-    ("ratio", 1 / 50, "CALM"),            # 1 rollback in 50 events is exactly the edge
+    ("ratio", 1 / 50, "CALM"),  # 1 rollback in 50 events is exactly the edge
     ("ratio", 0.0200001, "TENSE"),
     ("ratio", 0.05, "TENSE"),
     ("ratio", 5 / 100, "TENSE"),
@@ -136,8 +137,9 @@ EDGES = [
 @pytest.mark.parametrize("which,value,expected", EDGES)
 def test_level_at_every_band_edge(cfg, which, value, expected):
     m = cfg["mapping"]
-    bands = m["residual_entropy"]["bands"] if which == "residual" else \
-        m["rollback_ratio"]["thresholds"]
+    bands = (
+        m["residual_entropy"]["bands"] if which == "residual" else m["rollback_ratio"]["thresholds"]
+    )
     assert level_from(value, bands) == expected
     # The same through levels(): the other input undefined, so final is this one.
     lv = levels(value, None, m) if which == "residual" else levels(None, value, m)
@@ -145,20 +147,23 @@ def test_level_at_every_band_edge(cfg, which, value, expected):
     assert lv["final"] == expected
 
 
-@pytest.mark.parametrize("residual,ratio,expected", [
-    ((0.30, "CALM"), (0.01, "CALM"), "CALM"),
-    ((0.30, "CALM"), (0.03, "TENSE"), "TENSE"),
-    ((0.60, "TENSE"), (0.01, "CALM"), "TENSE"),
-    ((0.90, "ALERT"), (0.00, "CALM"), "ALERT"),
-    ((0.30, "CALM"), (0.50, "ALERT"), "ALERT"),
-    ((0.60, "TENSE"), (0.06, "ALERT"), "ALERT"),
-    ((0.90, "ALERT"), (0.04, "TENSE"), "ALERT"),
-    ((None, "UNDEFINED"), (0.03, "TENSE"), "TENSE"),
-    ((None, "UNDEFINED"), (0.00, "CALM"), "CALM"),
-    ((0.30, "CALM"), (None, "UNDEFINED"), "CALM"),
-    ((0.90, "ALERT"), (None, "UNDEFINED"), "ALERT"),
-    ((None, "UNDEFINED"), (None, "UNDEFINED"), "UNDEFINED"),
-])
+@pytest.mark.parametrize(
+    "residual,ratio,expected",
+    [
+        ((0.30, "CALM"), (0.01, "CALM"), "CALM"),
+        ((0.30, "CALM"), (0.03, "TENSE"), "TENSE"),
+        ((0.60, "TENSE"), (0.01, "CALM"), "TENSE"),
+        ((0.90, "ALERT"), (0.00, "CALM"), "ALERT"),
+        ((0.30, "CALM"), (0.50, "ALERT"), "ALERT"),
+        ((0.60, "TENSE"), (0.06, "ALERT"), "ALERT"),
+        ((0.90, "ALERT"), (0.04, "TENSE"), "ALERT"),
+        ((None, "UNDEFINED"), (0.03, "TENSE"), "TENSE"),
+        ((None, "UNDEFINED"), (0.00, "CALM"), "CALM"),
+        ((0.30, "CALM"), (None, "UNDEFINED"), "CALM"),
+        ((0.90, "ALERT"), (None, "UNDEFINED"), "ALERT"),
+        ((None, "UNDEFINED"), (None, "UNDEFINED"), "UNDEFINED"),
+    ],
+)
 def test_final_is_the_worst_defined_level(cfg, residual, ratio, expected):
     lv = levels(residual[0], ratio[0], cfg["mapping"])
     assert lv == {"residual": residual[1], "rollback_ratio": ratio[1], "final": expected}
@@ -167,8 +172,13 @@ def test_final_is_the_worst_defined_level(cfg, residual, ratio, expected):
 # ------------------------------------------------- the window, in process, fixed now
 def test_five_percent_rollbacks_is_tense_and_one_more_is_alert(workdir, cfg):
     log = workdir / RMB_LOG
-    append_events(log, [rmb_event(T - 100 + i * 0.5, "rollback" if i % 20 == 0 else "observe")
-                        for i in range(100)])
+    append_events(
+        log,
+        [
+            rmb_event(T - 100 + i * 0.5, "rollback" if i % 20 == 0 else "observe")
+            for i in range(100)
+        ],
+    )
     loop = SafetyLoop(cfg)
     try:
         e = loop.tick(now=T)
@@ -206,12 +216,14 @@ def test_empty_window_is_undefined_not_calm(workdir, cfg):
     e = tick_once(cfg, T)  # no log at all
     assert e["inputs"]["rollback_ratio"] is None and e["inputs"]["residual_entropy"] is None
     assert e["inputs"]["window_events"] == 0
-    assert e["levels"] == {"residual": "UNDEFINED", "rollback_ratio": "UNDEFINED",
-                           "final": "UNDEFINED"}
+    assert e["levels"] == {
+        "residual": "UNDEFINED",
+        "rollback_ratio": "UNDEFINED",
+        "final": "UNDEFINED",
+    }
     # Only old events: the ratio is undefined, the residual (last event) is not, so the
     # final level is the defined one.
-    append_events(workdir / RMB_LOG, [rmb_event(T - 1000 + i, "observe", 0.7)
-                                      for i in range(20)])
+    append_events(workdir / RMB_LOG, [rmb_event(T - 1000 + i, "observe", 0.7) for i in range(20)])
     e = tick_once(cfg, T)
     assert e["inputs"]["rollback_ratio"] is None and e["inputs"]["window_events"] == 0
     assert e["levels"] == {"residual": "TENSE", "rollback_ratio": "UNDEFINED", "final": "TENSE"}
@@ -222,8 +234,11 @@ def test_events_carry_inputs_validate_and_mark_changes(workdir, cfg):
     loop = SafetyLoop(cfg)
     try:
         first = loop.tick(now=T)
-        append_events(log, [rmb_event(T + i * 0.01, "rollback" if i < 3 else "observe", 0.4)
-                            for i in range(60)] + [rmb_event(T + 1, "observe", 0.62)])
+        append_events(
+            log,
+            [rmb_event(T + i * 0.01, "rollback" if i < 3 else "observe", 0.4) for i in range(60)]
+            + [rmb_event(T + 1, "observe", 0.62)],
+        )
         second = loop.tick(now=T + 2)
         third = loop.tick(now=T + 2.5)
     finally:
@@ -236,9 +251,14 @@ def test_events_carry_inputs_validate_and_mark_changes(workdir, cfg):
         assert e["inputs"]["window_s"] == 300
     assert first["changed"] is False and first["previous"] is None
     assert first["levels"]["final"] == "UNDEFINED"
-    assert second["inputs"] == {"source": "log", "residual_entropy": 0.62,
-                                "rollback_ratio": 3 / 61, "window_s": 300,
-                                "window_events": 61, "window_rollbacks": 3}
+    assert second["inputs"] == {
+        "source": "log",
+        "residual_entropy": 0.62,
+        "rollback_ratio": 3 / 61,
+        "window_s": 300,
+        "window_events": 61,
+        "window_rollbacks": 3,
+    }
     assert second["levels"] == {"residual": "TENSE", "rollback_ratio": "TENSE", "final": "TENSE"}
     assert second["changed"] is True and second["previous"] == "UNDEFINED"
     assert third["changed"] is False and third["previous"] == "TENSE"
@@ -252,22 +272,39 @@ def test_events_carry_inputs_validate_and_mark_changes(workdir, cfg):
 
 # --------------------------------------------------------- every config value is used
 def test_band_maxima_and_levels_come_from_the_config(workdir):
-    append_events(workdir / RMB_LOG, [rmb_event(T - 50 + i * 0.5, "rollback" if i % 20 == 0
-                                                else "observe", 0.5) for i in range(100)])
+    append_events(
+        workdir / RMB_LOG,
+        [
+            rmb_event(T - 50 + i * 0.5, "rollback" if i % 20 == 0 else "observe", 0.5)
+            for i in range(100)
+        ],
+    )
     base = tick_once(load_config(CONFIG), T)
     assert base["levels"] == {"residual": "CALM", "rollback_ratio": "TENSE", "final": "TENSE"}
     for f in (workdir / "logs/.offsets").glob("*"):
         f.unlink()  # each config below reads the same log from the start
-    c = load_config(cfg_copy(workdir, "a.yaml", mapping__residual_entropy__bands__0__max=0.45,
-                             mapping__rollback_ratio__thresholds__1__max=0.04))
+    c = load_config(
+        cfg_copy(
+            workdir,
+            "a.yaml",
+            mapping__residual_entropy__bands__0__max=0.45,
+            mapping__rollback_ratio__thresholds__1__max=0.04,
+        )
+    )
     e = tick_once(c, T)
     assert e["levels"] == {"residual": "TENSE", "rollback_ratio": "ALERT", "final": "ALERT"}
     for f in (workdir / "logs/.offsets").glob("*"):
         f.unlink()
-    c = load_config(cfg_copy(workdir, "b.yaml", mapping__rollback_ratio__thresholds__0__max=0.06,
-                             mapping__rollback_ratio__thresholds__0__level="TENSE",
-                             mapping__rollback_ratio__thresholds__1__max=0.5,
-                             mapping__rollback_ratio__thresholds__1__level="CALM"))
+    c = load_config(
+        cfg_copy(
+            workdir,
+            "b.yaml",
+            mapping__rollback_ratio__thresholds__0__max=0.06,
+            mapping__rollback_ratio__thresholds__0__level="TENSE",
+            mapping__rollback_ratio__thresholds__1__max=0.5,
+            mapping__rollback_ratio__thresholds__1__level="CALM",
+        )
+    )
     e = tick_once(c, T)  # 5 % now falls in the first band, whose level is TENSE
     assert e["levels"]["rollback_ratio"] == "TENSE"
     assert e["inputs"]["rollback_ratio"] == 0.05
@@ -275,8 +312,11 @@ def test_band_maxima_and_levels_come_from_the_config(workdir):
 
 def test_window_s_decides_which_events_count(workdir):
     log = workdir / RMB_LOG
-    append_events(log, [rmb_event(T - 400 + i * 0.1, "rollback") for i in range(30)]
-                  + [rmb_event(T - 60 + i, "observe") for i in range(50)])
+    append_events(
+        log,
+        [rmb_event(T - 400 + i * 0.1, "rollback") for i in range(30)]
+        + [rmb_event(T - 60 + i, "observe") for i in range(50)],
+    )
     e = tick_once(load_config(CONFIG), T)
     assert (e["inputs"]["window_events"], e["inputs"]["window_rollbacks"]) == (50, 0)
     for f in (workdir / "logs/.offsets").glob("*"):
@@ -289,8 +329,9 @@ def test_window_s_decides_which_events_count(workdir):
 
 def test_input_log_and_output_channel_paths_are_honoured(workdir):
     append_events(workdir / "feeds/other.jsonl", [rmb_event(T - 5, "observe", 0.9)])
-    c = load_config(cfg_copy(workdir, inputs__log="feeds/other.jsonl",
-                             output__channel="out/elsewhere.jsonl"))
+    c = load_config(
+        cfg_copy(workdir, inputs__log="feeds/other.jsonl", output__channel="out/elsewhere.jsonl")
+    )
     e = tick_once(c, T)
     assert e["inputs"]["window_events"] == 1 and e["levels"]["final"] == "ALERT"
     assert read_jsonl(workdir / "out/elsewhere.jsonl") == [e]
@@ -299,10 +340,18 @@ def test_input_log_and_output_channel_paths_are_honoured(workdir):
 
 def _tick_spacing(workdir, hz, name):
     conf = cfg_copy(workdir, f"{name}.yaml", loop__hz=hz, output__channel=f"logs/{name}.jsonl")
-    r = subprocess.run([PY, str(LOOP), "--config", str(conf), "--ticks", "8", "--name", name],
-                       cwd=workdir, capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [PY, str(LOOP), "--config", str(conf), "--ticks", "8", "--name", name],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 0, r.stderr
-    ts = [datetime.fromisoformat(e["ts"]).timestamp() for e in read_jsonl(workdir / f"logs/{name}.jsonl")]
+    ts = [
+        datetime.fromisoformat(e["ts"]).timestamp()
+        for e in read_jsonl(workdir / f"logs/{name}.jsonl")
+    ]
     assert len(ts) == 8
     return float(np.median(np.diff(ts)))
 
@@ -321,10 +370,13 @@ def test_recording_sinks_follow_the_config(workdir):
     smap["levels"]["CALM"]["program"] = 11
     (workdir / "maps").mkdir()
     (workdir / "maps/map.json").write_text(json.dumps(smap))
-    conf = cfg_copy(workdir, output__sound_bridge=str(workdir / "maps/map.json"),
-                    output__midi_file={"enabled": True, "path": "rec/live.mid"},
-                    output__wav_file={"enabled": True, "path": "rec/live.wav"},
-                    output__recording_s=2)  # at 2 Hz: the last 4 ticks
+    conf = cfg_copy(
+        workdir,
+        output__sound_bridge=str(workdir / "maps/map.json"),
+        output__midi_file={"enabled": True, "path": "rec/live.mid"},
+        output__wav_file={"enabled": True, "path": "rec/live.wav"},
+        output__recording_s=2,
+    )  # at 2 Hz: the last 4 ticks
     log = workdir / RMB_LOG
     loop = SafetyLoop(load_config(conf))
     try:
@@ -347,14 +399,26 @@ def test_recording_sinks_follow_the_config(workdir):
 
 # --------------------------------------------------------------------- bad configs
 BAD_CONFIGS = [
-    ("level_loud", {"mapping__residual_entropy__bands__1__level": "LOUD"},
-     "mapping.residual_entropy.bands.1.level"),
-    ("not_increasing", {"mapping__rollback_ratio__thresholds__1__max": 0.02},
-     "mapping.rollback_ratio.thresholds"),
-    ("decreasing", {"mapping__residual_entropy__bands__1__max": 0.5},
-     "mapping.residual_entropy.bands"),
-    ("short_last_band", {"mapping__residual_entropy__bands__2__max": 0.95},
-     "mapping.residual_entropy.bands"),
+    (
+        "level_loud",
+        {"mapping__residual_entropy__bands__1__level": "LOUD"},
+        "mapping.residual_entropy.bands.1.level",
+    ),
+    (
+        "not_increasing",
+        {"mapping__rollback_ratio__thresholds__1__max": 0.02},
+        "mapping.rollback_ratio.thresholds",
+    ),
+    (
+        "decreasing",
+        {"mapping__residual_entropy__bands__1__max": 0.5},
+        "mapping.residual_entropy.bands",
+    ),
+    (
+        "short_last_band",
+        {"mapping__residual_entropy__bands__2__max": 0.95},
+        "mapping.residual_entropy.bands",
+    ),
     ("hz_type", {"loop__hz": "fast"}, "loop.hz"),
     ("window_type", {"mapping__rollback_ratio__window_s": "5m"}, "mapping.rollback_ratio.window_s"),
 ]
@@ -363,8 +427,13 @@ BAD_CONFIGS = [
 @pytest.mark.parametrize("name,changes,key", BAD_CONFIGS, ids=[b[0] for b in BAD_CONFIGS])
 def test_bad_config_exits_2_with_one_line(workdir, name, changes, key):
     conf = cfg_copy(workdir, f"{name}.yaml", **changes)
-    r = subprocess.run([PY, str(LOOP), "--config", str(conf), "--ticks", "1"], cwd=workdir,
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [PY, str(LOOP), "--config", str(conf), "--ticks", "1"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -374,9 +443,23 @@ def test_bad_config_exits_2_with_one_line(workdir, name, changes, key):
 
 # ------------------------------------------------------------ tick cost, structurally
 def test_tick_reads_only_appended_bytes(workdir, cfg):
-    subprocess.run([PY, str(EMITTER), "--config", str(CONFIG_RMB), "--count", "50000",
-                    "--unthrottled", "--quiet", "--name", "emit"], cwd=workdir, check=True,
-                   timeout=60)
+    subprocess.run(
+        [
+            PY,
+            str(EMITTER),
+            "--config",
+            str(CONFIG_RMB),
+            "--count",
+            "50000",
+            "--unthrottled",
+            "--quiet",
+            "--name",
+            "emit",
+        ],
+        cwd=workdir,
+        check=True,
+        timeout=60,
+    )
     log = workdir / RMB_LOG
     size = log.stat().st_size
     loop = SafetyLoop(cfg)
@@ -412,6 +495,7 @@ def _answers(port):
 
 def _events_total(port):
     import requests
+
     for line in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text.splitlines():
         if line.startswith("rmb_events_total "):
             return float(line.split()[1])
@@ -433,7 +517,9 @@ def test_metrics_source_uses_counter_deltas(procs, workdir):
     try:
         e = loop.tick(now=T)  # one scrape: no delta yet
         assert e["inputs"]["source"] == "metrics"
-        assert e["inputs"]["rollback_ratio"] is None and e["levels"]["rollback_ratio"] == "UNDEFINED"
+        assert (
+            e["inputs"]["rollback_ratio"] is None and e["levels"]["rollback_ratio"] == "UNDEFINED"
+        )
         assert e["inputs"]["residual_entropy"] == 0.6 and e["levels"]["final"] == "TENSE"
         append_events(log, [rmb_event(T + i, "observe", 0.3) for i in range(10)])
         wait_until(lambda: _events_total(port) == 50, what="50 events exported")
@@ -441,19 +527,36 @@ def test_metrics_source_uses_counter_deltas(procs, workdir):
         assert (e["inputs"]["window_events"], e["inputs"]["window_rollbacks"]) == (10, 0)
         assert e["inputs"]["rollback_ratio"] == 0.0  # not 0.5 (or 20/50): deltas only
         assert e["levels"] == {"residual": "CALM", "rollback_ratio": "CALM", "final": "CALM"}
-        append_events(log, [rmb_event(T + 20 + i, "rollback" if i < 5 else "observe", 0.3)
-                            for i in range(10)])
+        append_events(
+            log, [rmb_event(T + 20 + i, "rollback" if i < 5 else "observe", 0.3) for i in range(10)]
+        )
         wait_until(lambda: _events_total(port) == 60, what="60 events exported")
         e = loop.tick(now=T + 2)  # delta over the whole window: 20 events, 5 rollbacks
         assert (e["inputs"]["window_events"], e["inputs"]["window_rollbacks"]) == (20, 5)
         assert e["levels"]["rollback_ratio"] == "ALERT"
 
         # The real process, with the --source flag over a config that says `log`.
-        pconf = cfg_copy(workdir, "proc.yaml", inputs__metrics_url=url,
-                         output__channel="logs/metrics_proc.jsonl")
-        r = subprocess.run([PY, str(LOOP), "--config", str(pconf), "--source", "metrics",
-                            "--hz", "20", "--ticks", "3"], cwd=workdir, capture_output=True,
-                           text=True, timeout=30)
+        pconf = cfg_copy(
+            workdir, "proc.yaml", inputs__metrics_url=url, output__channel="logs/metrics_proc.jsonl"
+        )
+        r = subprocess.run(
+            [
+                PY,
+                str(LOOP),
+                "--config",
+                str(pconf),
+                "--source",
+                "metrics",
+                "--hz",
+                "20",
+                "--ticks",
+                "3",
+            ],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert r.returncode == 0, r.stderr
         out = read_jsonl(workdir / "logs/metrics_proc.jsonl")
         assert len(out) == 3 and all(x["inputs"]["source"] == "metrics" for x in out)
@@ -468,7 +571,9 @@ def test_metrics_source_uses_counter_deltas(procs, workdir):
         # ... and once every scrape is older than window_s, the ratio is undefined again.
         e = loop.tick(now=T + 2 + 301)
         assert loop.input.scrape_errors == 2
-        assert e["inputs"]["rollback_ratio"] is None and e["levels"]["rollback_ratio"] == "UNDEFINED"
+        assert (
+            e["inputs"]["rollback_ratio"] is None and e["levels"]["rollback_ratio"] == "UNDEFINED"
+        )
         assert e["inputs"]["window_events"] == 0
     finally:
         loop.close()
@@ -476,8 +581,10 @@ def test_metrics_source_uses_counter_deltas(procs, workdir):
 
 # ------------------------------------------------------------------------- restart
 def test_restart_keeps_the_window_without_rereading(workdir, cfg):
-    append_events(workdir / RMB_LOG, [rmb_event(T - 200 + i, "rollback" if i % 10 == 0
-                                                else "observe") for i in range(150)])
+    append_events(
+        workdir / RMB_LOG,
+        [rmb_event(T - 200 + i, "rollback" if i % 10 == 0 else "observe") for i in range(150)],
+    )
     loop = SafetyLoop(cfg)
     try:
         first = loop.tick(now=T)
@@ -488,7 +595,9 @@ def test_restart_keeps_the_window_without_rereading(workdir, cfg):
     loop = SafetyLoop(cfg)
     try:
         again = loop.tick(now=T + 1)
-        assert loop.input.last_tick_bytes == 0  # nothing re-read: the window came from the checkpoint
+        assert (
+            loop.input.last_tick_bytes == 0
+        )  # nothing re-read: the window came from the checkpoint
         assert (again["inputs"]["window_events"], again["inputs"]["window_rollbacks"]) == (150, 15)
         assert again["levels"] == first["levels"]
         assert again["previous"] == first["levels"]["final"] and again["changed"] is False
@@ -512,8 +621,10 @@ def test_make_start_stop_lifecycle(make_env):
     assert "[safety] music loop start" in r.stdout
     pid = pids_in(cwd / "run")["safety_music"]
     assert pid_alive(pid)
-    out = wait_until(lambda: len(read_jsonl(cwd / CHANNEL)) >= 3 and read_jsonl(cwd / CHANNEL),
-                     what="safety music events")
+    out = wait_until(
+        lambda: len(read_jsonl(cwd / CHANNEL)) >= 3 and read_jsonl(cwd / CHANNEL),
+        what="safety music events",
+    )
     for e in out:
         validate_event(e)
     r = run_make(cwd, "safety.music.start", env=env, timeout=60)  # twice is harmless
@@ -538,16 +649,27 @@ def test_process_survives_bad_lines_and_rotation(procs, workdir):
     def last_counts(ev, rb=None):
         def check():
             evs = read_jsonl(out)
-            if evs and evs[-1]["inputs"]["window_events"] == ev and \
-                    (rb is None or evs[-1]["inputs"]["window_rollbacks"] == rb):
+            if (
+                evs
+                and evs[-1]["inputs"]["window_events"] == ev
+                and (rb is None or evs[-1]["inputs"]["window_rollbacks"] == rb)
+            ):
                 return evs
+
         return check
 
     wait_until(last_counts(20), what="20 events in the window")
     schema_bad = rmb_event(now)
     schema_bad["resonance_v3"]["residual_entropy"] = 7
-    append_lines(log, [b"garbage here", b"\xff\xfe\xfa not utf-8",
-                       json.dumps(schema_bad).encode(), json.dumps(rmb_event(now)).encode()])
+    append_lines(
+        log,
+        [
+            b"garbage here",
+            b"\xff\xfe\xfa not utf-8",
+            json.dumps(schema_bad).encode(),
+            json.dumps(rmb_event(now)).encode(),
+        ],
+    )
     wait_until(last_counts(21), what="the good line after the bad ones")
     os.rename(log, str(log) + ".1")  # rename rotation
     append_events(log, [rmb_event(time.time(), "rollback", 0.9) for _ in range(5)])
@@ -556,7 +678,9 @@ def test_process_survives_bad_lines_and_rotation(procs, workdir):
     n = len(evs)
     wait_until(lambda: len(read_jsonl(out)) >= n + 5, what="the loop to keep ticking")
     assert p.poll() is None
-    recs = [json.loads(x) for x in (workdir / "logs/rejects/rmb_events.jsonl").read_text().splitlines()]
+    recs = [
+        json.loads(x) for x in (workdir / "logs/rejects/rmb_events.jsonl").read_text().splitlines()
+    ]
     assert [r["reason"] for r in recs] == ["json", "utf8", "schema"]
     assert all(r["consumer"] == "safety_music" for r in recs)
     assert recs[0]["line"] == "garbage here" and "line_b64" in recs[1]
@@ -578,11 +702,13 @@ def test_osc_receives_the_final_level(workdir):
     th.start()
     try:
         port = server.server_address[1]
-        off = load_config(cfg_copy(workdir, "off.yaml", output__osc__port=port,
-                                   output__channel="logs/off.jsonl"))
+        off = load_config(
+            cfg_copy(workdir, "off.yaml", output__osc__port=port, output__channel="logs/off.jsonl")
+        )
         tick_once(off, T)  # osc.enabled false: nothing is sent
-        on = load_config(cfg_copy(workdir, "on.yaml", output__osc__enabled=True,
-                                  output__osc__port=port))
+        on = load_config(
+            cfg_copy(workdir, "on.yaml", output__osc__enabled=True, output__osc__port=port)
+        )
         loop = SafetyLoop(on)
         try:
             sent = [loop.tick(now=T)]
@@ -595,9 +721,16 @@ def test_osc_receives_the_final_level(workdir):
         assert got[1][1] == pytest.approx(0.2) and got[1][2] == 1.0 and got[1][3] == 1
         assert got[0][1] == -1.0 and got[0][3] == 0
         # output.osc.address is the config's, not a constant.
-        other = load_config(cfg_copy(workdir, "addr.yaml", output__osc__enabled=True,
-                                     output__osc__port=port, output__osc__address="/studio/level",
-                                     output__channel="logs/addr.jsonl"))
+        other = load_config(
+            cfg_copy(
+                workdir,
+                "addr.yaml",
+                output__osc__enabled=True,
+                output__osc__port=port,
+                output__osc__address="/studio/level",
+                output__channel="logs/addr.jsonl",
+            )
+        )
         e = tick_once(other, T + 3)
         wait_until(lambda: custom, what="an OSC message at the configured address")
         assert custom[0][0] == e["levels"]["final"] == "ALERT" and len(got) == 2
@@ -652,10 +785,12 @@ def test_render_midi_has_exactly_the_mapped_notes_and_programs():
     mid = sound.render_midi(segs, SMAP)
     tl = _midi_timeline(mid)
     on = [(t, lv, m) for t, lv, m in tl if m.type == "note_on"]
-    assert {m.note for _, _, m in on} == set(SMAP["levels"]["ALERT"]["notes"]) | \
-        set(SMAP["levels"]["CALM"]["notes"])
-    assert [m.program for _, _, m in tl if m.type == "program_change"] == \
-        [SMAP["levels"][lv]["program"] for lv, _ in segs]
+    assert {m.note for _, _, m in on} == set(SMAP["levels"]["ALERT"]["notes"]) | set(
+        SMAP["levels"]["CALM"]["notes"]
+    )
+    assert [m.program for _, _, m in tl if m.type == "program_change"] == [
+        SMAP["levels"][lv]["program"] for lv, _ in segs
+    ]
     # UNDEFINED is silence: no note starts between 3 s and 5 s.
     assert not [t for t, _, _ in on if 3 * 960 <= t < 5 * 960]
     assert all(lv != "UNDEFINED" for _, lv, _ in on)
@@ -669,9 +804,15 @@ def test_make_render_wav_and_midi(workdir):
     evts = []
     for j, level in enumerate(("CALM", "TENSE", "ALERT")):
         for i in range(16):
-            evts.append({"ts": iso(base + j * 8 + i * 0.5), "loop": "safety.music.v17",
-                         "levels": {"residual": level, "rollback_ratio": level, "final": level},
-                         "changed": i == 0 and j > 0, "previous": None})
+            evts.append(
+                {
+                    "ts": iso(base + j * 8 + i * 0.5),
+                    "loop": "safety.music.v17",
+                    "levels": {"residual": level, "rollback_ratio": level, "final": level},
+                    "changed": i == 0 and j > 0,
+                    "previous": None,
+                }
+            )
     lines = [json.dumps(e).encode() for e in evts]
     lines.insert(20, b"not an event")
     append_lines(workdir / CHANNEL, lines)
@@ -695,7 +836,7 @@ def test_make_render_wav_and_midi(workdir):
         beat = 960 * 60 / spec["tempo_bpm"]
         assert all(abs(d - beat) <= 1 for d in np.diff(starts)), (level, np.diff(starts))
         # WAV: the stretch's three strongest frequencies are the level's notes ...
-        stretch = x[j * 8 * sr:(j + 1) * 8 * sr]
+        stretch = x[j * 8 * sr : (j + 1) * 8 * sr]
         for got, n in zip(_peaks(stretch, sr), sorted(spec["notes"])):
             assert abs(got - sound.note_hz(n)) <= 3.0, (level, got, sound.note_hz(n))
         # ... and it pulses at the level's tempo.
@@ -707,12 +848,26 @@ def test_make_render_wav_and_midi(workdir):
 
 def test_render_with_no_events_in_the_stretch_fails_clearly(workdir):
     old = time.time() - 3600
-    append_lines(workdir / CHANNEL, [json.dumps(
-        {"ts": iso(old + i), "loop": "safety.music.v17",
-         "levels": {"residual": "CALM", "rollback_ratio": "CALM", "final": "CALM"}}).encode()
-        for i in range(10)])
-    r = subprocess.run([PY, str(RENDER), "--config", str(CONFIG)], cwd=workdir,
-                       capture_output=True, text=True, timeout=30)
+    append_lines(
+        workdir / CHANNEL,
+        [
+            json.dumps(
+                {
+                    "ts": iso(old + i),
+                    "loop": "safety.music.v17",
+                    "levels": {"residual": "CALM", "rollback_ratio": "CALM", "final": "CALM"},
+                }
+            ).encode()
+            for i in range(10)
+        ],
+    )
+    r = subprocess.run(
+        [PY, str(RENDER), "--config", str(CONFIG)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "no safety music events" in lines[0] and CHANNEL in lines[0]
@@ -725,21 +880,32 @@ def test_render_with_no_events_in_the_stretch_fails_clearly(workdir):
     assert r.returncode == 0 and "10 events" in r.stdout, r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("residual,ratio", [("0.3", "0.01"), ("0.7", "-"), ("-", "-"),
-                                            ("0.95", "0.5"), ("0.55", "0.0")])
+@pytest.mark.parametrize(
+    "residual,ratio", [("0.3", "0.01"), ("0.7", "-"), ("-", "-"), ("0.95", "0.5"), ("0.55", "0.0")]
+)
 def test_safety_levels_script_prints_the_loops_mapping(residual, ratio):
     cfg = yaml.safe_load((ROOT / "configs/safety_music_v17.yaml").read_text())
-    r = subprocess.run([str(PY), str(ROOT / "safety/safety_levels.py"), residual, ratio],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(PY), str(ROOT / "safety/safety_levels.py"), residual, ratio],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
+
     def value(text):
         return None if text == "-" else float(text)
+
     want = levels(value(residual), value(ratio), cfg["mapping"])
     assert json.loads(r.stdout) == want
 
 
 @pytest.mark.parametrize("bad", ["2", "-0.1", "nan", "x"])
 def test_safety_levels_script_refuses_a_value_outside_0_1(bad):
-    r = subprocess.run([str(PY), str(ROOT / "safety/safety_levels.py"), bad, "0"],
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [str(PY), str(ROOT / "safety/safety_levels.py"), bad, "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "residual" in r.stderr and "Traceback" not in r.stderr

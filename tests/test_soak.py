@@ -3,6 +3,7 @@ SIGKILLs, real logrotate (rename and copytruncate), injected bad lines and 16 cl
 zero lost, zero duplicated, rejects equal to the bad lines on disk, no 5xx, every process
 back. And the soak is a real check: with a tailer that skips lines (a checkpoint broken on
 purpose) it fails."""
+
 import shutil
 import subprocess
 import sys
@@ -17,12 +18,26 @@ SOAK = ROOT / "tools/soak.py"
 def soak(tmp_path, *extra):
     if shutil.which("logrotate") is None:
         import os
+
         if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
             pytest.fail("logrotate is required (LUMEN_REQUIRE_OPS_TOOLS=1)")
         pytest.skip("logrotate not installed")
-    return subprocess.run([sys.executable, str(SOAK), "--events", "200000", "--rate", "20000",
-                           "--dir", str(tmp_path / "soak"), *extra],
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(SOAK),
+            "--events",
+            "200000",
+            "--rate",
+            "20000",
+            "--dir",
+            str(tmp_path / "soak"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.mark.timeout(600)
@@ -31,8 +46,13 @@ def test_small_soak_loses_and_duplicates_nothing(tmp_path):
     out = r.stdout
     assert r.returncode == 0, out + r.stderr
     assert out.strip().endswith("[soak] RESULT = PASS")
-    table = [ln.split() for ln in out.splitlines() if ln.startswith(("rmb_exporter ", "safety_music ",
-             "ure_exporter ", "ure_merge ", "ingest "))]
+    table = [
+        ln.split()
+        for ln in out.splitlines()
+        if ln.startswith(
+            ("rmb_exporter ", "safety_music ", "ure_exporter ", "ure_merge ", "ingest ")
+        )
+    ]
     assert len(table) == 5
     for row in table:
         expected, seen, lost, dup, rejected = row[-8:-3] if row[0] == "ingest" else row[1:6]

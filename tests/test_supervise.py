@@ -5,21 +5,29 @@ is not retried; `make up` twice starts nothing twice; `make down` leaves no proc
 supervisord; a `make up` that fails part way stops what it started and says where to look;
 a bad config is one line and exit 2 with nothing started; an orphan of a dead supervisord
 is stopped by `make down`, a process that merely reuses a recorded PID never is."""
+
 import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import PY, ROOT, free_port, pid_alive, pids_in, run_make, wait_until
+from conftest import PY, free_port, pid_alive, pids_in, run_make, wait_until
 from lumen import supervise as sv
 
-NAMES = {"rmb_exporter", "rmb_emitter", "safety_music", "ure_merge", "ure_loop",
-         "ure_exporter", "ingest", "api"}
+NAMES = {
+    "rmb_exporter",
+    "rmb_emitter",
+    "safety_music",
+    "ure_merge",
+    "ure_loop",
+    "ure_exporter",
+    "ingest",
+    "api",
+}
 
 # A process as Lumen's are: ready = run/NAME.pid written; then behaves as told.
 TOY = """
@@ -44,8 +52,14 @@ with Lifecycle(name) as life:
 
 
 def ctl(cwd, *args, timeout=60, env=None):
-    return subprocess.run([PY, "-m", "lumen.ctl", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ, **(env or {})))
+    return subprocess.run(
+        [PY, "-m", "lumen.ctl", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ, **(env or {})),
+    )
 
 
 def ours(cwd):
@@ -69,11 +83,18 @@ def status_rows(out):
     """{name: {state, pid, uptime, restarts, last_exit, port, log}} from `status`."""
     rows = {}
     for line in out.splitlines():
-        m = re.match(r"^(\S+)\s+(STARTING|RUNNING|BACKOFF|STOPPING|STOPPED|EXITED|FATAL|UNKNOWN)"
-                     r"\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$", line)
+        m = re.match(
+            r"^(\S+)\s+(STARTING|RUNNING|BACKOFF|STOPPING|STOPPED|EXITED|FATAL|UNKNOWN)"
+            r"\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)$",
+            line,
+        )
         if m:
-            rows[m.group(1)] = dict(zip(("state", "pid", "uptime", "restarts", "last_exit",
-                                         "port", "log"), m.groups()[1:]))
+            rows[m.group(1)] = dict(
+                zip(
+                    ("state", "pid", "uptime", "restarts", "last_exit", "port", "log"),
+                    m.groups()[1:],
+                )
+            )
     return rows
 
 
@@ -120,12 +141,18 @@ def test_sigkill_brings_a_new_pid_and_status_counts_the_restart(here):
     r = toy(here, "toy", "run", "--startsecs", "1")
     assert r.returncode == 0, r.stderr
     pid = pids_in(here / "run")["toy"]
-    wait_until(lambda: status_rows(ctl(here, "status").stdout)["toy"]["state"] == "RUNNING",
-               timeout=10, what="toy RUNNING")
+    wait_until(
+        lambda: status_rows(ctl(here, "status").stdout)["toy"]["state"] == "RUNNING",
+        timeout=10,
+        what="toy RUNNING",
+    )
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
-    new = wait_until(lambda: (p := pids_in(here / "run").get("toy")) != pid and p and pid_alive(p)
-                     and p, timeout=20, what="toy back with a new PID")
+    new = wait_until(
+        lambda: (p := pids_in(here / "run").get("toy")) != pid and p and pid_alive(p) and p,
+        timeout=20,
+        what="toy back with a new PID",
+    )
     back = time.monotonic() - t0
     row = status_rows(ctl(here, "status").stdout)["toy"]
     assert int(row["restarts"]) >= 1 and row["last_exit"] == "SIGKILL", row
@@ -140,8 +167,11 @@ def test_sigkill_brings_a_new_pid_and_status_counts_the_restart(here):
     emitter = pids_in(here / "run")["rmb_emitter"]
     t0 = time.monotonic()
     os.kill(emitter, signal.SIGKILL)
-    wait_until(lambda: (p := pids_in(here / "run").get("rmb_emitter")) != emitter and p
-               and pid_alive(p), timeout=20, what="rmb_emitter back")
+    wait_until(
+        lambda: (p := pids_in(here / "run").get("rmb_emitter")) != emitter and p and pid_alive(p),
+        timeout=20,
+        what="rmb_emitter back",
+    )
     back = time.monotonic() - t0
     s = run_make(here, "status", env=env)
     row = status_rows(s.stdout)["rmb_emitter"]
@@ -154,8 +184,11 @@ def test_sigkill_brings_a_new_pid_and_status_counts_the_restart(here):
 def test_a_crash_loop_ends_fatal_and_status_shows_it(here):
     r = toy(here, "crashy", "crash", "--startsecs", "2", "--startretries", "2")
     assert r.returncode == 0, r.stderr  # it did become ready before crashing
-    wait_until(lambda: status_rows(ctl(here, "status").stdout)["crashy"]["state"] == "FATAL",
-               timeout=40, what="crashy FATAL")
+    wait_until(
+        lambda: status_rows(ctl(here, "status").stdout)["crashy"]["state"] == "FATAL",
+        timeout=40,
+        what="crashy FATAL",
+    )
     row = status_rows(ctl(here, "status").stdout)["crashy"]
     assert row["restarts"] == "2" and row["last_exit"] == "exit=1" and row["pid"] == "-", row
     assert not ours(here)
@@ -169,8 +202,11 @@ def test_a_crash_loop_ends_fatal_and_status_shows_it(here):
 
     r = toy(here, "crashy", "crash", "--startsecs", "2", "--startretries", "0")  # again
     assert r.returncode == 0, r.stderr
-    wait_until(lambda: status_rows(ctl(here, "status").stdout)["crashy"]["state"] == "FATAL",
-               timeout=40, what="crashy FATAL again")
+    wait_until(
+        lambda: status_rows(ctl(here, "status").stdout)["crashy"]["state"] == "FATAL",
+        timeout=40,
+        what="crashy FATAL again",
+    )
     assert status_rows(ctl(here, "status").stdout)["crashy"]["restarts"] == "0"
     r = run_make(here, "down")
     assert r.returncode == 0 and "[ctl] supervisord stopped" in r.stdout
@@ -194,11 +230,13 @@ def test_exit_while_starting_is_one_line_and_not_retried(here):
 
 def test_process_logs_rotate(here, monkeypatch):
     from lumen import ctl as lctl
+
     monkeypatch.setattr(sv, "LOG_MAXBYTES", "20KB")
     monkeypatch.setattr(sv, "LOG_BACKUPS", 2)
     assert lctl.start("chatty", [PY, "-u", str(here / "toy.py"), "chatty", "chatty"]) == 0
-    wait_until(lambda: (here / "logs/proc/chatty.log.2").exists(), timeout=20,
-               what="two rotated logs")
+    wait_until(
+        lambda: (here / "logs/proc/chatty.log.2").exists(), timeout=20, what="two rotated logs"
+    )
     assert lctl.stop_all() == 0
     logs = sorted(p.name for p in (here / "logs/proc").glob("chatty.log*"))
     assert logs == ["chatty.log", "chatty.log.1", "chatty.log.2"]
@@ -223,8 +261,9 @@ def test_up_twice_same_pids_then_down_leaves_nothing(stack):
     assert set(running) == set(first.values())
 
     s = run_make(cwd, "status", env=env)
-    assert re.search(r"^name\s+state\s+pid\s+uptime\s+restarts\s+last-exit\s+port\s+log$",
-                     s.stdout, re.M), s.stdout
+    assert re.search(
+        r"^name\s+state\s+pid\s+uptime\s+restarts\s+last-exit\s+port\s+log$", s.stdout, re.M
+    ), s.stdout
     rows = status_rows(s.stdout)
     assert set(rows) == NAMES
     for name, row in rows.items():
@@ -261,11 +300,14 @@ def test_up_with_the_api_port_busy_stops_what_it_started(stack):
     assert not [p for p in pids_in(cwd / "run").values() if pid_alive(p)]
 
 
-@pytest.mark.parametrize("bad", [{"API_PORT": "abc"}, {"RMB_HZ": "fast"},
-                                 {"SAFETY_HZ": "-"}])
+@pytest.mark.parametrize("bad", [{"API_PORT": "abc"}, {"RMB_HZ": "fast"}, {"SAFETY_HZ": "-"}])
 def test_a_bad_config_is_one_line_exit_2_and_starts_nothing(here, bad):
-    env = {"RMB_EXPORTER_PORT": str(free_port()), "URE_EXPORTER_PORT": str(free_port()),
-           "API_PORT": str(free_port()), **bad}
+    env = {
+        "RMB_EXPORTER_PORT": str(free_port()),
+        "URE_EXPORTER_PORT": str(free_port()),
+        "API_PORT": str(free_port()),
+        **bad,
+    }
     r = run_make(here, "up", env=env, timeout=120)
     assert r.returncode == 2, r.stdout + r.stderr
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]

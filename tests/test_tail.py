@@ -1,7 +1,9 @@
 """The shared tailer (lumen.tail) and its atomic checkpoints (lumen.checkpoint), against
-the reader contract of docs/architecture.md: restart from the checkpoint (never from the end), at-least-once commit,
-rename rotation and copytruncate (while following and while the consumer is down), partial
-and oversize lines, missing and vanishing files, real byte offsets, bytes behind."""
+the reader contract of docs/architecture.md: restart from the checkpoint (never from the
+end), at-least-once commit, rename rotation and copytruncate (while following and while the
+consumer is down), partial and oversize lines, missing and vanishing files, real byte
+offsets, bytes behind."""
+
 import fcntl
 import json
 import os
@@ -224,7 +226,7 @@ def test_oversize_line_arriving_across_several_polls(log):
     # The line arrives in pieces, each poll sees some of it; its head is delivered once.
     for i in range(0, len(body), 700):
         with open(log, "ab") as f:
-            f.write(body[i:i + 700])
+            f.write(body[i : i + 700])
         got += drain(t)
     assert len(got) == 2
     assert got[1] == (start, body[:1001])
@@ -359,8 +361,12 @@ def test_rotations_under_a_live_writer_process_lose_and_repeat_nothing(log, work
     """A writer process appends batches as fast as it can while the file is rotated five
     times under it and the tailer keeps polling: every line is read exactly once, in order."""
     go, stop = workdir / "go", workdir / "stop"
-    p = subprocess.Popen([sys.executable, "-c", WRITER, str(log), str(go), str(stop)],
-                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(log), str(go), str(stop)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         t = Tailer(log, "c", read_size=4096)
         got = []
@@ -904,8 +910,10 @@ def test_old_empty_checkpoint_without_known_rotated_files(log, workdir):
     write(log, [100])
     rotate(log)
     write(log, [0, 1])
-    checkpoint.save_json(workdir / "logs" / ".offsets" / "c.json",
-                         {"dev": 0, "ino": 0, "offset": 0, "fp": None, "state": None})
+    checkpoint.save_json(
+        workdir / "logs" / ".offsets" / "c.json",
+        {"dev": 0, "ino": 0, "offset": 0, "fp": None, "state": None},
+    )
     assert nums(drain(restart(log))) == [0, 1]
 
 
@@ -917,9 +925,9 @@ def test_copytruncate_window_read_from_the_live_file_is_not_read_again_from_the_
     t = Tailer(log, "c")
     got = drain(t)
     shutil.copy(log, f"{log}.1")  # logrotate's copy ...
-    write(log, range(10, 15))     # ... a writer appends in the window ...
-    got += drain(t)               # ... and the reader reads those lines from the live file
-    os.truncate(log, 0)           # ... then the truncate
+    write(log, range(10, 15))  # ... a writer appends in the window ...
+    got += drain(t)  # ... and the reader reads those lines from the live file
+    os.truncate(log, 0)  # ... then the truncate
     write(log, range(15, 20))
     got += drain(t)
     assert nums(got) == list(range(20))
@@ -936,7 +944,7 @@ def test_copytruncate_window_while_down_is_not_read_again(log):
     shutil.copy(log, f"{log}.1")
     write(log, range(10, 15))
     drain(t)
-    t.commit()                    # the checkpoint is past the end of the copy
+    t.commit()  # the checkpoint is past the end of the copy
     t.close()
     os.truncate(log, 0)
     write(log, range(15, 20))

@@ -1,10 +1,10 @@
 """v1.7 operator tools: tune.suggest, evidence.map, kpi.reporter, restore.pack,
 restore.sanity, pkg.v17, logs.rotate under real logrotate."""
+
 import gzip
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tarfile
 import time
@@ -18,6 +18,7 @@ NEEDS_OPS_TOOLS = os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1"
 
 def ago(seconds):
     from datetime import datetime, timezone
+
     return datetime.fromtimestamp(time.time() - seconds, timezone.utc).isoformat()
 
 
@@ -28,10 +29,13 @@ def test_tune_suggest_reads_only_the_window(workdir):
     r = run_make(workdir, "tune.suggest")
     assert r.returncode == 0, r.stderr
     line = r.stdout.splitlines()[0]
-    fields = dict(x.split("=") for x in line.replace("(", "").replace(")", "").replace(",", "")
-                  .split() if "=" in x)
+    fields = dict(
+        x.split("=")
+        for x in line.replace("(", "").replace(")", "").replace(",", "").split()
+        if "=" in x
+    )
     sd, ratio = float(fields["residual.stddev_10m"]), float(fields["rollback.ratio"])
-    assert 0.06 < sd < 0.10           # jitter: stddev 0.08; the old storm is not in the window
+    assert 0.06 < sd < 0.10  # jitter: stddev 0.08; the old storm is not in the window
     assert ratio < 0.05
     assert int(fields["events"]) in range(2990, 3001)
     assert int(fields["scanned"]) < 3100  # it stopped at the window's start, not at line 1
@@ -55,11 +59,16 @@ def test_evidence_map_is_exactly_once(workdir):
     (workdir / "logs/.offsets/evidence_mapper.json").unlink()
     r3 = run_make(workdir, "evidence.map")
     assert "mapped 100 events" in r3.stdout and "(500 already mapped)" in r3.stdout
-    bundles = [json.loads(x) for x in (workdir / "logs/evidence_bundle.jsonl").read_text().splitlines()]
+    bundles = [
+        json.loads(x) for x in (workdir / "logs/evidence_bundle.jsonl").read_text().splitlines()
+    ]
     assert len(bundles) == 600
     assert len({(b["source"]["fp"], b["source"]["offset"]) for b in bundles}) == 600
-    events = [json.loads(x) for x in (workdir / "logs/rmb_events.jsonl").read_text().splitlines()
-              if x != "junk"]
+    events = [
+        json.loads(x)
+        for x in (workdir / "logs/rmb_events.jsonl").read_text().splitlines()
+        if x != "junk"
+    ]
     assert [b["memory_key"] for b in bundles] == [e["memory_bridge"]["key"] for e in events]
     assert bundles[0]["value_ref"] == events[0]["memory_bridge"]["value_hash"][:16]
 
@@ -81,8 +90,16 @@ def test_restore_pack_is_sourceable_and_sanity_passes(workdir):
     r = run_make(workdir, "restore.pack", env={"RESIDUAL_MAX": "0.8"})
     assert r.returncode == 0
     (pack,) = workdir.glob("SESSION_RESTORE_*_v1_7_DELTA.env")
-    out = subprocess.run(["bash", "-c", f"source {pack} && bash -c 'echo $RMB_EXPORTER_PORT $RESIDUAL_MAX $LUMEN_TRACK'"],
-                         capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    out = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"source {pack} && bash -c 'echo $RMB_EXPORTER_PORT $RESIDUAL_MAX $LUMEN_TRACK'",
+        ],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"]},
+    )
     assert out.stdout.split() == ["9409", "0.8", "B"]
     r = run_make(workdir, "restore.sanity")
     assert r.returncode == 0 and "[sanity] schemas ok" in r.stdout
@@ -93,12 +110,24 @@ def test_pkg_contains_exactly_the_listed_content(workdir):
     assert r.returncode == 0, r.stderr
     (tgz,) = (workdir / "release").glob("lumen_v17_*.tar.gz")
     names = tarfile.open(tgz).getnames()
-    tops = {n.split("/")[0] if not n.startswith("ops/") else "/".join(n.split("/")[:2])
-            for n in names}
-    assert tops == {"schemas", "configs", "rmb", "exporters", "safety", "ops/grafana",
-                    "ops/prometheus", "tools", "scripts", "Makefile", "docs",
-                    "SESSION_RESTORE_2025-11-01_v1_7_DELTA.env",
-                    "SESSION_RESTORE_2025-11-01_v1_7_FULL.env"}
+    tops = {
+        n.split("/")[0] if not n.startswith("ops/") else "/".join(n.split("/")[:2]) for n in names
+    }
+    assert tops == {
+        "schemas",
+        "configs",
+        "rmb",
+        "exporters",
+        "safety",
+        "ops/grafana",
+        "ops/prometheus",
+        "tools",
+        "scripts",
+        "Makefile",
+        "docs",
+        "SESSION_RESTORE_2025-11-01_v1_7_DELTA.env",
+        "SESSION_RESTORE_2025-11-01_v1_7_FULL.env",
+    }
     assert not [n for n in names if "__pycache__" in n or n.startswith(("logs", "data"))]
     assert "rmb/rmb_emitter.py" in names and "configs/rmb_v17.yaml" in names
 
@@ -122,18 +151,35 @@ def _all_events(logdir):
 def test_logrotate_on_a_live_stream_loses_nothing(workdir, procs):
     _require_logrotate()
     port = free_port()
-    exporter = procs.start(ROOT / "exporters/rmb_exporter_v17.py", "--config", CONFIG_RMB,
-                           "--port", port, "--host", "127.0.0.1")
+    procs.start(
+        ROOT / "exporters/rmb_exporter_v17.py",
+        "--config",
+        CONFIG_RMB,
+        "--port",
+        port,
+        "--host",
+        "127.0.0.1",
+    )
     # The exporter must be reading before rotations start: a file compressed to .N.gz
     # before a consumer ever saw it is out of every tailer's reach.
     wait_until(lambda: (workdir / "run/rmb_exporter.pid").exists(), what="exporter ready")
     n = 3000
-    emitter = procs.start(EMITTER, "--config", CONFIG_RMB, "--count", n, "--hz", 400,
-                          "--batch-size", 10, "--flush-ms", 20)
+    emitter = procs.start(
+        EMITTER,
+        "--config",
+        CONFIG_RMB,
+        "--count",
+        n,
+        "--hz",
+        400,
+        "--batch-size",
+        10,
+        "--flush-ms",
+        20,
+    )
     log = workdir / "logs/rmb_events.jsonl"
-    mapped = 0
-    for k in range(3):  # three rotations while the emitter writes
-        size = wait_until(lambda: log.exists() and log.stat().st_size, what="log growth")
+    for _ in range(3):  # three rotations while the emitter writes
+        wait_until(lambda: log.exists() and log.stat().st_size, what="log growth")
         r = run_make(workdir, "logs.rotate")
         assert r.returncode == 0, r.stderr
         assert "RESULT = ROTATED" in r.stdout
@@ -144,15 +190,22 @@ def test_logrotate_on_a_live_stream_loses_nothing(workdir, procs):
 
     def total():
         txt = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-        return next(float(x.split()[1]) for x in txt.splitlines()
-                    if x.startswith("rmb_events_total "))
+        return next(
+            float(x.split()[1]) for x in txt.splitlines() if x.startswith("rmb_events_total ")
+        )
+
     wait_until(lambda: total() == n, timeout=30, what=f"exporter to count {n}")
     rotated = len(list((workdir / "logs").glob("rmb_events.jsonl.*")))
     assert rotated >= 2  # logrotate skips a run that finds no file (missingok, nocreate)
     # The last rename is seen at the exporter's next look at the path after its last line.
-    wait_until(lambda: f"rmb_file_rotations_total {rotated}.0" in requests.get(
-        f"http://127.0.0.1:{port}/metrics", timeout=5).text, timeout=30,
-        what=f"rmb_file_rotations_total {rotated}")
+    wait_until(
+        lambda: (
+            f"rmb_file_rotations_total {rotated}.0"
+            in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        ),
+        timeout=30,
+        what=f"rmb_file_rotations_total {rotated}",
+    )
     run_make(workdir, "evidence.map")
     bundles = (workdir / "logs/evidence_bundle.jsonl").read_text().splitlines()
     on_disk = _all_events(workdir / "logs")

@@ -1,9 +1,7 @@
 """Track A: section 0's one-liner, exactly as written, in a scratch directory; SLO maths."""
-import json
+
 import os
 import subprocess
-import time
-from datetime import datetime, timezone
 
 import pytest
 
@@ -16,11 +14,22 @@ make metrics.fake.v17 exporter.v17.serve & \\
 make slo.report kpi.snapshot trackA.exit
 """
 POLICIES = [
-    {"id": "RMB-ROLL-001", "evaluate": {"metric": "rollback_ratio_10m", "threshold": 0.05,
-                                        "action_on_violation": "downgrade-to-observe"}},
-    {"id": "RMB-RES-002", "evaluate": {"metric": "residual_entropy_last_stddev_10m",
-                                       "threshold": 0.03,
-                                       "action_on_violation": "reduce-batch-and-hz"}},
+    {
+        "id": "RMB-ROLL-001",
+        "evaluate": {
+            "metric": "rollback_ratio_10m",
+            "threshold": 0.05,
+            "action_on_violation": "downgrade-to-observe",
+        },
+    },
+    {
+        "id": "RMB-RES-002",
+        "evaluate": {
+            "metric": "residual_entropy_last_stddev_10m",
+            "threshold": 0.03,
+            "action_on_violation": "reduce-batch-and-hz",
+        },
+    },
 ]
 
 
@@ -38,8 +47,9 @@ def run_one_liner(cwd, env, timeout=120):
     e.update(env)
     # `wait` lets the backgrounded list finish before the test looks at the result.
     script = ONE_LINER + "rc=$?\nwait\nexit $rc\n"
-    return subprocess.run(["bash", "-c", script], cwd=cwd, env=e, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        ["bash", "-c", script], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_one_liner_passes_on_a_healthy_stream(scratch):
@@ -58,10 +68,13 @@ def test_one_liner_passes_on_a_healthy_stream(scratch):
     assert not pid_alive(pids["rmb_exporter_fake"])
 
 
-@pytest.mark.parametrize("profile, broken, kept", [
-    ("rollbacks", "RMB-ROLL-001", "RMB-RES-002"),
-    ("jitter", "RMB-RES-002", "RMB-ROLL-001"),
-])
+@pytest.mark.parametrize(
+    "profile, broken, kept",
+    [
+        ("rollbacks", "RMB-ROLL-001", "RMB-RES-002"),
+        ("jitter", "RMB-RES-002", "RMB-ROLL-001"),
+    ],
+)
 def test_one_liner_fails_with_reasons_when_an_slo_breaks(scratch, profile, broken, kept):
     cwd, env = scratch
     r = run_one_liner(cwd, dict(env, FAKE_PROFILE=profile))
@@ -76,13 +89,39 @@ def test_one_liner_fails_with_reasons_when_an_slo_breaks(scratch, profile, broke
 
 def test_stale_stream_is_no_data_not_pass(tmp_path):
     stream = tmp_path / "old.jsonl"
-    subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "rmb/rmb_emitter.py"),
-                    "--config", str(ROOT / "configs/rmb_v17.yaml"), "--queue", str(stream),
-                    "--count", "3000", "--unthrottled", "--quiet",
-                    "--sim-start", "2020-01-01T00:00:00Z"], cwd=tmp_path, check=True)
-    r = subprocess.run([str(ROOT / ".venv/bin/python"), str(ROOT / "tools/tracka_v17.py"),
-                        "slo", "--stream", str(stream), "--wait", "0"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=60)
+    subprocess.run(
+        [
+            str(ROOT / ".venv/bin/python"),
+            str(ROOT / "rmb/rmb_emitter.py"),
+            "--config",
+            str(ROOT / "configs/rmb_v17.yaml"),
+            "--queue",
+            str(stream),
+            "--count",
+            "3000",
+            "--unthrottled",
+            "--quiet",
+            "--sim-start",
+            "2020-01-01T00:00:00Z",
+        ],
+        cwd=tmp_path,
+        check=True,
+    )
+    r = subprocess.run(
+        [
+            str(ROOT / ".venv/bin/python"),
+            str(ROOT / "tools/tracka_v17.py"),
+            "slo",
+            "--stream",
+            str(stream),
+            "--wait",
+            "0",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0
     assert "stream is stale" in r.stdout
     assert "[slo] RESULT = NO_DATA" in r.stdout
@@ -101,8 +140,7 @@ def test_slo_maths_hand_computed():
     now = 10_000.0
     # 600 s window: 200 events, every 20th a rollback -> 10/200 = 0.05 exactly (PASS: <=).
     # residual alternates 0.40/0.459 -> population stddev 0.0295 (PASS).
-    evs = _events([(now - 597, 200, 3, lambda i: 0.40 if i % 2 else 0.459,
-                    lambda i: i % 20 == 0)])
+    evs = _events([(now - 597, 200, 3, lambda i: 0.40 if i % 2 else 0.459, lambda i: i % 20 == 0)])
     v = {x.id: x for x in slo.evaluate(POLICIES, evs, now, min_events=10)}
     assert v["RMB-ROLL-001"].value == pytest.approx(0.05)
     assert v["RMB-ROLL-001"].status == "PASS"
@@ -121,10 +159,12 @@ def test_slo_maths_hand_computed():
 
 def test_slo_window_ignores_old_bursts_and_gaps():
     now = 50_000.0
-    evs = _events([
-        (now - 5000, 100, 1, lambda i: 0.9, lambda i: True),      # a storm long ago
-        (now - 100, 50, 2, lambda i: 0.40, lambda i: False),      # after a long gap
-    ])
+    evs = _events(
+        [
+            (now - 5000, 100, 1, lambda i: 0.9, lambda i: True),  # a storm long ago
+            (now - 100, 50, 2, lambda i: 0.40, lambda i: False),  # after a long gap
+        ]
+    )
     v = {x.id: x for x in slo.evaluate(POLICIES, evs, now, min_events=10)}
     assert v["RMB-ROLL-001"].value == 0.0 and v["RMB-ROLL-001"].events == 50
     assert v["RMB-RES-002"].value == pytest.approx(0.0)

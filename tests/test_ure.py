@@ -1,6 +1,7 @@
 """v1.8 URE: merge exactly once (twice, after a crash, across rotation), v2 validity; the
 loop regulates on upstream only; smoke.v18; exporter equals the newest loop event;
 the 37.10 rollback plan."""
+
 import json
 import os
 import shutil
@@ -23,8 +24,13 @@ V2 = json.loads((ROOT / "schemas/resonance_event_v2.json").read_text())
 
 
 def merge(cwd, *extra):
-    return subprocess.run([PY, str(MERGE), "--config", str(CONFIG_URE), *extra], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [PY, str(MERGE), "--config", str(CONFIG_URE), *extra],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def v2_lines(cwd):
@@ -38,9 +44,17 @@ def safety_events(cwd, n):
     with open(p, "a") as f:
         for i in range(n):
             lv = ["CALM", "TENSE", "ALERT"][i % 3]
-            f.write(json.dumps({"ts": datetime.now(timezone.utc).isoformat(), "loop": "safety.music.v17",
-                                "levels": {"residual": lv, "rollback_ratio": "CALM", "final": lv},
-                                "inputs": {"residual_entropy": 0.4, "rollback_ratio": 0.0}}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "ts": datetime.now(timezone.utc).isoformat(),
+                        "loop": "safety.music.v17",
+                        "levels": {"residual": lv, "rollback_ratio": "CALM", "final": lv},
+                        "inputs": {"residual_entropy": 0.4, "rollback_ratio": 0.0},
+                    }
+                )
+                + "\n"
+            )
 
 
 def test_merge_twice_appends_nothing_and_every_line_is_v2(workdir):
@@ -64,12 +78,19 @@ def test_merge_twice_appends_nothing_and_every_line_is_v2(workdir):
 
 def test_merge_after_a_crash_mid_file_neither_loses_nor_duplicates(workdir):
     emit(workdir, 200000, "--batch-size", "1000")
-    p = subprocess.Popen([PY, str(MERGE), "--config", str(CONFIG_URE), "--follow"], cwd=workdir,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [PY, str(MERGE), "--config", str(CONFIG_URE), "--follow"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         v2 = workdir / "logs/resonance_events_v2.jsonl"
-        wait_until(lambda: v2.exists() and v2.stat().st_size > 5_000_000, timeout=60,
-                   what="merge to be part-way")
+        wait_until(
+            lambda: v2.exists() and v2.stat().st_size > 5_000_000,
+            timeout=60,
+            what="merge to be part-way",
+        )
         p.send_signal(signal.SIGKILL)  # no chance to flush or checkpoint
         p.wait(timeout=10)
     finally:
@@ -109,8 +130,11 @@ def upstream(cwd, residuals, start=None, loop_id="ure.merge"):
                 "ts": datetime.fromtimestamp(t + i * 0.01, timezone.utc).isoformat(),
                 "entity_id": "lumen.core" if loop_id != "ure.v18" else "lumen.ure",
                 "phase_field": {"phase_diff": 0.0, "residual_entropy": r, "risk_band": "SAFE"},
-                "harmony_index": 0.5, "coherence_level": 0.5, "auto_reg_action": "NONE",
-                "trace": {"loop_id": loop_id, "iter": i, "host": "t", "ver": "v1.8-pre"}}
+                "harmony_index": 0.5,
+                "coherence_level": 0.5,
+                "auto_reg_action": "NONE",
+                "trace": {"loop_id": loop_id, "iter": i, "host": "t", "ver": "v1.8-pre"},
+            }
             if loop_id != "ure.v18":
                 ev["rmb"] = {"event_type": "observe", "group": "build_core"}
             f.write(json.dumps(ev) + "\n")
@@ -185,14 +209,20 @@ def test_smoke_v18_and_exporter_matches_newest_loop_event(stack):
     def matches():
         newest = [e for e in v2_lines(cwd) if e["trace"]["loop_id"] == "ure.v18"][-1]
         txt = requests.get(f"http://127.0.0.1:{port}/metrics_ure", timeout=5).text
-        m = dict(x.split(" ", 1) for x in txt.splitlines() if x and not x.startswith("#")
-                 and "{" not in x)
-        return (float(m["ure_residual_entropy_last"]) == newest["phase_field"]["residual_entropy"]
-                and float(m["ure_harmony_index"]) == newest["harmony_index"]
-                and float(m["ure_coherence_level"]) == newest["coherence_level"]
-                and float(m["ure_loop_hz"]) == newest["loop"]["hz"]
-                and float(m["ure_self_regulation_score"]) == newest["self_regulation_score"]
-                and float(m["ure_rmb_events_total"]) == 200)
+        m = dict(
+            x.split(" ", 1)
+            for x in txt.splitlines()
+            if x and not x.startswith("#") and "{" not in x
+        )
+        return (
+            float(m["ure_residual_entropy_last"]) == newest["phase_field"]["residual_entropy"]
+            and float(m["ure_harmony_index"]) == newest["harmony_index"]
+            and float(m["ure_coherence_level"]) == newest["coherence_level"]
+            and float(m["ure_loop_hz"]) == newest["loop"]["hz"]
+            and float(m["ure_self_regulation_score"]) == newest["self_regulation_score"]
+            and float(m["ure_rmb_events_total"]) == 200
+        )
+
     wait_until(matches, timeout=20, what="exporter to show the newest loop event")
 
 
@@ -227,6 +257,7 @@ def test_rollback_plan_37_10(stack, tmp_path):
     assert "RESULT = ROLLED_BACK" in r.stdout
     assert not any(pid_alive(p) for p in d_pids.values())
     import yaml
+
     jobs = [j["job_name"] for j in yaml.safe_load(scrape.read_text())["scrape_configs"]]
     assert jobs == ["rmb_v17"]
     alive = {k for k, v in pids_in(cwd / "run").items() if pid_alive(v)}

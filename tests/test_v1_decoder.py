@@ -2,6 +2,7 @@
 lumen.v1_decoder) never accepts what schemas/rmb_event_v1.json rejects, and agrees with it on
 generated valid and broken events (hypothesis). The raw decoder alone does not check `ts`
 (the Classifier does, with lumen.timefmt): verdicts always go through the Classifier."""
+
 import copy
 import json
 
@@ -22,20 +23,61 @@ FAST = Classifier("rmb_event_v1.json", typed=True)
 NOW_FAR = 1e12
 BASE = json.loads((ROOT / "tests/fixtures/rmb_sample.json").read_text())
 
-PATHS = [("ts",), ("entity_id",), ("group",), ("event_type",), ("resonance_v3", "phase_diff"),
-         ("resonance_v3", "residual_entropy"), ("resonance_v3", "creative_band"),
-         ("resonance_v3", "risk_band"), ("memory_bridge", "slot_id"), ("memory_bridge", "op"),
-         ("memory_bridge", "key"), ("memory_bridge", "value_hash"), ("trace", "loop_id"),
-         ("trace", "iter"), ("trace", "host"), ("resonance_v3",), ("trace",)]
+PATHS = [
+    ("ts",),
+    ("entity_id",),
+    ("group",),
+    ("event_type",),
+    ("resonance_v3", "phase_diff"),
+    ("resonance_v3", "residual_entropy"),
+    ("resonance_v3", "creative_band"),
+    ("resonance_v3", "risk_band"),
+    ("memory_bridge", "slot_id"),
+    ("memory_bridge", "op"),
+    ("memory_bridge", "key"),
+    ("memory_bridge", "value_hash"),
+    ("trace", "loop_id"),
+    ("trace", "iter"),
+    ("trace", "host"),
+    ("resonance_v3",),
+    ("trace",),
+]
 VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(-5, 5, allow_nan=False),
-    st.text(max_size=12), st.sampled_from([
-        "2025-11-01T00:00:00Z", "2025-11-01T00:00:00", "2025-11-01", "2025-11-01T25:00:00Z",
-        "2025-11-01T00:00:00.123456+09:00", "2025-11-01 00:00:00Z", "deadbeef", "DEADBEEF",
-        "abc", "", "RISK", "LOW", "rollback", "UPSERT", "observer", 3.1416, 3.1417, -3.1416,
-        1.0, 0.0, 1.0000001, -0.0, 7.0]),
+    st.none(),
+    st.booleans(),
+    st.integers(-10, 10**6),
+    st.floats(-5, 5, allow_nan=False),
+    st.text(max_size=12),
+    st.sampled_from(
+        [
+            "2025-11-01T00:00:00Z",
+            "2025-11-01T00:00:00",
+            "2025-11-01",
+            "2025-11-01T25:00:00Z",
+            "2025-11-01T00:00:00.123456+09:00",
+            "2025-11-01 00:00:00Z",
+            "deadbeef",
+            "DEADBEEF",
+            "abc",
+            "",
+            "RISK",
+            "LOW",
+            "rollback",
+            "UPSERT",
+            "observer",
+            3.1416,
+            3.1417,
+            -3.1416,
+            1.0,
+            0.0,
+            1.0000001,
+            -0.0,
+            7.0,
+        ]
+    ),
     st.dictionaries(st.text(max_size=5), st.integers(-99, 99), max_size=2),
-    st.lists(st.integers(-99, 99), max_size=2))
+    st.lists(st.integers(-99, 99), max_size=2),
+)
 
 
 def verdicts(evt):
@@ -67,9 +109,23 @@ def test_fast_types_never_accept_what_the_schema_rejects(mutations):
 def test_agree_on_the_emitters_events(workdir):
     import subprocess
     import sys
-    subprocess.run([sys.executable, str(ROOT / "rmb/rmb_emitter.py"), "--config",
-                    str(ROOT / "configs/rmb_v17.yaml"), "--count", "3000", "--unthrottled",
-                    "--profile", "seed", "--quiet"], cwd=workdir, check=True)
+
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "rmb/rmb_emitter.py"),
+            "--config",
+            str(ROOT / "configs/rmb_v17.yaml"),
+            "--count",
+            "3000",
+            "--unthrottled",
+            "--profile",
+            "seed",
+            "--quiet",
+        ],
+        cwd=workdir,
+        check=True,
+    )
     for line in (workdir / "logs/rmb_events.jsonl").read_bytes().splitlines():
         assert verdicts(orjson.loads(line)) == (True, True)
 

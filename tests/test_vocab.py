@@ -1,4 +1,5 @@
 """The schemas' enums are named once, in lumen/vocab.py, and read from the schemas."""
+
 import ast
 import json
 from pathlib import Path
@@ -30,23 +31,31 @@ def schema_enums():
 def literals(path):
     """Every str constant of a module, except docstrings."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    docs = {id(n.body[0].value) for n in ast.walk(tree)
-            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
-            and n.body and isinstance(n.body[0], ast.Expr)
-            and isinstance(n.body[0].value, ast.Constant)}
-    return [(n.lineno, n.value) for n in ast.walk(tree)
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs]
+    docs = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
+    return [
+        (n.lineno, n.value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+    ]
 
 
 def test_vocab_reads_every_enum_of_the_schemas():
-    named = {v for k, v in vars(vocab).items() if k.isupper() and isinstance(v, tuple)
-             for v in v}
+    named = {v for k, v in vars(vocab).items() if k.isupper() and isinstance(v, tuple) for v in v}
     assert schema_enums() <= named
 
 
 def test_levels_have_one_encoding_ordered_by_severity():
     assert sorted(vocab.SEVERITY, key=vocab.SEVERITY.get) == [
-        vocab.UNDEFINED, *vocab.DEFINED_LEVELS]
+        vocab.UNDEFINED,
+        *vocab.DEFINED_LEVELS,
+    ]
     assert set(vocab.SEVERITY) == set(vocab.LEVELS)
 
 
@@ -60,6 +69,7 @@ def test_no_module_repeats_an_enum_literal():
         for p in sorted((ROOT / d).rglob("*.py")):
             if p == ROOT / "lumen" / "vocab.py":
                 continue
-            offenders += [f"{p.relative_to(ROOT)}:{ln}: {v!r}" for ln, v in literals(p)
-                          if v in enums]
+            offenders += [
+                f"{p.relative_to(ROOT)}:{ln}: {v!r}" for ln, v in literals(p) if v in enums
+            ]
     assert not offenders, "enum literals outside lumen/vocab.py:\n" + "\n".join(offenders)

@@ -1,4 +1,5 @@
 """Time windows on event timestamps: ratios, stddev, expiry, undefined when empty."""
+
 import statistics
 
 import pytest
@@ -31,6 +32,7 @@ def test_event_window_ratio_and_expiry():
 
 def test_event_window_stddev_matches_statistics():
     import random
+
     rng = random.Random(3)
     vals = [rng.gauss(0.4, 0.02) for _ in range(500)]
     w = EventWindow(1e9)

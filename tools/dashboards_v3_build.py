@@ -4,6 +4,7 @@
 Writes ops/grafana/dashboards/*.json (--out); `--check` only compares and exits 1 when a
 committed file differs from its source. The rendering: lumen/dashboards.py.
 """
+
 import argparse
 from pathlib import Path
 

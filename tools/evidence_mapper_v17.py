@@ -11,6 +11,7 @@ since the last checkpoint already covers (every source file, not only the newest
 Bad lines are quarantined to `logs/rejects/rmb_events.jsonl` and counted.
 Departure: the blueprint re-maps the whole log on every run (duplicating every bundle).
 """
+
 import argparse
 
 from lumen import ROOT, config
@@ -24,9 +25,12 @@ CONSUMER = "evidence_mapper"
 
 def bundle(e, fp, offset):
     return {
-        "ts": e["ts"], "entity_id": e["entity_id"],
-        "signal": {"phase_diff": e["resonance_v3"]["phase_diff"],
-                   "residual_entropy": e["resonance_v3"]["residual_entropy"]},
+        "ts": e["ts"],
+        "entity_id": e["entity_id"],
+        "signal": {
+            "phase_diff": e["resonance_v3"]["phase_diff"],
+            "residual_entropy": e["resonance_v3"]["residual_entropy"],
+        },
         "memory_key": e["memory_bridge"]["key"],
         "value_ref": e["memory_bridge"]["value_hash"][:16],
         "trace": e["trace"],
@@ -35,8 +39,9 @@ def bundle(e, fp, offset):
 
 
 def run(queue, out_path, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
-    consumer = Consumer(queue, CONSUMER, "rmb_event_v1.json", "rmb_events", offsets_dir,
-                        rejects_dir)
+    consumer = Consumer(
+        queue, CONSUMER, "rmb_event_v1.json", "rmb_events", offsets_dir, rejects_dir
+    )
     try:
         since = (consumer.state or {}).get("out") if consumer.state is not None else None
         done = written_since(out_path, since)
@@ -66,9 +71,11 @@ def main(argv=None):
     args = ap.parse_args(argv)
     cfg = config.load(args.config, "rmb_v17", overrides={"paths.queue": args.queue})
     mapped, skipped, rejected = run(cfg["paths"]["queue"], args.out)
-    print(f"[evidence] mapped {mapped} events to {args.out}"
-          + (f" ({skipped} already mapped)" if skipped else "")
-          + (f", {rejected} lines rejected" if rejected else ""))
+    print(
+        f"[evidence] mapped {mapped} events to {args.out}"
+        + (f" ({skipped} already mapped)" if skipped else "")
+        + (f", {rejected} lines rejected" if rejected else "")
+    )
     return 0
 
 

@@ -8,6 +8,7 @@ API (/healthz, :8088), ports taken from the configs (and their env overrides), w
 By default it repeats every `--interval` seconds until Ctrl-C (the blueprint's loop);
 `--once` checks once and exits 1 when any target is down.
 """
+
 import argparse
 import time
 
@@ -26,9 +27,11 @@ def targets(rmb_cfg, ure_cfg, api_cfg):
     r = config.load(rmb_cfg, "rmb_v17")["exporter"]
     u = config.load(ure_cfg, "ure_v18")["exporter"]
     a = config.load(api_cfg, "api_v18")["api"]
-    return [("rmb_exporter", _url(r["host"], r["port"], "/metrics")),
-            ("ure_exporter", _url(u["host"], u["port"], "/metrics_ure")),
-            ("api", _url(a["host"], a["port"], "/healthz"))]
+    return [
+        ("rmb_exporter", _url(r["host"], r["port"], "/metrics")),
+        ("ure_exporter", _url(u["host"], u["port"], "/metrics_ure")),
+        ("api", _url(a["host"], a["port"], "/healthz")),
+    ]
 
 
 def check(name, url, session):

@@ -7,6 +7,7 @@ and the newest snapshot's SLO verdict and metrics. `[kpi] no data` when there is
 Departure: the blueprint forgets `import os` and crashes; rows with an empty value are
 skipped, not counted as 0.
 """
+
 import argparse
 import csv
 import statistics
@@ -16,15 +17,18 @@ from lumen.proc import cli_main
 
 
 def summarise(rows):
-    vals = [float(r["rmb_residual_entropy_last"]) for r in rows
-            if r.get("rmb_residual_entropy_last")]
+    vals = [
+        float(r["rmb_residual_entropy_last"]) for r in rows if r.get("rmb_residual_entropy_last")
+    ]
     out = [f"[kpi] snapshots={len(rows)}"]
     if vals:
         out.append(f"[kpi] residual_entropy_last mean= {round(statistics.mean(vals), 4)}")
     last = rows[-1]
     extra = {k: v for k, v in last.items() if k not in ("ts", "stream", "slo") and v}
-    out.append(f"[kpi] newest {last['ts']} slo={last.get('slo', '?')} "
-               + " ".join(f"{k}={v}" for k, v in extra.items()))
+    out.append(
+        f"[kpi] newest {last['ts']} slo={last.get('slo', '?')} "
+        + " ".join(f"{k}={v}" for k, v in extra.items())
+    )
     return out
 
 

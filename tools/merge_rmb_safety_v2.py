@@ -11,6 +11,7 @@ the first. Bad input lines and unmappable events go to logs/rejects/<stream>.jso
 Departure from the blueprint: it re-read both inputs from the start on every run,
 duplicating the whole v2 log each time, and dropped every error silently.
 """
+
 import argparse
 import sys
 
@@ -23,8 +24,11 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs/ure_v18.yaml"))
     ap.add_argument("--follow", action="store_true", help="keep merging new events")
-    ap.add_argument("--name", help="process name (PID file run/NAME.pid; default ure_merge "
-                    "with --follow, merge_v2 without)")
+    ap.add_argument(
+        "--name",
+        help="process name (PID file run/NAME.pid; default ure_merge "
+        "with --follow, merge_v2 without)",
+    )
     args = ap.parse_args(argv)
     name = args.name or ("ure_merge" if args.follow else "merge_v2")
     cfg = config.load(args.config, "ure_v18")

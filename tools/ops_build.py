@@ -6,6 +6,7 @@ Reads ops/prometheus/scrape.yml and rules/*.rules.yml; writes ops/prometheus/pro
 sections 14 and 38). `--check` only compares and exits 1 when a committed file differs
 from its source. The rendering: lumen/ops_build.py.
 """
+
 import argparse
 
 from lumen import ops_build

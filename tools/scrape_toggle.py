@@ -5,6 +5,7 @@
 `--enable JOB` restores it. Idempotent; the file stays valid YAML either way. After a
 change, Prometheus needs a reload (`make prom.reload` once Prometheus runs under Lumen).
 """
+
 import argparse
 import re
 import sys
@@ -30,13 +31,13 @@ def toggle(text, job, enable):
         block = [lines[i]]
         i += 1
         while i < len(lines):
-            body = lines[i][len(MARK):] if lines[i].startswith(MARK) else lines[i]
+            body = lines[i][len(MARK) :] if lines[i].startswith(MARK) else lines[i]
             if body.strip() and (len(body) - len(body.lstrip())) <= indent:
                 break
             block.append(lines[i])
             i += 1
         for ln in block:
-            plain = ln[len(MARK):] if ln.startswith(MARK) else ln
+            plain = ln[len(MARK) :] if ln.startswith(MARK) else ln
             out.append(plain if enable else MARK + plain)
     if not found:
         raise KeyError(job)

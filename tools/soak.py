@@ -3,6 +3,7 @@
 
 The flags; the soak itself (what it starts, breaks and checks) is lumen.harness.soak.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -23,10 +24,16 @@ def main(argv=None) -> int:
     ap.add_argument("--bad-lines", type=int, default=25)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--dir", help="scratch directory (default: a new temp dir)")
-    ap.add_argument("--hog", choices=("cpu", "disk", "cpu,disk"),
-                    help="run beside a busy-loop per core and/or a write+fsync loop")
-    ap.add_argument("--break-checkpoint", action="store_true",
-                    help="corrupt the ingester's checkpoint once (the soak must then FAIL)")
+    ap.add_argument(
+        "--hog",
+        choices=("cpu", "disk", "cpu,disk"),
+        help="run beside a busy-loop per core and/or a write+fsync loop",
+    )
+    ap.add_argument(
+        "--break-checkpoint",
+        action="store_true",
+        help="corrupt the ingester's checkpoint once (the soak must then FAIL)",
+    )
     args = ap.parse_args(argv)
     if args.duration is None:
         args.duration = max(5.0, 0.8 * args.events / args.rate)

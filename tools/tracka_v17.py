@@ -11,6 +11,7 @@
 Reads configs/trackA_v17.yaml, configs/rmb_v17.yaml (KPI CSV path) and
 configs/resonance_v3.policy.yaml. The checks themselves: lumen/tracka.py.
 """
+
 import argparse
 
 from lumen import ROOT, config, tracka
@@ -18,19 +19,23 @@ from lumen.proc import cli_main
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n")[1])
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[1],
+    )
     ap.add_argument("command", choices=tracka.COMMANDS)
     ap.add_argument("--config", default=str(ROOT / "configs/trackA_v17.yaml"))
     ap.add_argument("--rmb-config", default=str(ROOT / "configs/rmb_v17.yaml"))
     ap.add_argument("--stream", help="override stream (the v1 log the checks read)")
     ap.add_argument("--wait", type=float, help="override checks.wait_s")
-    ap.add_argument("--no-exporter", action="store_true",
-                    help="trackA.exit: do not require exporter.v17.serve")
+    ap.add_argument(
+        "--no-exporter", action="store_true", help="trackA.exit: do not require exporter.v17.serve"
+    )
     args = ap.parse_args(argv)
-    cfg = config.load(args.config, "trackA_v17",
-                      overrides={"stream": args.stream, "checks.wait_s": args.wait})
+    cfg = config.load(
+        args.config, "trackA_v17", overrides={"stream": args.stream, "checks.wait_s": args.wait}
+    )
     return tracka.COMMANDS[args.command](cfg, args)
 
 

@@ -10,6 +10,7 @@ suggested values are derived from the current config the way the blueprint's are
 Prints `no-data` when the window is empty. Departure: the blueprint counts the last 3000
 lines whatever their time, and divides rollbacks in the whole file by that window.
 """
+
 import argparse
 import time
 
@@ -28,13 +29,17 @@ def suggestions(sd, ratio, cfg, policies):
     loop, gates = cfg["loop"], cfg["safety_gates"]
     out = []
     if sd is not None and sd > sd_max:
-        out.append(f"SUGGEST: reduce batch_size {loop['batch_size']}→"
-                   f"{max(1, round(loop['batch_size'] * 0.6))}, "
-                   f"hz {loop['hz']:g}→{max(1, loop['hz'] - 1):g}")
+        out.append(
+            f"SUGGEST: reduce batch_size {loop['batch_size']}→"
+            f"{max(1, round(loop['batch_size'] * 0.6))}, "
+            f"hz {loop['hz']:g}→{max(1, loop['hz'] - 1):g}"
+        )
     if ratio is not None and ratio > ratio_max:
-        out.append(f"SUGGEST: residual_entropy_max {gates['residual_entropy_max']:.2f}→"
-                   f"{max(0.0, gates['residual_entropy_max'] - 0.05):.2f} "
-                   f"and enable downgrade-to-observe")
+        out.append(
+            f"SUGGEST: residual_entropy_max {gates['residual_entropy_max']:.2f}→"
+            f"{max(0.0, gates['residual_entropy_max'] - 0.05):.2f} "
+            f"and enable downgrade-to-observe"
+        )
     return out
 
 
@@ -48,8 +53,9 @@ def main(argv=None):
     cfg = config.load(args.config, "rmb_v17", overrides={"paths.queue": args.queue})
     policies = config.load(args.policy, "resonance_v3.policy")["policies"]
     now = time.time()
-    evs, stats = recent_events(cfg["paths"]["queue"], args.window, now,
-                               events.Validator.named("rmb_event_v1.json"))
+    evs, stats = recent_events(
+        cfg["paths"]["queue"], args.window, now, events.Validator.named("rmb_event_v1.json")
+    )
     if not evs:
         print("no-data")
         return 0
@@ -57,8 +63,10 @@ def main(argv=None):
     for t, e in evs:
         win.add(t, e["resonance_v3"]["residual_entropy"], e["event_type"] == vocab.ROLLBACK)
     sd, ratio = win.stddev() or 0.0, win.ratio()
-    print(f"residual.stddev_10m={sd:.4f} rollback.ratio={ratio:.4f} "
-          f"(events={win.count}, lines scanned={stats['lines_scanned']})")
+    print(
+        f"residual.stddev_10m={sd:.4f} rollback.ratio={ratio:.4f} "
+        f"(events={win.count}, lines scanned={stats['lines_scanned']})"
+    )
     for line in suggestions(sd, ratio, cfg, policies):
         print(line)
     return 0

@@ -9,6 +9,7 @@ the signal). The threshold is `slo.residual_std_10m_max` (0.03). Prints
 `SUGGEST: maintain`; `[tune.v18] no-data` when the window is empty.
 Departure: the blueprint takes the last 3000 lines whatever their time, its own echo included.
 """
+
 import argparse
 import time
 
@@ -25,8 +26,12 @@ def main(argv=None):
     ap.add_argument("--window", type=float, default=600.0, help="seconds of event time (600)")
     args = ap.parse_args(argv)
     cfg = config.load(args.config, "ure_v18")
-    evs, _ = recent_events(cfg["paths"]["v2_log"], args.window, time.time(),
-                           events.Validator.named("resonance_event_v2.json"))
+    evs, _ = recent_events(
+        cfg["paths"]["v2_log"],
+        args.window,
+        time.time(),
+        events.Validator.named("resonance_event_v2.json"),
+    )
     w = EventWindow(args.window)
     for t, e in evs:
         if e["trace"]["loop_id"] != LOOP_ID:
@@ -36,8 +41,11 @@ def main(argv=None):
         return 0
     sd = w.stddev()
     print(f"[tune.v18] residual.stddev_10m={sd:.4f} (upstream events={w.count})")
-    print("SUGGEST: LOWER_HZ & REDUCE_BATCH" if sd > cfg["slo"]["residual_std_10m_max"]
-          else "SUGGEST: maintain")
+    print(
+        "SUGGEST: LOWER_HZ & REDUCE_BATCH"
+        if sd > cfg["slo"]["residual_std_10m_max"]
+        else "SUGGEST: maintain"
+    )
     return 0
 
 

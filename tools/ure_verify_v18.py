@@ -6,6 +6,7 @@ newest event, then the last `--last` (100) events, against schemas/resonance_eve
 Prints `[ure.verify] OK` (the blueprint's line) or `[ure.verify] FAIL` with each bad
 line's position from the end and reason, exit 1. An empty or missing log is a FAIL.
 """
+
 import argparse
 import sys
 

@@ -5,6 +5,7 @@ against its own schema, and tests/fixtures/rmb_sample.json is a valid v1 event.
 Prints one line per check and `[validate.v17.schema] RESULT = OK`, or `RESULT = FAIL`
 with the failures and exit status 1. The checks: lumen/validate.py.
 """
+
 import argparse
 import sys
 

@@ -11,6 +11,7 @@ checkpoint and exit 0; a loop config the schema cannot catch (base_hz outside
 Departure from the blueprint: it regulated on the last line of the file it writes (after
 one tick, its own echo); see lumen/ure.py.
 """
+
 import argparse
 import sys
 

@@ -21,6 +21,7 @@ unknown paths 404, other methods 405, a missing database 503; never a stack trac
 server is lumen.httpserve (request deadline, connection cap, JSON errors); binds
 `api.host` (127.0.0.1) from configs/api_v18.yaml.
 """
+
 import contextlib
 import json
 import os
@@ -41,12 +42,16 @@ POOL_IDLE = 32  # idle connections kept; more are opened under load and closed a
 WORKERS = 8
 STATIC = Path(__file__).resolve().parent / "static"
 # The only files served besides the API: nothing outside this list is reachable.
-PAGES = {"/": ("index.html", "text/html; charset=utf-8"),
-         "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
-         "/static/style.css": ("style.css", "text/css; charset=utf-8"),
-         "/static/uPlot.iife.min.js": ("vendor/uplot-1.6.31/uPlot.iife.min.js",
-                                       "text/javascript; charset=utf-8"),
-         "/static/uPlot.min.css": ("vendor/uplot-1.6.31/uPlot.min.css", "text/css; charset=utf-8")}
+PAGES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/style.css": ("style.css", "text/css; charset=utf-8"),
+    "/static/uPlot.iife.min.js": (
+        "vendor/uplot-1.6.31/uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+    ),
+    "/static/uPlot.min.css": ("vendor/uplot-1.6.31/uPlot.min.css", "text/css; charset=utf-8"),
+}
 
 
 def error(status, message):
@@ -60,9 +65,12 @@ class Api:
         self.limits = cfg["api"]
         self.offsets_dir = Path(offsets_dir)
         self.doc = json.dumps(openapi.document(self.limits["max_limit"])).encode()
-        self.pages = {path: ((STATIC / f).read_bytes(), ctype) for path, (f, ctype) in PAGES.items()}
-        self.policies = config.load(ROOT / "configs/resonance_v3.policy.yaml",
-                                    "resonance_v3.policy")["policies"]
+        self.pages = {
+            path: ((STATIC / f).read_bytes(), ctype) for path, (f, ctype) in PAGES.items()
+        }
+        self.policies = config.load(
+            ROOT / "configs/resonance_v3.policy.yaml", "resonance_v3.policy"
+        )["policies"]
         self._lock = threading.Lock()
         self._idle = []  # pooled connections, all to the file identified by self._file
         self._file = None
@@ -71,8 +79,9 @@ class Api:
         """A new read-only connection (any thread may use it, one at a time)."""
         if not self.db_path.exists():
             raise FileNotFoundError(self.db_path)
-        db = sqlite3.connect(f"{self.db_path.as_uri()}?mode=ro", uri=True, timeout=5,
-                             check_same_thread=False)
+        db = sqlite3.connect(
+            f"{self.db_path.as_uri()}?mode=ro", uri=True, timeout=5, check_same_thread=False
+        )
         db.execute("PRAGMA query_only=1")
         return db
 
@@ -124,11 +133,16 @@ class Api:
         except (FileNotFoundError, sqlite3.Error) as e:
             return 503, {"ok": False, "db": f"unavailable: {type(e).__name__}: {e}"}
         ingest = {}
-        for table, consumer, log in (("rmb", "ingest_rmb", self.cfg["ingest"]["rmb_log"]),
-                                     ("ure", "ingest_ure", self.cfg["ingest"]["v2_log"])):
+        for table, consumer, log in (
+            ("rmb", "ingest_rmb", self.cfg["ingest"]["rmb_log"]),
+            ("ure", "ingest_ure", self.cfg["ingest"]["v2_log"]),
+        ):
             try:
-                ck = (json.loads(stored[consumer]) if consumer in stored else
-                      checkpoint.load_json(self.offsets_dir / f"{consumer}.json")) or {}
+                ck = (
+                    json.loads(stored[consumer])
+                    if consumer in stored
+                    else checkpoint.load_json(self.offsets_dir / f"{consumer}.json")
+                ) or {}
             except ValueError:  # a corrupt position: report the whole log as behind
                 ck = {}
             try:
@@ -155,8 +169,11 @@ class Api:
             while tb.tb_next:
                 tb = tb.tb_next
             where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}"
-            print(f"[api] 500 on {path[:200]}: {type(e).__name__}: {e} ({where})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[api] 500 on {path[:200]}: {type(e).__name__}: {e} ({where})",
+                file=sys.stderr,
+                flush=True,
+            )
             return error(500, "internal error")
 
     def _route(self, method, path, query):
@@ -177,12 +194,12 @@ class Api:
         handlers = {
             "/api/rmb:last": lambda db: queries.rmb_last(db, query),
             "/api/ure:last": lambda db: queries.ure_last(db, query),
-            "/api/rmb": lambda db: queries.list_rows(db, "rmb", query,
-                                                     self.limits["default_limit"],
-                                                     self.limits["max_limit"]),
-            "/api/ure": lambda db: queries.list_rows(db, "ure", query,
-                                                     self.limits["default_limit"],
-                                                     self.limits["max_limit"]),
+            "/api/rmb": lambda db: queries.list_rows(
+                db, "rmb", query, self.limits["default_limit"], self.limits["max_limit"]
+            ),
+            "/api/ure": lambda db: queries.list_rows(
+                db, "ure", query, self.limits["default_limit"], self.limits["max_limit"]
+            ),
             "/api/summary": lambda db: queries.summary(db, query),
             "/api/series": lambda db: queries.series(db, query),
             "/api/slo": lambda db: queries.slo_verdicts(db, query, self.policies, 100),
@@ -200,6 +217,13 @@ def serve(cfg, name):
     api = Api(cfg)
     a = cfg["api"]
     host = "localhost" if a["host"] in ("127.0.0.1", "::1") else a["host"]
-    return run_server(name, api.app, a["host"], a["port"],
-                      f"[api] http://{host}:{{port}}", timeout=a["request_timeout_s"],
-                      max_url=a["max_url_bytes"], workers=WORKERS)
+    return run_server(
+        name,
+        api.app,
+        a["host"],
+        a["port"],
+        f"[api] http://{host}:{{port}}",
+        timeout=a["request_timeout_s"],
+        max_url=a["max_url_bytes"],
+        workers=WORKERS,
+    )

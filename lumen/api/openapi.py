@@ -1,16 +1,27 @@
 """The OpenAPI 3 document of the read-only API, served at /openapi.json."""
+
 from lumen import vocab
 
 
-ERROR = {"type": "object", "required": ["ok", "error", "status"], "additionalProperties": False,
-         "properties": {"ok": {"type": "boolean", "enum": [False]}, "error": {"type": "string"},
-                        "status": {"type": "integer"}}}
+ERROR = {
+    "type": "object",
+    "required": ["ok", "error", "status"],
+    "additionalProperties": False,
+    "properties": {
+        "ok": {"type": "boolean", "enum": [False]},
+        "error": {"type": "string"},
+        "status": {"type": "integer"},
+    },
+}
 NUM = {"type": "number"}
 STR = {"type": "string"}
 
 
 def _err(desc):
-    return {"description": desc, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "description": desc,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
 
 
 def _q(name, schema, desc):
@@ -24,78 +35,209 @@ def _ok(schema, desc="OK"):
 def document(max_limit):
     time_p = {"type": "string", "format": "date-time"}
     common = [
-        _q("limit", {"type": "integer", "minimum": 1, "maximum": max_limit},
-           f"rows per page, 1 to {max_limit}"),
+        _q(
+            "limit",
+            {"type": "integer", "minimum": 1, "maximum": max_limit},
+            f"rows per page, 1 to {max_limit}",
+        ),
         _q("since", time_p, "only rows at or after this RFC 3339 time"),
         _q("until", time_p, "only rows at or before this RFC 3339 time"),
         _q("entity", {"type": "string", "minLength": 1, "maxLength": 200}, "only this entity_id"),
-        _q("cursor", {"type": "string", "pattern": "^-?[0-9]{1,12}(\\.[0-9]{1,9})?_[0-9]{1,18}$"},
-           "next_cursor of the previous page"),
+        _q(
+            "cursor",
+            {"type": "string", "pattern": "^-?[0-9]{1,12}(\\.[0-9]{1,9})?_[0-9]{1,18}$"},
+            "next_cursor of the previous page",
+        ),
     ]
-    rmb_item = {"type": "object", "required": ["ts", "entity_id", "residual", "phase", "risk", "event_type"],
-                "properties": {"ts": STR, "entity_id": STR, "residual": NUM, "phase": NUM,
-                               "risk": {"type": "string", "enum": list(vocab.RISK_BANDS)},
-                               "event_type": STR}}
-    ure_item = {"type": "object", "required": ["ts", "entity_id", "residual", "harmony", "coherence", "action"],
-                "properties": {"ts": STR, "entity_id": STR, "residual": NUM, "harmony": NUM,
-                               "coherence": NUM, "action": STR}}
+    rmb_item = {
+        "type": "object",
+        "required": ["ts", "entity_id", "residual", "phase", "risk", "event_type"],
+        "properties": {
+            "ts": STR,
+            "entity_id": STR,
+            "residual": NUM,
+            "phase": NUM,
+            "risk": {"type": "string", "enum": list(vocab.RISK_BANDS)},
+            "event_type": STR,
+        },
+    }
+    ure_item = {
+        "type": "object",
+        "required": ["ts", "entity_id", "residual", "harmony", "coherence", "action"],
+        "properties": {
+            "ts": STR,
+            "entity_id": STR,
+            "residual": NUM,
+            "harmony": NUM,
+            "coherence": NUM,
+            "action": STR,
+        },
+    }
 
     def page(item):
-        return {"type": "object", "required": ["ok", "count", "items", "next_cursor"],
-                "properties": {"ok": {"type": "boolean"}, "count": {"type": "integer"},
-                               "items": {"type": "array", "items": item},
-                               "next_cursor": {"type": "string", "nullable": True}}}
+        return {
+            "type": "object",
+            "required": ["ok", "count", "items", "next_cursor"],
+            "properties": {
+                "ok": {"type": "boolean"},
+                "count": {"type": "integer"},
+                "items": {"type": "array", "items": item},
+                "next_cursor": {"type": "string", "nullable": True},
+            },
+        }
 
     # Every status has the same JSON body, the server's own (408, 413, 431, 503) included.
-    errors = {"400": _err("a parameter is missing or invalid, or a malformed request"),
-              "404": _err("no such path"), "405": _err("only GET and HEAD"),
-              "408": _err("the request was not complete within api.request_timeout_s"),
-              "413": _err("a request body over 64 KB (a GET carries none)"),
-              "414": _err("the URL is longer than api.max_url_bytes"),
-              "431": _err("the request head is over 64 KB or has over 100 headers"),
-              "503": _err("the database is not available, or too many open connections")}
+    errors = {
+        "400": _err("a parameter is missing or invalid, or a malformed request"),
+        "404": _err("no such path"),
+        "405": _err("only GET and HEAD"),
+        "408": _err("the request was not complete within api.request_timeout_s"),
+        "413": _err("a request body over 64 KB (a GET carries none)"),
+        "414": _err("the URL is longer than api.max_url_bytes"),
+        "431": _err("the request head is over 64 KB or has over 100 headers"),
+        "503": _err("the database is not available, or too many open connections"),
+    }
     server = {k: errors[k] for k in ("400", "405", "408", "413", "414", "431")}
-    last_rmb = {"type": "object", "properties": {"ts": STR, "residual": NUM, "phase": NUM, "risk": STR}}
-    last_ure = {"type": "object", "properties": {"ts": STR, "residual": NUM, "harmony": NUM,
-                                                  "coherence": NUM, "action": STR}}
+    last_rmb = {
+        "type": "object",
+        "properties": {"ts": STR, "residual": NUM, "phase": NUM, "risk": STR},
+    }
+    last_ure = {
+        "type": "object",
+        "properties": {"ts": STR, "residual": NUM, "harmony": NUM, "coherence": NUM, "action": STR},
+    }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "Lumen read-only API", "version": "1.8.0",
-                 "description": "Queries over data/lumen.db (blueprint sections 41 and 47). Read-only."},
+        "info": {
+            "title": "Lumen read-only API",
+            "version": "1.8.0",
+            "description": "Queries over data/lumen.db (blueprint sections 41 and 47). Read-only.",
+        },
         "paths": {
-            "/api/rmb:last": {"get": {"summary": "newest RMB row (section 41)", "responses": {
-                "200": _ok(last_rmb, "the newest row, or {} when there is none"), **errors}}},
-            "/api/ure:last": {"get": {"summary": "newest URE row of an entity (default lumen.ure)",
-                                      "parameters": [common[3]], "responses": {
-                "200": _ok(last_ure, "the newest row, or {} when there is none"), **errors}}},
-            "/api/rmb": {"get": {"summary": "RMB rows, newest first",
-                                 "parameters": common + [_q("risk", {"type": "string", "enum": list(vocab.RISK_BANDS)}, "only this risk band")],
-                                 "responses": {"200": _ok(page(rmb_item)), **errors}}},
-            "/api/ure": {"get": {"summary": "URE (v2) rows, newest first",
-                                 "parameters": common + [_q("action", {"type": "string", "enum": list(vocab.ACTIONS)}, "only this auto_reg_action")],
-                                 "responses": {"200": _ok(page(ure_item)), **errors}}},
-            "/api/summary": {"get": {"summary": "counts and rollback ratio over a window",
-                                     "parameters": [_q("window", {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"},
-                                                       "e.g. 300s, 10m, 1h (default 10m; longer than 30d is capped at 30d)")],
-                                     "responses": {"200": _ok({"type": "object", "required": ["ok", "window_s", "rmb", "ure"]}), **errors}}},
-            "/api/series": {"get": {"summary": "per-step buckets for the live page's charts",
-                                    "parameters": [
-                                        _q("window", {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"},
-                                           "default 1h; longer than 30d is capped"),
-                                        _q("step", {"type": "string", "pattern": "^[1-9][0-9]{0,4}[smh]$"},
-                                           "bucket size (default 60s); kept within 5s..24h and raised to give at most 2000 buckets")],
-                                    "responses": {"200": _ok({"type": "object", "required": ["ok", "rmb", "safety", "ure"]}), **errors}}},
-            "/api/slo": {"get": {"summary": "SLO verdicts (RMB-ROLL-001, RMB-RES-002) over stored rows",
-                                 "responses": {"200": _ok({"type": "object", "required": ["ok", "result", "verdicts"]}), **errors}}},
-            "/": {"get": {"summary": "the live page (HTML)", "responses": {
-                "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}},
-                **server}}},
-            "/healthz": {"get": {"summary": "database reachable, ingest lag", "responses": {
-                "200": _ok({"type": "object", "required": ["ok", "db"]}, "healthy"),
-                "503": _ok({"type": "object", "required": ["ok", "db"]}, "unhealthy"),
-                **server}}},
-            "/openapi.json": {"get": {"summary": "this document", "responses": {
-                "200": _ok({"type": "object"}), **server}}},
+            "/api/rmb:last": {
+                "get": {
+                    "summary": "newest RMB row (section 41)",
+                    "responses": {
+                        "200": _ok(last_rmb, "the newest row, or {} when there is none"),
+                        **errors,
+                    },
+                }
+            },
+            "/api/ure:last": {
+                "get": {
+                    "summary": "newest URE row of an entity (default lumen.ure)",
+                    "parameters": [common[3]],
+                    "responses": {
+                        "200": _ok(last_ure, "the newest row, or {} when there is none"),
+                        **errors,
+                    },
+                }
+            },
+            "/api/rmb": {
+                "get": {
+                    "summary": "RMB rows, newest first",
+                    "parameters": common
+                    + [
+                        _q(
+                            "risk",
+                            {"type": "string", "enum": list(vocab.RISK_BANDS)},
+                            "only this risk band",
+                        )
+                    ],
+                    "responses": {"200": _ok(page(rmb_item)), **errors},
+                }
+            },
+            "/api/ure": {
+                "get": {
+                    "summary": "URE (v2) rows, newest first",
+                    "parameters": common
+                    + [
+                        _q(
+                            "action",
+                            {"type": "string", "enum": list(vocab.ACTIONS)},
+                            "only this auto_reg_action",
+                        )
+                    ],
+                    "responses": {"200": _ok(page(ure_item)), **errors},
+                }
+            },
+            "/api/summary": {
+                "get": {
+                    "summary": "counts and rollback ratio over a window",
+                    "parameters": [
+                        _q(
+                            "window",
+                            {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"},
+                            "e.g. 300s, 10m, 1h (default 10m; longer than 30d is capped at 30d)",
+                        )
+                    ],
+                    "responses": {
+                        "200": _ok(
+                            {"type": "object", "required": ["ok", "window_s", "rmb", "ure"]}
+                        ),
+                        **errors,
+                    },
+                }
+            },
+            "/api/series": {
+                "get": {
+                    "summary": "per-step buckets for the live page's charts",
+                    "parameters": [
+                        _q(
+                            "window",
+                            {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"},
+                            "default 1h; longer than 30d is capped",
+                        ),
+                        _q(
+                            "step",
+                            {"type": "string", "pattern": "^[1-9][0-9]{0,4}[smh]$"},
+                            "bucket size (default 60s); kept within 5s..24h and raised to give "
+                            "at most 2000 buckets",
+                        ),
+                    ],
+                    "responses": {
+                        "200": _ok({"type": "object", "required": ["ok", "rmb", "safety", "ure"]}),
+                        **errors,
+                    },
+                }
+            },
+            "/api/slo": {
+                "get": {
+                    "summary": "SLO verdicts (RMB-ROLL-001, RMB-RES-002) over stored rows",
+                    "responses": {
+                        "200": _ok({"type": "object", "required": ["ok", "result", "verdicts"]}),
+                        **errors,
+                    },
+                }
+            },
+            "/": {
+                "get": {
+                    "summary": "the live page (HTML)",
+                    "responses": {
+                        "200": {
+                            "description": "HTML",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        },
+                        **server,
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "summary": "database reachable, ingest lag",
+                    "responses": {
+                        "200": _ok({"type": "object", "required": ["ok", "db"]}, "healthy"),
+                        "503": _ok({"type": "object", "required": ["ok", "db"]}, "unhealthy"),
+                        **server,
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "summary": "this document",
+                    "responses": {"200": _ok({"type": "object"}), **server},
+                }
+            },
         },
         "components": {"schemas": {"Error": ERROR}},
     }

@@ -4,6 +4,7 @@ Every query parameter is checked here: a bad value raises BadRequest with a mess
 names the parameter. Lists are newest first, paged by an opaque cursor (the position of
 the last row returned), so a page costs the same wherever it starts.
 """
+
 import re
 import time
 
@@ -14,8 +15,10 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]
 WINDOW = re.compile(r"^([1-9]\d{0,5})([smhd])$")
 MAX_WINDOW_S = 30 * 86400
 UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-LIST_PARAMS = {"rmb": {"limit", "since", "until", "entity", "risk", "cursor"},
-               "ure": {"limit", "since", "until", "entity", "action", "cursor"}}
+LIST_PARAMS = {
+    "rmb": {"limit", "since", "until", "entity", "risk", "cursor"},
+    "ure": {"limit", "since", "until", "entity", "action", "cursor"},
+}
 
 
 class BadRequest(Exception):
@@ -34,7 +37,9 @@ def single(query, name):
 def check_known(query, allowed):
     unknown = sorted(set(query) - set(allowed))
     if unknown:
-        raise BadRequest(f"unknown parameter {unknown[0]} (allowed: {', '.join(sorted(allowed)) or 'none'})")
+        raise BadRequest(
+            f"unknown parameter {unknown[0]} (allowed: {', '.join(sorted(allowed)) or 'none'})"
+        )
 
 
 def parse_limit(v, default, maximum):
@@ -92,10 +97,14 @@ def parse_window(v, default="10m"):
     return min(int(m.group(1)) * UNIT[m.group(2)], MAX_WINDOW_S)  # longer: capped at 30d
 
 
-COLUMNS = {"rmb": "ts, entity_id, residual, phase, risk, event_type, t, id",
-           "ure": "ts, entity_id, residual, harmony, coherence, action, t, id"}
-KEYS = {"rmb": ("ts", "entity_id", "residual", "phase", "risk", "event_type"),
-        "ure": ("ts", "entity_id", "residual", "harmony", "coherence", "action")}
+COLUMNS = {
+    "rmb": "ts, entity_id, residual, phase, risk, event_type, t, id",
+    "ure": "ts, entity_id, residual, harmony, coherence, action, t, id",
+}
+KEYS = {
+    "rmb": ("ts", "entity_id", "residual", "phase", "risk", "event_type"),
+    "ure": ("ts", "entity_id", "residual", "harmony", "coherence", "action"),
+}
 
 
 def list_rows(db, table, query, default_limit, max_limit):
@@ -128,9 +137,11 @@ def list_rows(db, table, query, default_limit, max_limit):
     if cursor is not None:
         where.append("(t < ? OR (t = ? AND id < ?))")
         args += [cursor[0], cursor[0], cursor[1]]
-    sql = (f"SELECT {COLUMNS[table]} FROM {table}"
-           + (" WHERE " + " AND ".join(where) if where else "")
-           + " ORDER BY t DESC, id DESC LIMIT ?")
+    sql = (
+        f"SELECT {COLUMNS[table]} FROM {table}"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY t DESC, id DESC LIMIT ?"
+    )
     rows = db.execute(sql, args + [limit + 1]).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -141,16 +152,20 @@ def list_rows(db, table, query, default_limit, max_limit):
 
 def rmb_last(db, query):
     check_known(query, set())
-    row = db.execute("SELECT ts, residual, phase, risk FROM rmb ORDER BY t DESC, id DESC "
-                     "LIMIT 1").fetchone()
+    row = db.execute(
+        "SELECT ts, residual, phase, risk FROM rmb ORDER BY t DESC, id DESC LIMIT 1"
+    ).fetchone()
     return dict(zip(("ts", "residual", "phase", "risk"), row)) if row else {}
 
 
 def ure_last(db, query):
     check_known(query, {"entity"})
     entity = parse_entity(single(query, "entity")) or "lumen.ure"
-    row = db.execute("SELECT ts, residual, harmony, coherence, action FROM ure "
-                     "WHERE entity_id = ? ORDER BY t DESC, id DESC LIMIT 1", (entity,)).fetchone()
+    row = db.execute(
+        "SELECT ts, residual, harmony, coherence, action FROM ure "
+        "WHERE entity_id = ? ORDER BY t DESC, id DESC LIMIT 1",
+        (entity,),
+    ).fetchone()
     return dict(zip(("ts", "residual", "harmony", "coherence", "action"), row)) if row else {}
 
 
@@ -161,22 +176,36 @@ def summary(db, query, now=None):
     lo = now - window
     ev, rb, mean = db.execute(
         "SELECT COUNT(*), COALESCE(SUM(event_type = 'rollback'), 0), AVG(residual) "
-        "FROM rmb WHERE t >= ? AND t <= ?", (lo, now)).fetchone()
-    actions = dict(db.execute("SELECT action, COUNT(*) FROM ure WHERE t >= ? AND t <= ? "
-                              "GROUP BY action", (lo, now)).fetchall())
-    return {"ok": True, "window_s": window,
-            "now": timefmt.format(now),
-            "rmb": {"events": ev, "rollbacks": rb, "rollback_ratio": (rb / ev) if ev else None,
-                    "residual_mean": mean},
-            "ure": {"events": sum(actions.values()), "actions": actions}}
+        "FROM rmb WHERE t >= ? AND t <= ?",
+        (lo, now),
+    ).fetchone()
+    actions = dict(
+        db.execute(
+            "SELECT action, COUNT(*) FROM ure WHERE t >= ? AND t <= ? GROUP BY action", (lo, now)
+        ).fetchall()
+    )
+    return {
+        "ok": True,
+        "window_s": window,
+        "now": timefmt.format(now),
+        "rmb": {
+            "events": ev,
+            "rollbacks": rb,
+            "rollback_ratio": (rb / ev) if ev else None,
+            "residual_mean": mean,
+        },
+        "ure": {"events": sum(actions.values()), "actions": actions},
+    }
 
 
 STEP = re.compile(r"^([1-9]\d{0,4})([smh])$")
 LEVEL_OF = {v: k for k, v in vocab.SEVERITY.items()}
 # The worst level in a bucket: MAX of the levels' severities (UNDEFINED when none is defined).
-SEVERITY_SQL = ("CASE final " + " ".join(f"WHEN '{lv}' THEN {v}" for lv, v in vocab.SEVERITY.items()
-                                         if lv != vocab.UNDEFINED)
-                + f" ELSE {vocab.SEVERITY[vocab.UNDEFINED]} END")
+SEVERITY_SQL = (
+    "CASE final "
+    + " ".join(f"WHEN '{lv}' THEN {v}" for lv, v in vocab.SEVERITY.items() if lv != vocab.UNDEFINED)
+    + f" ELSE {vocab.SEVERITY[vocab.UNDEFINED]} END"
+)
 
 
 def parse_step(v, window):
@@ -197,33 +226,73 @@ def series(db, query, now=None):
     step = parse_step(single(query, "step"), window)
     now = time.time() if now is None else now
     lo = now - window
-    rmb = [{"t": b * step, "events": n, "rollbacks": rb, "ratio": rb / n if n else None,
-            "residual_mean": mean, "residual_max": mx}
-           for b, n, rb, mean, mx in db.execute(
-               "SELECT CAST(t / ? AS INTEGER) AS b, COUNT(*), SUM(event_type = ?), "
-               "AVG(residual), MAX(residual) FROM rmb WHERE t >= ? AND t <= ? GROUP BY b ORDER BY b",
-               (step, vocab.ROLLBACK, lo, now))]
-    safety = [{"t": b * step, "level": LEVEL_OF[r]} for b, r in db.execute(
-        f"SELECT CAST(t / ? AS INTEGER) AS b, MAX({SEVERITY_SQL}) FROM safety WHERE t >= ? AND t <= ? "
-        "GROUP BY b ORDER BY b", (step, lo, now))]
-    ure = [{"t": b * step, "harmony": h, "coherence": c, "hz": hz, "actions": a}
-           for b, h, c, hz, a in db.execute(
-               "SELECT CAST(t / ? AS INTEGER) AS b, AVG(harmony), AVG(coherence), AVG(hz), "
-               "SUM(action != ?) FROM ure WHERE entity_id = 'lumen.ure' AND t >= ? AND t <= ? "
-               "GROUP BY b ORDER BY b", (step, vocab.NO_ACTION, lo, now))]
-    return {"ok": True, "window_s": window, "step_s": step, "rmb": rmb, "safety": safety,
-            "ure": ure}
+    rmb = [
+        {
+            "t": b * step,
+            "events": n,
+            "rollbacks": rb,
+            "ratio": rb / n if n else None,
+            "residual_mean": mean,
+            "residual_max": mx,
+        }
+        for b, n, rb, mean, mx in db.execute(
+            "SELECT CAST(t / ? AS INTEGER) AS b, COUNT(*), SUM(event_type = ?), "
+            "AVG(residual), MAX(residual) FROM rmb WHERE t >= ? AND t <= ? GROUP BY b ORDER BY b",
+            (step, vocab.ROLLBACK, lo, now),
+        )
+    ]
+    safety = [
+        {"t": b * step, "level": LEVEL_OF[r]}
+        for b, r in db.execute(
+            f"SELECT CAST(t / ? AS INTEGER) AS b, MAX({SEVERITY_SQL}) FROM safety "
+            "WHERE t >= ? AND t <= ? GROUP BY b ORDER BY b",
+            (step, lo, now),
+        )
+    ]
+    ure = [
+        {"t": b * step, "harmony": h, "coherence": c, "hz": hz, "actions": a}
+        for b, h, c, hz, a in db.execute(
+            "SELECT CAST(t / ? AS INTEGER) AS b, AVG(harmony), AVG(coherence), AVG(hz), "
+            "SUM(action != ?) FROM ure WHERE entity_id = 'lumen.ure' AND t >= ? AND t <= ? "
+            "GROUP BY b ORDER BY b",
+            (step, vocab.NO_ACTION, lo, now),
+        )
+    ]
+    return {
+        "ok": True,
+        "window_s": window,
+        "step_s": step,
+        "rmb": rmb,
+        "safety": safety,
+        "ure": ure,
+    }
 
 
 def slo_verdicts(db, query, policies, min_events, now=None):
     """slo.report's verdicts over the stored RMB rows (same policies, same maths)."""
     from lumen import slo
+
     check_known(query, set())
     now = time.time() if now is None else now
     span = max(slo.window_s(p["evaluate"]["metric"]) for p in policies)
-    rows = db.execute("SELECT t, residual, event_type = 'rollback' FROM rmb WHERE t >= ? AND t <= ?",
-                      (now - span, now + slo.MAX_FUTURE_S)).fetchall()
+    rows = db.execute(
+        "SELECT t, residual, event_type = 'rollback' FROM rmb WHERE t >= ? AND t <= ?",
+        (now - span, now + slo.MAX_FUTURE_S),
+    ).fetchall()
     verdicts = slo.evaluate(policies, rows, now, min_events)
-    return {"ok": True, "result": slo.overall(verdicts), "verdicts": [
-        {"id": v.id, "metric": v.metric, "value": v.value, "threshold": v.threshold,
-         "status": v.status, "action": v.action, "events": v.events} for v in verdicts]}
+    return {
+        "ok": True,
+        "result": slo.overall(verdicts),
+        "verdicts": [
+            {
+                "id": v.id,
+                "metric": v.metric,
+                "value": v.value,
+                "threshold": v.threshold,
+                "status": v.status,
+                "action": v.action,
+                "events": v.events,
+            }
+            for v in verdicts
+        ],
+    }

@@ -12,6 +12,7 @@ them; no process of the stack imports them.
 
 Here: the helpers they share (a free port, a make target in a scratch directory).
 """
+
 import socket
 import subprocess
 
@@ -27,6 +28,11 @@ def free_port():
 
 def make(cwd, env, *targets, timeout=180):
     """Run make targets of this repository's Makefile with `cwd` as the state directory."""
-    return subprocess.run(["make", "-s", "--no-print-directory", "-f", str(ROOT / "Makefile"),
-                           *targets], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["make", "-s", "--no-print-directory", "-f", str(ROOT / "Makefile"), *targets],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -12,6 +12,7 @@
 Everything it did is counted (kills, rotations, injected) for the soak's report; whatever
 did not come back is listed in `not_back` (each one fails the soak).
 """
+
 import fcntl
 import json
 import os
@@ -29,13 +30,20 @@ from lumen import ctl, vocab
 from lumen.harness import make
 from lumen.jsonl import append_lines
 
-_FUTURE = {"ts": "2099-01-01T00:00:00Z", "entity_id": "soak.future", "group": vocab.GROUPS[-1],
-           "event_type": vocab.ROLLBACK,
-           "resonance_v3": {"phase_diff": 0.1, "residual_entropy": 0.5, "creative_band": vocab.MID,
-                            "risk_band": vocab.SAFE},
-           "memory_bridge": {"slot_id": "s", "op": vocab.UPSERT, "key": "k",
-                             "value_hash": "deadbeef"},
-           "trace": {"loop_id": "soak", "iter": 0, "host": "soak"}}
+_FUTURE = {
+    "ts": "2099-01-01T00:00:00Z",
+    "entity_id": "soak.future",
+    "group": vocab.GROUPS[-1],
+    "event_type": vocab.ROLLBACK,
+    "resonance_v3": {
+        "phase_diff": 0.1,
+        "residual_entropy": 0.5,
+        "creative_band": vocab.MID,
+        "risk_band": vocab.SAFE,
+    },
+    "memory_bridge": {"slot_id": "s", "op": vocab.UPSERT, "key": "k", "value_hash": "deadbeef"},
+    "trace": {"loop_id": "soak", "iter": 0, "host": "soak"},
+}
 BAD_LINES = {  # one of every reject kind a reader can meet
     "json": b"this is not json",
     "utf8": b"\xff\xfe\xfd not utf-8",
@@ -82,36 +90,65 @@ class Driver:
     def _corrupt_and_restart(self, name):
         """A broken checkpoint: the ingester's position 10 000 bytes ahead of what it
         stored, in the live file it is reading (it is stopped meanwhile)."""
-        subprocess.run([sys.executable, "-m", "lumen.ctl", "stop", name], env=self.env,
-                       capture_output=True, timeout=60)
+        subprocess.run(
+            [sys.executable, "-m", "lumen.ctl", "stop", name],
+            env=self.env,
+            capture_output=True,
+            timeout=60,
+        )
         try:
             with sqlite3.connect("data/lumen.db", timeout=30) as db:
                 row = db.execute("SELECT ck FROM offsets WHERE consumer = 'ingest_rmb'").fetchone()
                 st = json.loads(row[0]) if row else None
                 live = os.stat(self.log)
-                if st and (live.st_dev, live.st_ino) == (st["dev"], st["ino"]) and \
-                        live.st_size > st["offset"] + 30_000:
+                if (
+                    st
+                    and (live.st_dev, live.st_ino) == (st["dev"], st["ino"])
+                    and live.st_size > st["offset"] + 30_000
+                ):
                     st["offset"] += 10_000
-                    db.execute("UPDATE offsets SET ck = ? WHERE consumer = 'ingest_rmb'",
-                               (json.dumps(st),))
+                    db.execute(
+                        "UPDATE offsets SET ck = ? WHERE consumer = 'ingest_rmb'", (json.dumps(st),)
+                    )
                     self.corrupted = True
         except (OSError, sqlite3.Error):
             pass
         meta = json.loads(Path(f"run/{name}.json").read_text())
-        out = subprocess.run([sys.executable, "-m", "lumen.ctl", "start", name,
-                              *(["--port", str(meta["port"]), "--host", meta["host"]]
-                                if meta.get("port") else []), "--", *meta["cmd"]],
-                             env=self.env, capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "lumen.ctl",
+                "start",
+                name,
+                *(
+                    ["--port", str(meta["port"]), "--host", meta["host"]]
+                    if meta.get("port")
+                    else []
+                ),
+                "--",
+                *meta["cmd"],
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if out.returncode != 0:
             self.not_back.append(f"{name}: {out.stderr.strip()}")
 
     def rotate(self, copytruncate=False):
         if copytruncate:
             conf = Path("run/logrotate.copytruncate.conf")
-            conf.write_text(f"{self.cwd}/logs/rmb_events.jsonl {{\n  rotate 20\n  missingok\n"
-                            "  notifempty\n  copytruncate\n  compress\n  delaycompress\n}\n")
-            r = subprocess.run(["logrotate", "-f", "-s", "run/logrotate.state", str(conf)],
-                               capture_output=True, text=True)
+            conf.write_text(
+                f"{self.cwd}/logs/rmb_events.jsonl {{\n  rotate 20\n  missingok\n"
+                "  notifempty\n  copytruncate\n  compress\n  delaycompress\n}\n"
+            )
+            r = subprocess.run(
+                ["logrotate", "-f", "-s", "run/logrotate.state", str(conf)],
+                capture_output=True,
+                text=True,
+            )
             kind = "copytruncate"
         else:
             r = make(self.cwd, self.env, "logs.rotate")

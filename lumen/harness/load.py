@@ -7,6 +7,7 @@
   busy loop per core and/or a loop writing and fsyncing 1 GiB files; stopped by the PIDs
   started here, never by name.
 """
+
 import os
 import signal
 import subprocess
@@ -25,8 +26,9 @@ class Clients:
         self.errors = 0
         self.stop = threading.Event()
         self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                        for i in range(n)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)
+        ]
 
     def _run(self, i):
         s = requests.Session()
@@ -69,9 +71,17 @@ class Hogs:
         if "disk" in self.kinds:
             self.where.mkdir(parents=True, exist_ok=True)
             big = self.where / "hog.bin"
-            self.procs.append(subprocess.Popen(
-                ["bash", "-c", f"while true; do dd if=/dev/zero of={big} bs=1M count=1024 "
-                 f"conv=fsync status=none; rm -f {big}; done"], start_new_session=True))
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        "bash",
+                        "-c",
+                        f"while true; do dd if=/dev/zero of={big} bs=1M count=1024 "
+                        f"conv=fsync status=none; rm -f {big}; done",
+                    ],
+                    start_new_session=True,
+                )
+            )
         return self
 
     def __exit__(self, *exc):

@@ -27,6 +27,7 @@ The entry is tools/soak.py (its flags: run(args) reads them); the fault driver i
 lumen.harness.faults, the clients and hogs lumen.harness.load, the counting
 lumen.harness.verdict.
 """
+
 import os
 import random
 import subprocess
@@ -60,13 +61,38 @@ def _start_emitter(args, env):
     A bounded run: startsecs 0, or supervisord would take an emitter that finishes its
     count within startsecs for a failed start and run it again (writing the count twice)."""
     ctl.stop("rmb_emitter")
-    return subprocess.run([sys.executable, "-m", "lumen.ctl", "start", "rmb_emitter",
-                           "--startsecs", "0", "--",
-                           sys.executable, "-u", str(ROOT / "rmb/rmb_emitter.py"),
-                           "--config", str(ROOT / "configs/rmb_v17.yaml"),
-                           "--hz", str(args.rate), "--count", str(args.events),
-                           "--batch-size", "100", "--flush-ms", "50", "--seed", str(args.seed),
-                           "--name", "rmb_emitter"], env=env, capture_output=True, text=True)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lumen.ctl",
+            "start",
+            "rmb_emitter",
+            "--startsecs",
+            "0",
+            "--",
+            sys.executable,
+            "-u",
+            str(ROOT / "rmb/rmb_emitter.py"),
+            "--config",
+            str(ROOT / "configs/rmb_v17.yaml"),
+            "--hz",
+            str(args.rate),
+            "--count",
+            str(args.events),
+            "--batch-size",
+            "100",
+            "--flush-ms",
+            "50",
+            "--seed",
+            str(args.seed),
+            "--name",
+            "rmb_emitter",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
 
 def fault_plan(args, rng):
@@ -88,8 +114,11 @@ def _run(args):
     rng = random.Random(args.seed)
     ports = {k: free_port() for k in ("RMB_EXPORTER_PORT", "URE_EXPORTER_PORT", "API_PORT")}
     env = dict(os.environ, **{k: str(v) for k, v in ports.items()})
-    print(f"[soak] {args.events} events at {args.rate}/s in {cwd}"
-          + (f", beside {args.hog} hogs" if args.hog else ", no hogs"), flush=True)
+    print(
+        f"[soak] {args.events} events at {args.rate}/s in {cwd}"
+        + (f", beside {args.hog} hogs" if args.hog else ", no hogs"),
+        flush=True,
+    )
     r = make(cwd, env, "up")
     say("stack up")
     if r.returncode != 0:
@@ -101,16 +130,21 @@ def _run(args):
         if out.returncode != 0:
             print(out.stderr, file=sys.stderr)
             return 1
-        urls = [f"http://127.0.0.1:{ports['RMB_EXPORTER_PORT']}/metrics",
-                f"http://127.0.0.1:{ports['URE_EXPORTER_PORT']}/metrics_ure",
-                f"http://127.0.0.1:{ports['API_PORT']}/api/rmb:last",
-                f"http://127.0.0.1:{ports['API_PORT']}/api/summary?window=1h",
-                f"http://127.0.0.1:{ports['API_PORT']}/api/rmb?limit=50&risk=SAFE"]
+        urls = [
+            f"http://127.0.0.1:{ports['RMB_EXPORTER_PORT']}/metrics",
+            f"http://127.0.0.1:{ports['URE_EXPORTER_PORT']}/metrics_ure",
+            f"http://127.0.0.1:{ports['API_PORT']}/api/rmb:last",
+            f"http://127.0.0.1:{ports['API_PORT']}/api/summary?window=1h",
+            f"http://127.0.0.1:{ports['API_PORT']}/api/rmb?limit=50&risk=SAFE",
+        ]
         drv = Driver(cwd, env, rng, Path("logs/rmb_events.jsonl"))
         plan = fault_plan(args, rng)
-        print(f"[soak] seed {args.seed}, fault plan ({len(plan)} actions; replay with the same "
-              f"--seed and sizes): " + " ".join(f"{a}:{x}" if x not in (None, False) else a
-                                                for a, x in plan), flush=True)
+        print(
+            f"[soak] seed {args.seed}, fault plan ({len(plan)} actions; replay with the same "
+            f"--seed and sizes): "
+            + " ".join(f"{a}:{x}" if x not in (None, False) else a for a, x in plan),
+            flush=True,
+        )
         gap = args.duration / max(1, len(plan))
         # Each kill waits for the restarted process to be healthy, so the plan needs more
         # than its sleeps; the bound only stops a driver that is stuck.
@@ -148,11 +182,15 @@ def _run(args):
         failures += drv.not_back
         if args.break_checkpoint:
             print(f"[soak] checkpoint broken on purpose: {drv.corrupted}")
-        print(f"[soak] emitted {args.events}, valid on disk {expected} "
-              f"(copytruncate may drop some), bad lines on disk {bad_on_disk} "
-              f"(injected {sum(drv.injected.values())}: {dict(drv.injected)})")
-        print(f"[soak] kills {dict(drv.kills)}; rotations {dict(drv.rotations)}; "
-              f"requests {dict(clients.status)}, {clients.errors} refused during restarts")
+        print(
+            f"[soak] emitted {args.events}, valid on disk {expected} "
+            f"(copytruncate may drop some), bad lines on disk {bad_on_disk} "
+            f"(injected {sum(drv.injected.values())}: {dict(drv.injected)})"
+        )
+        print(
+            f"[soak] kills {dict(drv.kills)}; rotations {dict(drv.rotations)}; "
+            f"requests {dict(clients.status)}, {clients.errors} refused during restarts"
+        )
         verdict.print_table(table)
     finally:
         make(cwd, env, "down")

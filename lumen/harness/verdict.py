@@ -11,6 +11,7 @@ lines on disk.
 caught_up() waits, while the stack runs, until every reader of the RMB log has
 checkpointed the end of the live file (or one is stuck: no progress for 180 s).
 """
+
 import gzip
 import json
 import os
@@ -22,8 +23,10 @@ from pathlib import Path
 from lumen import events
 
 CHECKPOINTS = {  # stage -> consumer checkpoints whose monitor counts its reads
-    "rmb_exporter": ["rmb_exporter"], "safety_music": ["safety_music"],
-    "ure_loop": ["ure_loop"], "ure_exporter": ["ure_exporter_rmb"],
+    "rmb_exporter": ["rmb_exporter"],
+    "safety_music": ["safety_music"],
+    "ure_loop": ["ure_loop"],
+    "ure_exporter": ["ure_exporter_rmb"],
 }
 RMB_READERS = ("rmb_exporter", "safety_music", "ure_exporter_rmb", "merge_rmb", "ingest_rmb")
 
@@ -105,48 +108,80 @@ def judge(failures):
     `failures`. Returns (table, valid events on disk, bad lines on disk)."""
     v1 = events.Validator.named("rmb_event_v1.json")
     v2v = events.Validator.named("resonance_event_v2.json")
-    good, bad_on_disk = on_disk(Path("logs"), "rmb_events.jsonl", v1, lambda e: (
-        e["trace"]["iter"], e["ts"], e["resonance_v3"]["residual_entropy"]))
+    good, bad_on_disk = on_disk(
+        Path("logs"),
+        "rmb_events.jsonl",
+        v1,
+        lambda e: (e["trace"]["iter"], e["ts"], e["resonance_v3"]["residual_entropy"]),
+    )
     iters = Counter(k[0] for k in good)
     expected = len(iters)
-    v2, _ = on_disk(Path("logs"), "resonance_events_v2.jsonl", v2v, lambda e: (
-        (e.get("source") or {}).get("stream"), e["trace"]["iter"]))
+    v2, _ = on_disk(
+        Path("logs"),
+        "resonance_events_v2.jsonl",
+        v2v,
+        lambda e: ((e.get("source") or {}).get("stream"), e["trace"]["iter"]),
+    )
     table = []
 
     def stage(name, seen, lost, dup, rejected, note=""):
         table.append((name, expected, seen, lost, dup, rejected, note))
         if lost or dup:
             failures.append(f"{name}: {lost} lost, {dup} duplicated")
+
     for name in ("rmb_exporter", "safety_music", "ure_exporter"):
         seen, rej = monitor(CHECKPOINTS[name][0])
-        stage(name, seen, max(0, expected - seen), 0, rej,
-              "count (can exceed: copytruncate window)")
+        stage(
+            name, seen, max(0, expected - seen), 0, rej, "count (can exceed: copytruncate window)"
+        )
         if rej != bad_on_disk:
             failures.append(f"{name}: {rej} rejects, {bad_on_disk} bad lines on disk")
     merged = Counter(it for stream, it in v2 if stream == "rmb")
     m_seen, m_rej = monitor("merge_rmb")
-    stage("ure_merge", sum(merged.values()), len(set(iters) - set(merged)),
-          sum(c - 1 for c in merged.values() if c > 1), m_rej, "by event identity")
+    stage(
+        "ure_merge",
+        sum(merged.values()),
+        len(set(iters) - set(merged)),
+        sum(c - 1 for c in merged.values() if c > 1),
+        m_rej,
+        "by event identity",
+    )
     if m_rej != bad_on_disk:
         failures.append(f"ure_merge: {m_rej} rejects, {bad_on_disk} bad lines on disk")
     u_seen, _ = monitor("ure_loop")
-    table.append(("ure_loop (v2 log)", len(v2), u_seen, max(0, len(v2) - u_seen),
-                  max(0, u_seen - len(v2)), 0, "count of v2 lines"))
+    table.append(
+        (
+            "ure_loop (v2 log)",
+            len(v2),
+            u_seen,
+            max(0, len(v2) - u_seen),
+            max(0, u_seen - len(v2)),
+            0,
+            "count of v2 lines",
+        )
+    )
     if u_seen != len(v2):
         failures.append(f"ure_loop: read {u_seen} of {len(v2)} v2 lines")
     with sqlite3.connect(Path("data/lumen.db")) as c:
         rows = Counter(c.execute("SELECT ts, residual FROM rmb").fetchall())
     keys = Counter(k[1:] for k in good)
     i_seen, i_rej = monitor("ingest_rmb")
-    stage("ingest (rmb rows)", sum(rows.values()), len(set(keys) - set(rows)),
-          sum(c - 1 for c in rows.values() if c > 1), i_rej, "by event identity")
+    stage(
+        "ingest (rmb rows)",
+        sum(rows.values()),
+        len(set(keys) - set(rows)),
+        sum(c - 1 for c in rows.values() if c > 1),
+        i_rej,
+        "by event identity",
+    )
     if i_rej != bad_on_disk:
         failures.append(f"ingest: {i_rej} rejects, {bad_on_disk} bad lines on disk")
     return table, expected, bad_on_disk
 
 
 def print_table(table):
-    print(f"{'stage':<20} {'expected':>9} {'seen':>9} {'lost':>6} {'dup':>6} "
-          f"{'rejected':>9}  check")
+    print(
+        f"{'stage':<20} {'expected':>9} {'seen':>9} {'lost':>6} {'dup':>6} {'rejected':>9}  check"
+    )
     for name, exp, seen, lost, dup, rej, note in table:
         print(f"{name:<20} {exp:>9} {seen:>9} {lost:>6} {dup:>6} {rej:>9}  {note}")

@@ -15,6 +15,7 @@ window_rollbacks), `previous` (the final level saved at the last commit), `commi
 
 No event in the window means the ratio is undefined (None), and so is its level.
 """
+
 from lumen import checkpoint, vocab
 from lumen.consumer import Consumer
 from lumen.windows import BucketWindow, CounterWindow
@@ -26,8 +27,9 @@ class LogInput:
     """Residual and windowed ratio from the event log, reading only new bytes."""
 
     def __init__(self, path, window_s, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
-        self.consumer = Consumer(path, CONSUMER, "rmb_event_v1.json", "rmb_events",
-                                 offsets_dir, rejects_dir)
+        self.consumer = Consumer(
+            path, CONSUMER, "rmb_event_v1.json", "rmb_events", offsets_dir, rejects_dir
+        )
         st = self.consumer.state or {}
         self.window = BucketWindow(window_s, st.get("window"))
         self.residual = st.get("residual")
@@ -51,8 +53,9 @@ class LogInput:
         return self.residual, (rb_n / ev_n if ev_n else None), ev_n, rb_n
 
     def commit(self, previous):
-        self.consumer.commit({"window": self.window.to_state(), "residual": self.residual,
-                              "previous": previous})
+        self.consumer.commit(
+            {"window": self.window.to_state(), "residual": self.residual, "previous": previous}
+        )
 
     def close(self):
         self.consumer.close()
@@ -63,6 +66,7 @@ class MetricsInput:
 
     def __init__(self, url, window_s, state_path="logs/.offsets/safety_music_metrics.json"):
         import requests
+
         self.session = requests.Session()
         self.url = url
         self.window = CounterWindow(window_s)
@@ -76,6 +80,7 @@ class MetricsInput:
     def update(self, now):
         from prometheus_client.parser import text_string_to_metric_families
         import requests
+
         try:
             text = self.session.get(self.url, timeout=1.0).text
             vals = {}

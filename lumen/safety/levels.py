@@ -6,6 +6,7 @@ level is the worst of the defined levels (CALM < TENSE < ALERT). An undefined in
 event yet, or no event in the ratio window) maps to UNDEFINED, never to CALM by accident;
 the final level is the worst of the defined ones, and UNDEFINED only when none is.
 """
+
 from lumen.vocab import SEVERITY, UNDEFINED
 
 

@@ -17,6 +17,7 @@ Departures from the blueprint: it reads its config (the blueprint hard-codes the
 and ignores the file); it does not re-read the whole log twice per tick; the ratio is
 windowed deltas, not a sum of cumulative totals.
 """
+
 import time
 
 from lumen import config, events, timefmt
@@ -54,8 +55,9 @@ class SafetyLoop:
         if self.source == "log":
             self.input = LogInput(inp.get("log", "logs/rmb_events.jsonl"), window_s)
         else:
-            self.input = MetricsInput(inp.get("metrics_url", "http://127.0.0.1:9409/metrics"),
-                                      window_s)
+            self.input = MetricsInput(
+                inp.get("metrics_url", "http://127.0.0.1:9409/metrics"), window_s
+            )
         out = cfg["output"]
         self.writer = JsonlWriter(out["channel"], max_pending=10_000)
         self.validator = events.Validator.named("safety_music_event_v1.json")
@@ -69,9 +71,13 @@ class SafetyLoop:
         midi = out.get("midi_file", {})
         wav = out.get("wav_file", {})
         if midi.get("enabled") or wav.get("enabled"):
-            self.recorder = Recorder(smap, self.tick_s, out.get("recording_s", 600),
-                                     midi["path"] if midi.get("enabled") else None,
-                                     wav["path"] if wav.get("enabled") else None)
+            self.recorder = Recorder(
+                smap,
+                self.tick_s,
+                out.get("recording_s", 600),
+                midi["path"] if midi.get("enabled") else None,
+                wav["path"] if wav.get("enabled") else None,
+            )
         self.ticks = 0
 
     def tick(self, now=None):
@@ -82,10 +88,14 @@ class SafetyLoop:
             "ts": timefmt.format(now),
             "loop": LOOP_ID,
             "levels": lv,
-            "inputs": {"source": self.source, "residual_entropy": residual,
-                       "rollback_ratio": ratio,
-                       "window_s": self.cfg["mapping"]["rollback_ratio"]["window_s"],
-                       "window_events": ev_n, "window_rollbacks": rb_n},
+            "inputs": {
+                "source": self.source,
+                "residual_entropy": residual,
+                "rollback_ratio": ratio,
+                "window_s": self.cfg["mapping"]["rollback_ratio"]["window_s"],
+                "window_events": ev_n,
+                "window_rollbacks": rb_n,
+            },
             "changed": self.previous is not None and lv["final"] != self.previous,
             "previous": self.previous,
         }

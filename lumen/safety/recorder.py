@@ -4,6 +4,7 @@
 whole (through a .tmp file and a rename, so a reader never sees half a file) every
 RECORD_EVERY_S seconds and when the loop closes. Rendering is lumen/safety/sound.py's.
 """
+
 import collections
 import os
 import sys
@@ -37,8 +38,11 @@ class Recorder:
         try:
             self._write(segs)
         except OSError as e:  # a full disk: the recording is rewritten whole next time
-            print(f"[safety] warning: recording not written ({e.strerror or e})",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[safety] warning: recording not written ({e.strerror or e})",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _write(self, segs):
         if self.midi_path:

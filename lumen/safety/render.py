@@ -7,6 +7,7 @@ final levels into segments and renders them with the sound bridge map
 (configs/midi_map_v18.json, lumen/safety/sound.py). Used by safety/safety_music_render.py
 (make safety.music.render).
 """
+
 import sys
 
 import orjson
@@ -47,8 +48,9 @@ def render(cfg, t_from, t_to, out):
     smap = sound.config_map(cfg)
     evs, bad = collect(channel, t_from, t_to, events.Validator.named("safety_music_event_v1.json"))
     if not evs:
-        print(f"error: no safety music events in {channel} between the given times",
-              file=sys.stderr)
+        print(
+            f"error: no safety music events in {channel} between the given times", file=sys.stderr
+        )
         return 1
     segs = sound.segments(evs, 1.0 / cfg["loop"]["hz"])
     sound.render_midi(segs, smap).save(f"{out}.mid")
@@ -57,7 +59,10 @@ def render(cfg, t_from, t_to, out):
     counts = {}
     for lv, d in segs:
         counts[lv] = counts.get(lv, 0) + d
-    print(f"[safety.render] {len(evs)} events, {sum(counts.values()):.1f}s ("
-          + ", ".join(f"{k} {v:.1f}s" for k, v in counts.items()) + f") -> {out}.wav, "
-          f"{out}.mid" + (f"; {bad} bad lines skipped" if bad else ""))
+    print(
+        f"[safety.render] {len(evs)} events, {sum(counts.values()):.1f}s ("
+        + ", ".join(f"{k} {v:.1f}s" for k, v in counts.items())
+        + f") -> {out}.wav, "
+        f"{out}.mid" + (f"; {bad} bad lines skipped" if bad else "")
+    )
     return 0

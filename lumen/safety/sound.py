@@ -13,6 +13,7 @@ cluster with a tritone), in tempo and in loudness; UNDEFINED is silence.
   short attack and decay per pulse; `write_wav` saves them.
 - `OscSink`: sends `/lumen/safety/level` (final level, residual, ratio, changed) over UDP.
 """
+
 import json
 import wave
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 from lumen import ROOT, vocab
 
 TICKS_PER_BEAT = 480
-MIDI_TEMPO = 500_000          # microseconds per beat: 120 bpm, so one second is 960 ticks
+MIDI_TEMPO = 500_000  # microseconds per beat: 120 bpm, so one second is 960 ticks
 TICKS_PER_S = TICKS_PER_BEAT * 1_000_000 / MIDI_TEMPO
 
 
@@ -76,8 +77,13 @@ def _pulses(segs, smap):
             k = 0
             while k * period < dur - 1e-9:
                 start = t + k * period
-                yield start, min(gate * period, t + dur - start), spec["notes"], \
-                    spec["velocity"], level
+                yield (
+                    start,
+                    min(gate * period, t + dur - start),
+                    spec["notes"],
+                    spec["velocity"],
+                    level,
+                )
                 k += 1
         t += dur
 
@@ -119,11 +125,13 @@ def render_wav(segs, smap, sample_rate=None):
             continue
         tt = np.arange(n) / sr
         env = np.minimum(1.0, tt / 0.01) * np.exp(-3.0 * tt / max(dur, 1e-3))
-        chord = sum(np.sin(2 * np.pi * note_hz(x) * tt) + 0.2 * np.sin(4 * np.pi * note_hz(x) * tt)
-                    for x in notes)
+        chord = sum(
+            np.sin(2 * np.pi * note_hz(x) * tt) + 0.2 * np.sin(4 * np.pi * note_hz(x) * tt)
+            for x in notes
+        )
         i0 = int(start * sr)
-        seg = out[i0:i0 + n]
-        seg += (vel / 127.0) * env[:len(seg)] * chord[:len(seg)] / len(notes)
+        seg = out[i0 : i0 + n]
+        seg += (vel / 127.0) * env[: len(seg)] * chord[: len(seg)] / len(notes)
     peak = np.max(np.abs(out)) if len(out) else 0.0
     if peak > 0:
         out *= 0.9 / peak
@@ -142,6 +150,7 @@ def write_wav(path, samples, sr):
 class OscSink:
     def __init__(self, host, port, address):
         from pythonosc.udp_client import SimpleUDPClient
+
         self.client = SimpleUDPClient(host, port)
         self.address = address
         self.errors = 0
@@ -150,8 +159,14 @@ class OscSink:
         inp = evt.get("inputs", {})
         r, q = inp.get("residual_entropy"), inp.get("rollback_ratio")
         try:
-            self.client.send_message(self.address, [
-                evt["levels"]["final"], -1.0 if r is None else float(r),
-                -1.0 if q is None else float(q), int(bool(evt.get("changed")))])
+            self.client.send_message(
+                self.address,
+                [
+                    evt["levels"]["final"],
+                    -1.0 if r is None else float(r),
+                    -1.0 if q is None else float(q),
+                    int(bool(evt.get("changed"))),
+                ],
+            )
         except OSError:  # nobody listening is fine for UDP; a send error is counted
             self.errors += 1

@@ -8,6 +8,7 @@ lumen/ingest.py.
     ingest_tail_v18.py            follow both logs until SIGTERM (make db.ingest)
     ingest_tail_v18.py --once     backfill what is there, then exit
 """
+
 import argparse
 
 from lumen import ROOT, config, ingest
@@ -15,9 +16,11 @@ from lumen.proc import cli_main
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog=__doc__.split("\n\n")[-1])
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n")[-1],
+    )
     ap.add_argument("--config", default=str(ROOT / "configs/api_v18.yaml"))
     ap.add_argument("--once", action="store_true", help="backfill, then exit")
     ap.add_argument("--name", default="ingest", help="process name (PID file run/NAME.pid)")

@@ -5,6 +5,7 @@ Creates the `rmb` and `ure` tables (lumen/storage.py) in WAL mode, or brings an 
 database up to the current schema version. Running it twice is harmless.
 Prints `[sqlite] init ok` (the blueprint's line) with the schema version.
 """
+
 import argparse
 import sqlite3
 import sys

@@ -6,6 +6,7 @@ the order of the table; the table goes to `--out` (default bench/results.md, RES
 only() runs some stages at the given sizes, its table going to
 bench/results-<stages>.md unless `--out` names another file.
 """
+
 import os
 import subprocess
 import sys
@@ -23,10 +24,30 @@ RESULTS = str(ROOT / "bench/results.md")
 
 def make_log(d, n, queue="logs/rmb_events.jsonl"):
     start = (datetime.now(timezone.utc) - timedelta(seconds=n / 5)).isoformat()
-    subprocess.run([PY, str(ROOT / "rmb/rmb_emitter.py"), "--config", str(RMB_CFG), "--count",
-                    str(n), "--unthrottled", "--batch-size", "1000", "--seed", "1", "--quiet",
-                    "--sim-start", start, "--queue", queue, "--name", "benchgen"],
-                   cwd=d, check=True)
+    subprocess.run(
+        [
+            PY,
+            str(ROOT / "rmb/rmb_emitter.py"),
+            "--config",
+            str(RMB_CFG),
+            "--count",
+            str(n),
+            "--unthrottled",
+            "--batch-size",
+            "1000",
+            "--seed",
+            "1",
+            "--quiet",
+            "--sim-start",
+            start,
+            "--queue",
+            queue,
+            "--name",
+            "benchgen",
+        ],
+        cwd=d,
+        check=True,
+    )
     # Write the new log out now: otherwise the first fsyncs of a stage (checkpoints) pay
     # for flushing hundreds of MB of it, and the cost looks as if it grew with log size.
     os.sync()
@@ -34,8 +55,12 @@ def make_log(d, n, queue="logs/rmb_events.jsonl"):
 
 def only(a):
     """Some stages, at the given sizes: e.g. the safety tick at 10 k, 1 M and 10 M lines."""
-    named = {"safety_tick": stages.safety_tick, "ure_tick": stages.ure_tick,
-             "windowed_tools": stages.windowed_tools, "api_clients": servers.api_clients}
+    named = {
+        "safety_tick": stages.safety_tick,
+        "ure_tick": stages.ure_tick,
+        "windowed_tools": stages.windowed_tools,
+        "api_clients": servers.api_clients,
+    }
     names = a.only.split(",")
     sizes = [int(x) for x in a.sizes.split(",")]
     for n in sizes:

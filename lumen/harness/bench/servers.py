@@ -10,6 +10,7 @@
 Each server is started by its entry script in the log's directory and stopped by its own
 Popen.
 """
+
 import socket
 import subprocess
 import threading
@@ -48,6 +49,7 @@ def _serve_and_hammer(d, args, port, path, ready, n_req, clients=1):
                 mine.append(time.perf_counter() - t0)
             with lock:
                 lat.extend(mine)
+
         t0 = time.perf_counter()
         ts = [threading.Thread(target=client, args=(n_req // clients,)) for _ in range(clients)]
         for t in ts:
@@ -67,9 +69,25 @@ def scrape(d, n, n_req):
 
     def ready(r):
         return f"rmb_events_total {float(n)}" in r.text
-    p50, p99, _ = _serve_and_hammer(d, [str(ROOT / "exporters/rmb_exporter_v17.py"), "--config",
-                                        str(RMB_CFG), "--port", str(port), "--host", "127.0.0.1",
-                                        "--name", f"bench{n}"], port, "/metrics", ready, n_req)
+
+    p50, p99, _ = _serve_and_hammer(
+        d,
+        [
+            str(ROOT / "exporters/rmb_exporter_v17.py"),
+            "--config",
+            str(RMB_CFG),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--name",
+            f"bench{n}",
+        ],
+        port,
+        "/metrics",
+        ready,
+        n_req,
+    )
     row("/metrics scrape p50", n, f"{p50:.2f}", "ms", "<= 5 ms", "yes" if p50 <= 5 else "NO")
     row("/metrics scrape p99", n, f"{p99:.2f}", "ms")
 
@@ -90,8 +108,12 @@ def api(d, n, n_req):
 
 
 # The live page's polling mix: the two :last rows, a filtered page, the 10-minute summary.
-API_MIX = ("/api/rmb:last", "/api/ure:last", "/api/rmb?risk=WATCH&limit=100&entity=lumen.core",
-           "/api/summary?window=10m")
+API_MIX = (
+    "/api/rmb:last",
+    "/api/ure:last",
+    "/api/rmb?risk=WATCH&limit=100&entity=lumen.core",
+    "/api/summary?window=10m",
+)
 
 
 def _keepalive_load(port, paths, clients, seconds):
@@ -100,6 +122,7 @@ def _keepalive_load(port, paths, clients, seconds):
     ~20 us a request, so the latencies are the server's, not a client thread's wait for the
     GIL. Returns (req/s, p50 ms, p99 ms, answers that were not 200)."""
     import selectors
+
     sel = selectors.DefaultSelector()
     reqs = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for p in paths]
     lat, bad = [], 0
@@ -136,7 +159,7 @@ def _keepalive_load(port, paths, clients, seconds):
                 continue
             lat.append(time.perf_counter() - c["t0"])
             bad += not head.startswith(b"http/1.1 200")
-            c["buf"] = c["buf"][head_end + 4 + length:]
+            c["buf"] = c["buf"][head_end + 4 + length :]
             send(c)
     wall = time.perf_counter() - start
     for c in conns:
@@ -152,9 +175,12 @@ def api_clients(d, n, clients=50, seconds=10):
     if not (Path(d) / "data/lumen.db").exists():
         ingest(d, n)
     port = free_port()
-    p = subprocess.Popen([PY, str(ROOT / "api/read_only.py"), "--port", str(port), "--name",
-                          f"benchapi{n}c"], cwd=d, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+    p = subprocess.Popen(
+        [PY, str(ROOT / "api/read_only.py"), "--port", str(port), "--name", f"benchapi{n}c"],
+        cwd=d,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -170,8 +196,14 @@ def api_clients(d, n, clients=50, seconds=10):
             rps, p50, p99, bad = _keepalive_load(port, paths, clients, seconds)
             row(f"API {clients} clients, {label}: requests/s", n, fmt(rps), "req/s")
             row(f"API {clients} clients, {label}: p50", n, f"{p50:.2f}", "ms")
-            row(f"API {clients} clients, {label}: p99", n, f"{p99:.2f}", "ms", "<= 50 ms",
-                "yes" if p99 <= 50 and not bad else "NO")
+            row(
+                f"API {clients} clients, {label}: p99",
+                n,
+                f"{p99:.2f}",
+                "ms",
+                "<= 50 ms",
+                "yes" if p99 <= 50 and not bad else "NO",
+            )
     finally:
         p.terminate()
         p.wait(timeout=30)

@@ -10,6 +10,7 @@ Every stage takes the generated log's directory `d` (cwd of what it runs) and it
 - windowed_tools (slo.report, tune.suggest), merge (merge.v2), ingest (the store's
   backfill of both logs, target >= 50 000 rows/s), as the processes run them.
 """
+
 import contextlib
 import json
 import shutil
@@ -33,6 +34,7 @@ SAMPLE = (ROOT / "tests/fixtures/rmb_sample.json").read_bytes().strip()
 
 def reference(n=200_000):
     from lumen.events import Validator
+
     v = Validator.named("rmb_event_v1.json")
     r = timed(lambda: [json.loads(SAMPLE) for _ in range(n)], n)
     row("floor: json.loads", "1 line", fmt(r), "lines/s")
@@ -46,18 +48,40 @@ def reference(n=200_000):
 def emitter(n):
     for batch in (20, 1000):
         with tempfile.TemporaryDirectory() as d:
-            out = subprocess.run([PY, str(ROOT / "rmb/rmb_emitter.py"), "--config", str(RMB_CFG),
-                                  "--count", str(n), "--unthrottled", "--batch-size", str(batch),
-                                  "--seed", "1"], cwd=d, capture_output=True, text=True,
-                                 check=True).stdout
+            out = subprocess.run(
+                [
+                    PY,
+                    str(ROOT / "rmb/rmb_emitter.py"),
+                    "--config",
+                    str(RMB_CFG),
+                    "--count",
+                    str(n),
+                    "--unthrottled",
+                    "--batch-size",
+                    str(batch),
+                    "--seed",
+                    "1",
+                ],
+                cwd=d,
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
         secs = float(out.strip().splitlines()[-1].rsplit(" in ", 1)[1].rstrip("s"))
         r = n / secs
-        row(f"emitter unthrottled (batch_size {batch})", n, fmt(r), "events/s", ">= 100 000",
-            "yes" if r >= 100_000 else "NO")
+        row(
+            f"emitter unthrottled (batch_size {batch})",
+            n,
+            fmt(r),
+            "events/s",
+            ">= 100 000",
+            "yes" if r >= 100_000 else "NO",
+        )
 
 
 def blueprint_exporter(log, n):
     """The blueprint's exporter loop (json.loads per line, no validation), catching up."""
+
     def run():
         m = {"ev": 0, "rb": 0, "last": 0.0}
         with open(log, "r", encoding="utf-8") as f:
@@ -70,6 +94,7 @@ def blueprint_exporter(log, n):
                         m["rb"] += 1
                 except Exception:
                     pass
+
     r = timed(run, n)
     row("blueprint exporter catch-up (no validation)", n, fmt(r), "events/s")
     return r
@@ -77,8 +102,12 @@ def blueprint_exporter(log, n):
 
 def lumen_exporter(d, n, reference_rate):
     from lumen.exporters import RmbExporter
-    gates = {"residual_entropy_max": 0.85, "risk_band_block": [vocab.RISK],
-             "phase_diff_abs_max": 3.0}
+
+    gates = {
+        "residual_entropy_max": 0.85,
+        "risk_band_block": [vocab.RISK],
+        "phase_diff_abs_max": 3.0,
+    }
     with contextlib.chdir(d):
         shutil.rmtree("logs/.offsets", ignore_errors=True)
         exp = RmbExporter("logs/rmb_events.jsonl", gates)
@@ -87,8 +116,14 @@ def lumen_exporter(d, n, reference_rate):
             pass
         r = n / (time.perf_counter() - t0)
         exp.consumer.close()
-    row("Lumen exporter catch-up (validated)", n, fmt(r), "events/s",
-        f">= blueprint ({fmt(reference_rate)})", "yes" if r >= reference_rate else "NO")
+    row(
+        "Lumen exporter catch-up (validated)",
+        n,
+        fmt(r),
+        "events/s",
+        f">= blueprint ({fmt(reference_rate)})",
+        "yes" if r >= reference_rate else "NO",
+    )
 
 
 def safety_tick(d, n):
@@ -106,9 +141,11 @@ def safety_tick(d, n):
     with open(log, "rb") as f:
         f.seek(max(0, log.stat().st_size - 2048))
         f.read()
-    row("safety tick, blueprint (full re-read)", n, f"{(time.perf_counter() - t0) * 1000:.1f}",
-        "ms")
+    row(
+        "safety tick, blueprint (full re-read)", n, f"{(time.perf_counter() - t0) * 1000:.1f}", "ms"
+    )
     from lumen.safety.loop import SafetyLoop, load_config
+
     with contextlib.chdir(d):
         loop = SafetyLoop(load_config(ROOT / "configs/safety_music_v17.yaml"))
         while loop.input.update(time.time(), max_polls=10_000) and loop.input.last_tick_bytes:
@@ -120,8 +157,13 @@ def safety_tick(d, n):
             loop.tick()
             ticks.append(time.perf_counter() - t0)
         loop.close()
-    row("safety tick, Lumen (tailer, 1 new event)", n, f"{statistics.median(ticks) * 1000:.2f}",
-        "ms", "flat in log size")
+    row(
+        "safety tick, Lumen (tailer, 1 new event)",
+        n,
+        f"{statistics.median(ticks) * 1000:.2f}",
+        "ms",
+        "flat in log size",
+    )
 
 
 def append_one(log, i):
@@ -133,25 +175,43 @@ def append_one(log, i):
 
 
 def windowed_tools(d, n):
-    for name, args in (("slo.report", [str(ROOT / "tools/tracka_v17.py"), "slo", "--stream",
-                                       "logs/rmb_events.jsonl", "--wait", "0"]),
-                       ("tune.suggest", [str(ROOT / "tools/tuner_v17.py")])):
+    for name, args in (
+        (
+            "slo.report",
+            [
+                str(ROOT / "tools/tracka_v17.py"),
+                "slo",
+                "--stream",
+                "logs/rmb_events.jsonl",
+                "--wait",
+                "0",
+            ],
+        ),
+        ("tune.suggest", [str(ROOT / "tools/tuner_v17.py")]),
+    ):
         t0 = time.perf_counter()
         subprocess.run([PY, *args], cwd=d, capture_output=True, check=True)
-        row(f"{name} (10-minute window)", n, f"{(time.perf_counter() - t0) * 1000:.0f}", "ms",
-            "grows with the window")
+        row(
+            f"{name} (10-minute window)",
+            n,
+            f"{(time.perf_counter() - t0) * 1000:.0f}",
+            "ms",
+            "grows with the window",
+        )
 
 
 def merge(d, n):
     t0 = time.perf_counter()
-    subprocess.run([PY, str(ROOT / "tools/merge_rmb_safety_v2.py")], cwd=d, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [PY, str(ROOT / "tools/merge_rmb_safety_v2.py")], cwd=d, check=True, capture_output=True
+    )
     row("merge.v2 (v1 -> v2, validated)", n, fmt(n / (time.perf_counter() - t0)), "events/s")
 
 
 def ure_tick(d, n):
     from lumen import config
     from lumen.ure import UreLoop
+
     with contextlib.chdir(d):
         loop = UreLoop(config.load(ROOT / "configs/ure_v18.yaml", env={}))
         while loop.observe(max_polls=10_000):
@@ -162,15 +222,30 @@ def ure_tick(d, n):
             loop.tick()
             ticks.append(time.perf_counter() - t0)
         loop.close()
-    row("URE loop tick (after catch-up)", n, f"{statistics.median(ticks) * 1000:.2f}", "ms",
-        "flat in log size")
+    row(
+        "URE loop tick (after catch-up)",
+        n,
+        f"{statistics.median(ticks) * 1000:.2f}",
+        "ms",
+        "flat in log size",
+    )
 
 
 def ingest(d, n):
     t0 = time.perf_counter()
-    subprocess.run([PY, str(ROOT / "tools/storage/ingest_tail_v18.py"), "--once", "--name",
-                    "benchingest"], cwd=d, check=True, capture_output=True)
+    subprocess.run(
+        [PY, str(ROOT / "tools/storage/ingest_tail_v18.py"), "--once", "--name", "benchingest"],
+        cwd=d,
+        check=True,
+        capture_output=True,
+    )
     rows = 2 * n  # rmb + the merged v2 copy of each event
     r = rows / (time.perf_counter() - t0)
-    row("ingest backfill (both logs)", rows, fmt(r), "rows/s", ">= 50 000",
-        "yes" if r >= 50_000 else "NO")
+    row(
+        "ingest backfill (both logs)",
+        rows,
+        fmt(r),
+        "rows/s",
+        ">= 50 000",
+        "yes" if r >= 50_000 else "NO",
+    )

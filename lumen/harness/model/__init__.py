@@ -59,13 +59,34 @@ kinds): plans steer clear of it unless `--known` is given.
     python tools/model_check.py --long --seeds 1-10            # make soak
     python tools/model_check.py --plan "append 5; fragment; copytruncate; check"
 """
+
 # Where it is: plan (steps, seeds, KINDS), lines (events and bad lines, reading logs back),
 # procs (the processes under test), actions (one op_ method a step), oracle (the checks),
 # runner (Run, run, shrink, the loop over seeds). tools/model_check.py is the entry.
 from lumen.harness.model.lines import bad_line, valid_event
-from lumen.harness.model.plan import (KINDS, KNOWN_ISSUES, KNOWN_SEQUENCES, make_plan,
-                                      parse_plan, parse_seeds, plan_text)
+from lumen.harness.model.plan import (
+    KINDS,
+    KNOWN_ISSUES,
+    KNOWN_SEQUENCES,
+    make_plan,
+    parse_plan,
+    parse_seeds,
+    plan_text,
+)
 from lumen.harness.model.runner import Run, run, run_seeds, shrink
 
-__all__ = ["KINDS", "KNOWN_ISSUES", "KNOWN_SEQUENCES", "Run", "bad_line", "make_plan",
-           "parse_plan", "parse_seeds", "plan_text", "run", "run_seeds", "shrink", "valid_event"]
+__all__ = [
+    "KINDS",
+    "KNOWN_ISSUES",
+    "KNOWN_SEQUENCES",
+    "Run",
+    "bad_line",
+    "make_plan",
+    "parse_plan",
+    "parse_seeds",
+    "plan_text",
+    "run",
+    "run_seeds",
+    "shrink",
+    "valid_event",
+]

@@ -11,6 +11,7 @@ Only this driver writes logs/rmb_events.jsonl, one action at a time, so the mode
 exactly what is on disk. Rotations keep KEEP rotated files, deleting the oldest as
 logrotate's `rotate KEEP` does, after a check (nothing unread is deleted).
 """
+
 import gzip
 import json
 import os
@@ -20,13 +21,21 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from lumen.harness.model.lines import (RMB_LOG, SAFETY_LOG, V2_LOG, bad_line, dumps,
-                                       read_lines, rmb_ids, valid_event)
+from lumen.harness.model.lines import (
+    RMB_LOG,
+    SAFETY_LOG,
+    V2_LOG,
+    bad_line,
+    dumps,
+    read_lines,
+    rmb_ids,
+    valid_event,
+)
 from lumen.harness.model.plan import FRAGMENT_REASON, KINDS, PROCS
 from lumen.harness.model.procs import CONSUMER, ModelFailure, tail
 from lumen.jsonl import append_lines
 
-KEEP = 5           # rotated files kept (logrotate's `rotate 5`)
+KEEP = 5  # rotated files kept (logrotate's `rotate 5`)
 
 
 class Actions:
@@ -109,7 +118,7 @@ class Actions:
         if not live.exists() or live.stat().st_size == 0:
             self.notes["copytruncate skipped (empty)"] += 1
             return
-        if not self.known and b"\n" not in live.read_bytes()[:1 << 16]:
+        if not self.known and b"\n" not in live.read_bytes()[: 1 << 16]:
             self.notes["copytruncate skipped (KNOWN_SEQUENCES: only a torn line)"] += 1
             return
         self._settle_fresh("copytruncate")
@@ -141,15 +150,25 @@ class Actions:
         if any(self._rotated(n, KEEP) for n in names):
             self.quiesce("before logrotate deletes old files")
         # logrotate deletes <log>.KEEP(.gz) when it rotates: keep what the v2 one held.
-        kept = [(os.stat(x).st_ino, Counter(rmb_ids(json.loads(raw) for raw in read_lines(x))), x)
-                for x in oldest]
+        kept = [
+            (os.stat(x).st_ino, Counter(rmb_ids(json.loads(raw) for raw in read_lines(x))), x)
+            for x in oldest
+        ]
         conf = self.p("run/logrotate.conf")
         conf.parent.mkdir(exist_ok=True)
-        conf.write_text("".join(
-            f"{self.p(n)} {{\n  daily\n  rotate {KEEP}\n  missingok\n  notifempty\n"
-            "  nocreate\n  compress\n  delaycompress\n}\n" for n in names))
-        r = subprocess.run([exe, "-f", "-s", str(self.p("run/logrotate.state")), str(conf)],
-                           capture_output=True, text=True, timeout=60)
+        conf.write_text(
+            "".join(
+                f"{self.p(n)} {{\n  daily\n  rotate {KEEP}\n  missingok\n  notifempty\n"
+                "  nocreate\n  compress\n  delaycompress\n}\n"
+                for n in names
+            )
+        )
+        r = subprocess.run(
+            [exe, "-f", "-s", str(self.p("run/logrotate.state")), str(conf)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if r.returncode != 0:
             raise ModelFailure(f"logrotate failed: {r.stderr.strip()[:500]}")
         for ino, ids, x in kept:
@@ -197,8 +216,10 @@ class Actions:
         argv = follower.argv()[:-1]  # without --follow
         rc, out = self._run_once("merge", argv, f"merge.once.{self.step_no}")
         if rc != 0 or (running and "nothing to do here" not in out):
-            raise ModelFailure(f"merge one-shot (follower {'running' if running else 'down'}): "
-                               f"exit {rc}, expected 0 and a hand-over:\n{out[-800:]}")
+            raise ModelFailure(
+                f"merge one-shot (follower {'running' if running else 'down'}): "
+                f"exit {rc}, expected 0 and a hand-over:\n{out[-800:]}"
+            )
 
     def _duplicate(self, key):
         """Start `key` again: if it runs, the copy must exit 2 naming it; else it runs."""
@@ -210,8 +231,10 @@ class Actions:
             return
         rc, out = self._run_once(key, pr.argv(), f"{key}.dup.{self.step_no}")
         if rc != 2 or f"pid {pr.p.pid}" not in out:
-            raise ModelFailure(f"a second {key} while pid {pr.p.pid} runs: exit {rc}, "
-                               f"expected 2 naming pid {pr.p.pid}:\n{out[-800:]}")
+            raise ModelFailure(
+                f"a second {key} while pid {pr.p.pid} runs: exit {rc}, "
+                f"expected 2 naming pid {pr.p.pid}:\n{out[-800:]}"
+            )
         if not pr.alive():
             raise ModelFailure(f"{key} died when a second one was started:\n{tail(pr.log)}")
 
@@ -221,11 +244,16 @@ class Actions:
     def op_ingest_once(self):
         ing = self.procs["ingest"]
         running = ing.alive()
-        rc, out = self._run_once("ingest", ing.argv() + ["--once", "--name", "ingest_once"],
-                                 f"ingest.once.{self.step_no}")
+        rc, out = self._run_once(
+            "ingest",
+            ing.argv() + ["--once", "--name", "ingest_once"],
+            f"ingest.once.{self.step_no}",
+        )
         if rc != 0 or (running and "nothing to do here" not in out):
-            raise ModelFailure(f"ingest --once (follower {'running' if running else 'down'}): "
-                               f"exit {rc}, expected 0 and a hand-over:\n{out[-800:]}")
+            raise ModelFailure(
+                f"ingest --once (follower {'running' if running else 'down'}): "
+                f"exit {rc}, expected 0 and a hand-over:\n{out[-800:]}"
+            )
 
     def op_up(self):
         for key in PROCS:

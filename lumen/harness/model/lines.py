@@ -7,6 +7,7 @@
   as a reader finds them; rmb_ids: the merged RMB events among v2 events.
 The log paths (relative to the run's scratch directory) are named here too.
 """
+
 import gzip
 import json
 import time
@@ -29,15 +30,22 @@ def valid_event(n, tag, ts=None):
     types = (vocab.OBSERVE, *vocab.EVENT_TYPES)
     residual = round((n * 0.137) % 1.0, 4)
     return {
-        "ts": ts or iso(time.time()), "entity_id": f"{tag}-{n}",
+        "ts": ts or iso(time.time()),
+        "entity_id": f"{tag}-{n}",
         "group": vocab.GROUPS[n % len(vocab.GROUPS)],
         "event_type": types[n % len(types)],
-        "resonance_v3": {"phase_diff": round(((n * 0.71) % 6.2) - 3.1, 4),
-                         "residual_entropy": residual,
-                         "creative_band": vocab.CREATIVE_BANDS[n % 3],
-                         "risk_band": vocab.RISK_BANDS[n % 3]},
-        "memory_bridge": {"slot_id": f"rmb/v17/slot-{n % 7}", "op": vocab.UPSERT,
-                          "key": f"k{n}", "value_hash": f"{n:08x}deadbeef"},
+        "resonance_v3": {
+            "phase_diff": round(((n * 0.71) % 6.2) - 3.1, 4),
+            "residual_entropy": residual,
+            "creative_band": vocab.CREATIVE_BANDS[n % 3],
+            "risk_band": vocab.RISK_BANDS[n % 3],
+        },
+        "memory_bridge": {
+            "slot_id": f"rmb/v17/slot-{n % 7}",
+            "op": vocab.UPSERT,
+            "key": f"k{n}",
+            "value_hash": f"{n:08x}deadbeef",
+        },
         "trace": {"loop_id": "rmb.v17", "iter": n, "host": "model"},
     }
 

@@ -9,6 +9,7 @@ tools/model_check.py --help prints): one cmp_<stage> method a stage, exporter (i
 and its checkpoint), safety, merge (the v2 log), ingest (data/lumen.db, read-only) and
 quarantine (logs/rejects/).
 """
+
 import gzip
 import json
 import sqlite3
@@ -47,8 +48,10 @@ class Oracle:
             else:
                 agreed = 0
                 if time.monotonic() > deadline:
-                    raise ModelFailure(f"{why}: after {self.timeout:.0f}s the stages still "
-                                       "differ from the model:\n  " + "\n  ".join(diffs))
+                    raise ModelFailure(
+                        f"{why}: after {self.timeout:.0f}s the stages still "
+                        "differ from the model:\n  " + "\n  ".join(diffs)
+                    )
             time.sleep(0.1)
         self.checks += 1
         try:  # every reader has read a line of the live file: they know it by it
@@ -58,9 +61,11 @@ class Oracle:
         except FileNotFoundError:
             pass
         if self.verbose:
-            self.say(f"[model] step {self.step_no}: {why} ok in "
-                     f"{time.monotonic() - t0:.2f}s ({len(self.valid)} valid, "
-                     f"rejects {self.expected()})")
+            self.say(
+                f"[model] step {self.step_no}: {why} ok in "
+                f"{time.monotonic() - t0:.2f}s ({len(self.valid)} valid, "
+                f"rejects {self.expected()})"
+            )
 
     def compare(self, stopped=False, down=()):
         """Every stage's differences from the model (stages of processes in `down` left
@@ -72,8 +77,15 @@ class Oracle:
                 continue
             try:
                 diffs += getattr(self, "cmp_" + stage)(stopped)
-            except (OSError, ValueError, KeyError, TypeError, EOFError, sqlite3.Error,
-                    gzip.BadGzipFile) as e:
+            except (
+                OSError,
+                ValueError,
+                KeyError,
+                TypeError,
+                EOFError,
+                sqlite3.Error,
+                gzip.BadGzipFile,
+            ) as e:
                 diffs.append(f"{stage}: not readable yet ({type(e).__name__}: {e})")
         return diffs
 
@@ -98,8 +110,12 @@ class Oracle:
 
     def cmp_exporter(self, stopped):
         mon = self._monitor("rmb_exporter")
-        diffs = self._counts("exporter (checkpoint)", mon.get("valid", 0),
-                             mon.get("rejects", {}), mon.get("gap_bytes", 0))
+        diffs = self._counts(
+            "exporter (checkpoint)",
+            mon.get("valid", 0),
+            mon.get("rejects", {}),
+            mon.get("gap_bytes", 0),
+        )
         if stopped:
             return diffs
         url = f"http://127.0.0.1:{self.procs['exporter'].port}/metrics"
@@ -120,8 +136,9 @@ class Oracle:
 
     def cmp_safety(self, stopped):
         mon = self._monitor("safety_music")
-        return self._counts("safety", mon.get("valid", 0), mon.get("rejects", {}),
-                            mon.get("gap_bytes", 0))
+        return self._counts(
+            "safety", mon.get("valid", 0), mon.get("rejects", {}), mon.get("gap_bytes", 0)
+        )
 
     def _v2_events(self):
         out = []
@@ -132,18 +149,26 @@ class Oracle:
 
     def cmp_merge(self, stopped):
         mon = self._monitor("merge_rmb")
-        diffs = self._counts("merge (merge_rmb)", mon.get("valid", 0), mon.get("rejects", {}),
-                             mon.get("gap_bytes", 0))
+        diffs = self._counts(
+            "merge (merge_rmb)",
+            mon.get("valid", 0),
+            mon.get("rejects", {}),
+            mon.get("gap_bytes", 0),
+        )
         evs = self._v2_events()
         rmb = Counter(rmb_ids(evs))
         rmb.update(self.v2_archive)
         diffs += self._identity("merge (v2 log)", rmb)
-        srcs = Counter((s.get("stream"), s.get("fp"), s.get("offset"))
-                       for s in (e.get("source") for e in evs) if s)
+        srcs = Counter(
+            (s.get("stream"), s.get("fp"), s.get("offset"))
+            for s in (e.get("source") for e in evs)
+            if s
+        )
         dup = {k: n for k, n in srcs.items() if n > 1}
         if dup:
-            diffs.append(f"merge (v2 log): {len(dup)} sources merged more than once, e.g. "
-                         f"{next(iter(dup))}")
+            diffs.append(
+                f"merge (v2 log): {len(dup)} sources merged more than once, e.g. {next(iter(dup))}"
+            )
         return diffs
 
     def _identity(self, stage, seen):
@@ -155,8 +180,9 @@ class Oracle:
         if missing:
             out.append(f"{stage}: {len(missing)} valid events missing, e.g. {missing[:3]}")
         if dups:
-            out.append(f"{stage}: {len(dups)} events more than once, e.g. "
-                       f"{sorted(dups.items())[:3]}")
+            out.append(
+                f"{stage}: {len(dups)} events more than once, e.g. {sorted(dups.items())[:3]}"
+            )
         if extra:
             out.append(f"{stage}: {len(extra)} events the model does not have, e.g. {extra[:3]}")
         return out
@@ -167,11 +193,18 @@ class Oracle:
             raise FileNotFoundError(db)
         c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
         try:
-            rows = Counter(dict(c.execute(
-                "SELECT entity_id, COUNT(*) FROM rmb GROUP BY entity_id")))
-            ure = Counter(dict(c.execute(
-                "SELECT entity_id, COUNT(*) FROM ure WHERE entity_id LIKE ? GROUP BY entity_id",
-                (f"{self.tag}-%",))))
+            rows = Counter(
+                dict(c.execute("SELECT entity_id, COUNT(*) FROM rmb GROUP BY entity_id"))
+            )
+            ure = Counter(
+                dict(
+                    c.execute(
+                        "SELECT entity_id, COUNT(*) FROM ure WHERE entity_id LIKE ? "
+                        "GROUP BY entity_id",
+                        (f"{self.tag}-%",),
+                    )
+                )
+            )
             cks = dict(c.execute("SELECT consumer, ck FROM offsets"))
         finally:
             c.close()
@@ -179,12 +212,17 @@ class Oracle:
         if "merge" not in self.down:  # the ure table is what the merge wrote
             diffs += self._identity("ingest (table ure)", ure)
         mon = ((json.loads(cks.get("ingest_rmb", "{}")).get("state") or {}).get("monitor")) or {}
-        diffs += self._counts("ingest (ingest_rmb)", mon.get("valid", 0), mon.get("rejects", {}),
-                              mon.get("gap_bytes", 0))
+        diffs += self._counts(
+            "ingest (ingest_rmb)",
+            mon.get("valid", 0),
+            mon.get("rejects", {}),
+            mon.get("gap_bytes", 0),
+        )
         mon = ((json.loads(cks.get("ingest_ure", "{}")).get("state") or {}).get("monitor")) or {}
         if mon.get("rejects") and any(mon["rejects"].values()):
-            diffs.append(f"ingest (ingest_ure): rejects {mon['rejects']} in the v2 log "
-                         "(model none)")
+            diffs.append(
+                f"ingest (ingest_ure): rejects {mon['rejects']} in the v2 log (model none)"
+            )
         if mon.get("gap_bytes"):
             diffs.append(f"ingest (ingest_ure): {mon['gap_bytes']} gap bytes in the v2 log")
         return diffs
@@ -202,8 +240,9 @@ class Oracle:
         for stage, name in CONSUMER.items():
             if stage in self.down:
                 continue
-            got = dict(sorted(Counter(reason for (c, _, _), reason in recs.items()
-                                      if c == name).items()))
+            got = dict(
+                sorted(Counter(reason for (c, _, _), reason in recs.items() if c == name).items())
+            )
             if got != want:
                 diffs.append(f"quarantine ({name}): {got} (model {want})")
         return diffs

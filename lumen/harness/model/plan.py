@@ -11,23 +11,24 @@ KINDS maps each bad-line kind to the reject reason every stage must give it;
 KNOWN_ISSUES and KNOWN_SEQUENCES list what the stack still gets wrong (plans steer clear
 of it unless `--known` is given).
 """
+
 import random
 
 PROCS = ("exporter", "merge", "ingest", "safety")
 
 # Bad lines: kind -> the reason every stage must give it (lumen/events.py's REASONS).
 KINDS = {
-    "json": "json",            # not JSON
-    "utf8": "utf8",            # invalid UTF-8 inside a JSON string (of an unknown key)
-    "utf8_field": "utf8",      # invalid UTF-8 inside a string of the schema (entity_id)
-    "deep": "not_object",      # 1000-deep nesting (orjson parses up to 1024), a list
-    "deep_obj": "schema",      # 1000-deep nesting inside an object: JSON, lacks the keys
-    "too_deep": "json",        # 2000-deep nesting inside an object: past the parser's limit
+    "json": "json",  # not JSON
+    "utf8": "utf8",  # invalid UTF-8 inside a JSON string (of an unknown key)
+    "utf8_field": "utf8",  # invalid UTF-8 inside a string of the schema (entity_id)
+    "deep": "not_object",  # 1000-deep nesting (orjson parses up to 1024), a list
+    "deep_obj": "schema",  # 1000-deep nesting inside an object: JSON, lacks the keys
+    "too_deep": "json",  # 2000-deep nesting inside an object: past the parser's limit
     "not_object": "not_object",
-    "schema": "schema",        # an object lacking required keys
-    "oversize": "oversize",    # > 1 MiB
+    "schema": "schema",  # an object lacking required keys
+    "oversize": "oversize",  # > 1 MiB
     "ts_future": "ts_future",  # valid, stamped 2099
-    "ts_space": "schema",      # `2025-11-01 00:00:00Z`: not RFC 3339
+    "ts_space": "schema",  # `2025-11-01 00:00:00Z`: not RFC 3339
 }
 # Kinds whose lines the stack classifies differently from KINDS, left out of generated plans
 # unless --known is given: none now (utf8_field, deep_obj and too_deep were, until the
@@ -61,17 +62,26 @@ def parse_plan(text):
 def _validate_step(w):
     op, args = w[0], w[1:]
     ok = {
-        "append": lambda: len(args) in (1, 2) and args[0].isdigit() and (
-            len(args) == 1 or (args[1].startswith("+") and all(
-                k in KINDS for k in args[1][1:].split(",")))),
+        "append": lambda: (
+            len(args) in (1, 2)
+            and args[0].isdigit()
+            and (
+                len(args) == 1
+                or (args[1].startswith("+") and all(k in KINDS for k in args[1][1:].split(",")))
+            )
+        ),
         "reject": lambda: len(args) == 1 and args[0] in KINDS,
         "fragment": lambda: not args,
         "rotate": lambda: args in (["create"], ["nocreate"]),
         "copytruncate": lambda: not args,
         "compress": lambda: len(args) == 1 and args[0].isdigit() and int(args[0]) >= 1,
         "logrotate": lambda: not args,
-        "kill": lambda: len(args) in (2, 3) and args[0] in PROCS and args[1].isdigit()
-        and (len(args) == 2 or args[2] == "+restart"),
+        "kill": lambda: (
+            len(args) in (2, 3)
+            and args[0] in PROCS
+            and args[1].isdigit()
+            and (len(args) == 2 or args[2] == "+restart")
+        ),
         "restart": lambda: len(args) == 1 and args[0] in PROCS,
         "merge.once": lambda: not args,
         "merge.follow": lambda: not args,
@@ -89,10 +99,22 @@ def make_plan(seed, steps, long=False, known=False):
     are the plan of K steps."""
     rng = random.Random(seed)
     kinds = sorted(k for k in KINDS if known or k not in KNOWN_ISSUES)
-    ops = [("append", 26), ("reject", 12), ("fragment", 5), ("rotate", 7),
-           ("copytruncate", 5), ("compress", 4), ("logrotate", 3), ("kill", 12),
-           ("restart", 3), ("merge.once", 3), ("merge.follow", 3), ("ingest.once", 3),
-           ("up", 2), ("check", 12 if not long else 6)]
+    ops = [
+        ("append", 26),
+        ("reject", 12),
+        ("fragment", 5),
+        ("rotate", 7),
+        ("copytruncate", 5),
+        ("compress", 4),
+        ("logrotate", 3),
+        ("kill", 12),
+        ("restart", 3),
+        ("merge.once", 3),
+        ("merge.follow", 3),
+        ("ingest.once", 3),
+        ("up", 2),
+        ("check", 12 if not long else 6),
+    ]
     names, weights = zip(*ops)
     plan = []
     for _ in range(steps):

@@ -10,6 +10,7 @@ reads the default configs whatever the caller's environment.
 ModelFailure is how anything in a run says the stack disagrees with the model (or did
 not start, stop or answer): the message is what a failure prints.
 """
+
 import json
 import os
 import signal
@@ -22,10 +23,18 @@ from lumen import CONFIGS, ROOT, config
 
 PY = sys.executable
 SAFETY_HZ = "4"
-CONSUMER = {"exporter": "rmb_exporter", "safety": "safety_music", "merge": "merge_rmb",
-            "ingest": "ingest_rmb"}
-PIDNAME = {"exporter": "rmb_exporter", "merge": "ure_merge", "ingest": "ingest",
-           "safety": "safety_music"}
+CONSUMER = {
+    "exporter": "rmb_exporter",
+    "safety": "safety_music",
+    "merge": "merge_rmb",
+    "ingest": "ingest_rmb",
+}
+PIDNAME = {
+    "exporter": "rmb_exporter",
+    "merge": "ure_merge",
+    "ingest": "ingest",
+    "safety": "safety_music",
+}
 
 
 class ModelFailure(Exception):
@@ -34,8 +43,11 @@ class ModelFailure(Exception):
 
 def clean_env():
     """This environment without the variables that override config keys (x-env)."""
-    names = {var for p in (CONFIGS / "schemas").glob("*.json")
-             for _, var in config.env_keys(json.loads(p.read_text()))}
+    names = {
+        var
+        for p in (CONFIGS / "schemas").glob("*.json")
+        for _, var in config.env_keys(json.loads(p.read_text()))
+    }
     env = {k: v for k, v in os.environ.items() if k not in names}
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -63,14 +75,29 @@ class Proc:
     def argv(self):
         c = ROOT / "configs"
         return {
-            "exporter": [ROOT / "exporters/rmb_exporter_v17.py", "--config", c / "rmb_v17.yaml",
-                         "--host", "127.0.0.1", "--port", self.port],
-            "merge": [ROOT / "tools/merge_rmb_safety_v2.py", "--config", c / "ure_v18.yaml",
-                      "--follow"],
-            "ingest": [ROOT / "tools/storage/ingest_tail_v18.py", "--config",
-                       c / "api_v18.yaml"],
-            "safety": [ROOT / "safety/safety_music_loop.py", "--config",
-                       c / "safety_music_v17.yaml", "--hz", SAFETY_HZ],
+            "exporter": [
+                ROOT / "exporters/rmb_exporter_v17.py",
+                "--config",
+                c / "rmb_v17.yaml",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                self.port,
+            ],
+            "merge": [
+                ROOT / "tools/merge_rmb_safety_v2.py",
+                "--config",
+                c / "ure_v18.yaml",
+                "--follow",
+            ],
+            "ingest": [ROOT / "tools/storage/ingest_tail_v18.py", "--config", c / "api_v18.yaml"],
+            "safety": [
+                ROOT / "safety/safety_music_loop.py",
+                "--config",
+                c / "safety_music_v17.yaml",
+                "--hz",
+                SAFETY_HZ,
+            ],
         }[self.key]
 
     def spawn(self, argv=None, tag=None):
@@ -80,9 +107,15 @@ class Proc:
         log = self.cwd / "proc" / f"{tag}.log"
         log.parent.mkdir(exist_ok=True)
         with open(log, "wb") as out:
-            p = subprocess.Popen([PY, "-u", *map(str, argv or self.argv())], cwd=self.cwd,
-                                 env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, start_new_session=True)
+            p = subprocess.Popen(
+                [PY, "-u", *map(str, argv or self.argv())],
+                cwd=self.cwd,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
         self.all.append(p)
         return p, log
 
@@ -98,8 +131,9 @@ class Proc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.p.poll() is not None:
-                raise ModelFailure(f"{self.key} exited with {self.p.returncode} while "
-                                   f"starting:\n{tail(self.log)}")
+                raise ModelFailure(
+                    f"{self.key} exited with {self.p.returncode} while starting:\n{tail(self.log)}"
+                )
             try:
                 if pidfile.read_text().strip() == str(self.p.pid):
                     return

@@ -8,6 +8,7 @@ SIGTERM everything (exit 0 each), the checkpoints, a start of everything again a
 check (a restart must not count anything twice). run() wraps it in a scratch directory and
 turns a ModelFailure into (False, seconds, a message with the seed, the step and the plan).
 """
+
 import json
 import shutil
 import signal
@@ -25,8 +26,9 @@ from lumen.harness.model.procs import PY, ModelFailure, Proc, clean_env, tail
 
 
 class Run(Actions, Oracle):
-    def __init__(self, seed, plan, cwd, tag=None, timeout=30.0, verbose=False, say=print,
-                 known=False):
+    def __init__(
+        self, seed, plan, cwd, tag=None, timeout=30.0, verbose=False, say=print, known=False
+    ):
         self.seed, self.plan, self.cwd = seed, plan, Path(cwd)
         self.known = known or not KNOWN_SEQUENCES  # False: steer clear of KNOWN_SEQUENCES
         self.tag = tag or f"mc{seed}"
@@ -35,16 +37,16 @@ class Run(Actions, Oracle):
         self.port = free_port()
         self.procs = {k: Proc(k, self.cwd, self.env, self.port) for k in PROCS}
         # the model
-        self.valid = []          # entity_ids of valid events, in append order
+        self.valid = []  # entity_ids of valid events, in append order
         self.rejects = Counter()  # reason -> lines (ended ones)
-        self.fragment = False     # the live RMB log ends in a torn line
-        self.fresh = False        # readers may not know the live file by its first line
-        self.serial = 0           # numbers events and bad lines
+        self.fragment = False  # the live RMB log ends in a torn line
+        self.fresh = False  # readers may not know the live file by its first line
+        self.serial = 0  # numbers events and bad lines
         self.step_no = 0
         self.checks = 0
         self.notes = Counter()
         self.v2_archive = Counter()  # merged RMB events in v2 files logrotate deleted
-        self.down = set()         # processes a running-only check leaves out
+        self.down = set()  # processes a running-only check leaves out
 
     # -------------------------------------------------------------- helpers
     def p(self, rel):
@@ -76,8 +78,9 @@ class Run(Actions, Oracle):
     def check_alive(self):
         for pr in self.procs.values():
             if pr.p is not None and pr.p.poll() is not None and not pr.killed:
-                raise ModelFailure(f"{pr.key} died on its own (exit {pr.p.returncode}):\n"
-                                   f"{tail(pr.log)}")
+                raise ModelFailure(
+                    f"{pr.key} died on its own (exit {pr.p.returncode}):\n{tail(pr.log)}"
+                )
 
     def do(self, w):
         op, args = w[0], w[1:]
@@ -95,8 +98,9 @@ class Run(Actions, Oracle):
             except ModelFailure:
                 raise
             except Exception as e:  # noqa: BLE001 - the driver's own trouble, with the step
-                raise ModelFailure(f"step {i} ({' '.join(w)}) raised "
-                                   f"{type(e).__name__}: {e}") from e
+                raise ModelFailure(
+                    f"step {i} ({' '.join(w)}) raised {type(e).__name__}: {e}"
+                ) from e
             if self.verbose and w[0] != "check":
                 self.say(f"[model] step {i}: {' '.join(w)} ({time.monotonic() - ts:.2f}s)")
         self.step_no = len(self.plan) + 1
@@ -108,8 +112,9 @@ class Run(Actions, Oracle):
             try:
                 rc = pr.p.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
-                raise ModelFailure(f"{pr.key} did not stop within {self.timeout:.0f}s of "
-                                   f"SIGTERM:\n{tail(pr.log)}") from None
+                raise ModelFailure(
+                    f"{pr.key} did not stop within {self.timeout:.0f}s of SIGTERM:\n{tail(pr.log)}"
+                ) from None
             if rc != 0:
                 raise ModelFailure(f"{pr.key} exited {rc} on SIGTERM:\n{tail(pr.log)}")
             pr.killed = True
@@ -123,8 +128,7 @@ class Run(Actions, Oracle):
             pr.cleanup()
 
 
-def run(seed, plan, workdir=None, timeout=30.0, verbose=False, keep=False, say=print,
-        known=False):
+def run(seed, plan, workdir=None, timeout=30.0, verbose=False, keep=False, say=print, known=False):
     """Run one plan in a fresh directory. Returns (ok, seconds, message)."""
     cwd = Path(workdir or tempfile.mkdtemp(prefix=f"lumen-model-{seed}-")).resolve()
     cwd.mkdir(parents=True, exist_ok=True)
@@ -133,18 +137,26 @@ def run(seed, plan, workdir=None, timeout=30.0, verbose=False, keep=False, say=p
     ok, msg = True, ""
     try:
         r.execute()
-        msg = (f"{len(r.valid)} valid events, rejects {r.expected()}, {r.checks} checks"
-               + (f", {dict(r.notes)}" if r.notes else ""))
+        msg = f"{len(r.valid)} valid events, rejects {r.expected()}, {r.checks} checks" + (
+            f", {dict(r.notes)}" if r.notes else ""
+        )
     except ModelFailure as e:
         ok = False
         step = r.step_no
-        where = (f"at step {step}: {' '.join(plan[step - 1])}" if 0 < step <= len(plan)
-                 else "after the plan" if step else "while starting")
-        msg = (f"FAIL seed {seed} {where}\n{e}\n"
-               f"  model: {len(r.valid)} valid events, rejects {r.expected()}"
-               f"{', a fragment pending' if r.fragment else ''}\n"
-               f"  steps run: {plan_text(plan[:step])}\n"
-               f"  process logs: {cwd / 'proc'}")
+        where = (
+            f"at step {step}: {' '.join(plan[step - 1])}"
+            if 0 < step <= len(plan)
+            else "after the plan"
+            if step
+            else "while starting"
+        )
+        msg = (
+            f"FAIL seed {seed} {where}\n{e}\n"
+            f"  model: {len(r.valid)} valid events, rejects {r.expected()}"
+            f"{', a fragment pending' if r.fragment else ''}\n"
+            f"  steps run: {plan_text(plan[:step])}\n"
+            f"  process logs: {cwd / 'proc'}"
+        )
         keep = True
     finally:
         r.cleanup()
@@ -155,14 +167,16 @@ def run(seed, plan, workdir=None, timeout=30.0, verbose=False, keep=False, say=p
 
 def shrink(seed, plan, timeout, say, known=False):
     """A shorter plan that still fails (greedy: drop chunks, then single steps)."""
+
     def fails(p):
         ok, _, _ = run(seed, p, timeout=timeout, known=known)
         return not ok
+
     n = max(1, len(plan) // 2)
     while n >= 1:
         i = 0
         while i < len(plan):
-            cand = plan[:i] + plan[i + n:]
+            cand = plan[:i] + plan[i + n :]
             if cand and fails(cand):
                 plan = cand
                 say(f"[model] shrunk to {len(plan)} steps: {plan_text(plan)}")
@@ -172,8 +186,18 @@ def shrink(seed, plan, timeout, say, known=False):
     return plan
 
 
-def run_seeds(seeds, steps, timeout, fixed=None, long=False, known=False, workdir=None,
-              verbose=False, shrink_failures=False, script="tools/model_check.py"):
+def run_seeds(
+    seeds,
+    steps,
+    timeout,
+    fixed=None,
+    long=False,
+    known=False,
+    workdir=None,
+    verbose=False,
+    shrink_failures=False,
+    script="tools/model_check.py",
+):
     """tools/model_check.py's run: each seed's plan (or the `fixed` one), a line a seed, a
     replay command (`script` --plan ...) for a failure, and the RESULT line. 0 or 1."""
     failed = []
@@ -185,13 +209,17 @@ def run_seeds(seeds, steps, timeout, fixed=None, long=False, known=False, workdi
         print(f"[model] seed {seed}: {'PASS' if ok else 'FAIL'} in {dt:.1f}s: {msg}", flush=True)
         if not ok:
             failed.append(seed)
-            print(f"[model] replay: {PY} {script} --plan "
-                  f"{json.dumps(plan_text(plan))}", flush=True)
+            print(f"[model] replay: {PY} {script} --plan {json.dumps(plan_text(plan))}", flush=True)
             if shrink_failures:
                 small = shrink(seed, plan, timeout, lambda m: print(m, flush=True), known)
-                print(f"[model] seed {seed}: shortest failing plan found "
-                      f"({len(small)} steps): {plan_text(small)}", flush=True)
+                print(
+                    f"[model] seed {seed}: shortest failing plan found "
+                    f"({len(small)} steps): {plan_text(small)}",
+                    flush=True,
+                )
     verdict = f"FAIL (seeds {', '.join(map(str, failed))})" if failed else "PASS"
-    print(f"[model] RESULT = {verdict} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
-          f"{steps if fixed is None else len(fixed)} steps each)")
+    print(
+        f"[model] RESULT = {verdict} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
+        f"{steps if fixed is None else len(fixed)} steps each)"
+    )
     return 1 if failed else 0
