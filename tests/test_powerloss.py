@@ -234,7 +234,7 @@ def test_evidence_map_power_loss_at_random_points_with_rotations_exactly_once(
     workdir, monkeypatch, seed
 ):
     need_logrotate()
-    from tools.evidence_mapper_v17 import run
+    from lumen.evidence import run
 
     rng = random.Random(seed)
     s = Stream(workdir)
@@ -258,7 +258,7 @@ def test_evidence_map_power_loss_at_random_points_with_rotations_exactly_once(
 
 def test_evidence_map_lost_checkpoint_after_a_rotation_maps_600_events_once(workdir):
     need_logrotate()
-    from tools.evidence_mapper_v17 import run
+    from lumen.evidence import run
 
     s = Stream(workdir)
     s.append(500)
@@ -275,7 +275,7 @@ def test_evidence_map_lost_checkpoint_after_a_rotation_maps_600_events_once(work
 
 
 def test_quarantined_lines_survive_a_power_loss_like_their_counters(workdir, monkeypatch):
-    from tools.evidence_mapper_v17 import run
+    from lumen.evidence import run
 
     s = Stream(workdir)
     s.append(50)

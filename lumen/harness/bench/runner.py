@@ -8,7 +8,6 @@ bench/results-<stages>.md unless `--out` names another file.
 """
 
 import os
-import subprocess
 import sys
 import tempfile
 from datetime import datetime, timedelta, timezone
@@ -16,7 +15,6 @@ from pathlib import Path
 
 from lumen import ROOT
 from lumen.harness.bench import servers, stages
-from lumen.harness.bench.stages import PY, RMB_CFG
 from lumen.harness.bench.table import write_table
 
 RESULTS = str(ROOT / "bench/results.md")
@@ -24,29 +22,18 @@ RESULTS = str(ROOT / "bench/results.md")
 
 def make_log(d, n, queue="logs/rmb_events.jsonl"):
     start = (datetime.now(timezone.utc) - timedelta(seconds=n / 5)).isoformat()
-    subprocess.run(
-        [
-            PY,
-            str(ROOT / "rmb/rmb_emitter.py"),
-            "--config",
-            str(RMB_CFG),
-            "--count",
-            str(n),
-            "--unthrottled",
-            "--batch-size",
-            "1000",
-            "--seed",
-            "1",
-            "--quiet",
-            "--sim-start",
-            start,
-            "--queue",
-            queue,
-            "--name",
-            "benchgen",
-        ],
-        cwd=d,
-        check=True,
+    stages.run_emitter(
+        d,
+        n,
+        "--batch-size",
+        1000,
+        "--quiet",
+        "--sim-start",
+        start,
+        "--queue",
+        queue,
+        "--name",
+        "benchgen",
     )
     # Write the new log out now: otherwise the first fsyncs of a stage (checkpoints) pay
     # for flushing hundreds of MB of it, and the cost looks as if it grew with log size.

@@ -45,28 +45,18 @@ def reference(n=200_000):
     return r
 
 
+def run_emitter(cwd, n, *flags, **run_kw):
+    """The RMB emitter writing `n` events flat out in `cwd` (seed 1), with extra `flags`."""
+    cmd = [PY, str(ROOT / "rmb/rmb_emitter.py"), "--config", str(RMB_CFG), "--count", str(n)]
+    cmd += ["--unthrottled", "--seed", "1", *map(str, flags)]
+    return subprocess.run(cmd, cwd=cwd, check=True, **run_kw)
+
+
 def emitter(n):
     for batch in (20, 1000):
         with tempfile.TemporaryDirectory() as d:
-            out = subprocess.run(
-                [
-                    PY,
-                    str(ROOT / "rmb/rmb_emitter.py"),
-                    "--config",
-                    str(RMB_CFG),
-                    "--count",
-                    str(n),
-                    "--unthrottled",
-                    "--batch-size",
-                    str(batch),
-                    "--seed",
-                    "1",
-                ],
-                cwd=d,
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout
+            r = run_emitter(d, n, "--batch-size", batch, capture_output=True, text=True)
+            out = r.stdout
         secs = float(out.strip().splitlines()[-1].rsplit(" in ", 1)[1].rstrip("s"))
         r = n / secs
         row(
