@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lumen import harness
+
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 CONFIG_RMB = ROOT / "configs" / "rmb_v17.yaml"
@@ -119,15 +121,7 @@ def procs(workdir):
 
 def run_make(cwd, *targets, env=None, timeout=120):
     """`make -f ROOT/Makefile TARGETS` from `cwd`; returns CompletedProcess (text)."""
-    e = merged_env(env)
-    return subprocess.run(
-        ["make", "-s", "--no-print-directory", "-f", str(ROOT / "Makefile"), *targets],
-        cwd=cwd,
-        env=e,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return harness.make(cwd, merged_env(env), *targets, timeout=timeout)
 
 
 def pids_in(run_dir):
