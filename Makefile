@@ -287,4 +287,6 @@ alert.reload: ## ask Alertmanager to reload its config (ALERTMANAGER_URL)
 
 prom.reload: ## ask Prometheus to reload its config (needs --web.enable-lifecycle; PROMETHEUS_URL)
 	@curl -fsS -X POST $(PROMETHEUS_URL)/-/reload && echo "[prom.reload] RESULT = RELOADED" || \
-		{ echo "error: Prometheus at $(PROMETHEUS_URL) did not accept the reload" >&2; exit 1; }
+		{ echo "error: Prometheus at $(PROMETHEUS_URL) did not accept the reload (403: started" \
+			"without --web.enable-lifecycle; the compose stack: docker compose kill -s HUP" \
+			"prometheus, or ops/compose/prometheus-lifecycle.yml)" >&2; exit 1; }

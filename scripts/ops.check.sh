@@ -26,7 +26,11 @@ if need amtool; then
   run "amtool check-config" amtool check-config ops/alertmanager/alertmanager.yml
 fi
 if need docker-compose; then
+  # The compose file requires GRAFANA_ADMIN_PASSWORD (no default); a placeholder renders it.
+  export GRAFANA_ADMIN_PASSWORD=${GRAFANA_ADMIN_PASSWORD:-ops-check-placeholder}
   run "docker-compose config" docker-compose -f docker-compose.yml config -q
+  run "docker-compose config (+ prometheus-lifecycle.yml)" \
+    docker-compose -f docker-compose.yml -f ops/compose/prometheus-lifecycle.yml config -q
 fi
 run "kubernetes schemas (ops/k8s)" "$ROOT/.venv/bin/kubernetes-validate" ops/k8s/rmb-v17/configmap.yaml ops/k8s/rmb-v17/deploy.yaml ops/k8s/rmb-v17/service.yaml
 if [ $fail = 0 ]; then echo "[ops.check] RESULT = OK"; else echo "[ops.check] RESULT = FAIL"; exit 1; fi

@@ -99,14 +99,115 @@ def test_alertmanager_config_and_routing():
     assert am["inhibit_rules"][0]["source_matchers"] == ['severity="critical"']
 
 
-def test_docker_compose_config_is_accepted():
-    r = run(tool("docker-compose"), "-f", ROOT / "docker-compose.yml", "config")
+def compose_config(tmp_path, *overrides, **env):
+    """`docker-compose config` of docker-compose.yml (plus override files), rendered with
+    only `env` set: a clean environment and an empty --env-file, so neither the caller's
+    variables nor a local .env change what the defaults are."""
+    env_file = env.pop("env_file", None)
+    if env_file is None:
+        env_file = tmp_path / "empty.env"
+        env_file.write_text("")
+    files = [a for f in ("docker-compose.yml", *overrides) for a in ("-f", ROOT / f)]
+    cmd = [tool("docker-compose"), "--env-file", env_file, *files, "config"]
+    return subprocess.run(
+        list(map(str, cmd)),
+        cwd=ROOT,
+        env={"PATH": os.environ["PATH"], **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def compose_services(tmp_path, *overrides, **env):
+    r = compose_config(tmp_path, *overrides, **env)
     assert r.returncode == 0, r.stderr
-    services = yaml.safe_load(r.stdout)["services"]
+    return yaml.safe_load(r.stdout)["services"]
+
+
+def published_ports(service):
+    """[(host_ip, published port)] of a rendered service, from either port syntax
+    (docker-compose v1 renders "127.0.0.1:9409:9409/tcp", v2 a mapping). An empty host_ip
+    means every interface."""
+    out = []
+    for p in service.get("ports", []):
+        if isinstance(p, dict):
+            out.append((p.get("host_ip", ""), str(p.get("published", ""))))
+            continue
+        parts = str(p).split("/")[0].rsplit(":", 2)
+        out.append((parts[0], parts[1]) if len(parts) == 3 else ("", parts[0]))
+    return out
+
+
+def test_docker_compose_config_is_accepted(tmp_path):
+    services = compose_services(tmp_path, GRAFANA_ADMIN_PASSWORD="pw")
     assert {"lumen-exporters", "lumen-api", "prometheus", "alertmanager", "grafana"} <= set(
         services
     )
-    assert services["lumen-exporters"]["ports"][0]["published"] == 9409
+    assert published_ports(services["lumen-exporters"]) == [("127.0.0.1", "9409")]
+
+
+def test_compose_publishes_every_port_on_loopback_unless_lumen_bind(tmp_path):
+    services = compose_services(tmp_path, GRAFANA_ADMIN_PASSWORD="pw")
+    ports = {name: published_ports(s) for name, s in services.items()}
+    assert {p for ps in ports.values() for _, p in ps} == {
+        "9409",
+        "9410",
+        "8088",
+        "9090",
+        "9093",
+        "3000",
+    }
+    for name, s in services.items():
+        assert "network_mode" not in s and "expose" not in s, name
+        for host, port in ports[name]:
+            assert host == "127.0.0.1", f"{name} publishes {port} on {host or 'all interfaces'}"
+    # LUMEN_BIND opens them up, as documented.
+    services = compose_services(tmp_path, GRAFANA_ADMIN_PASSWORD="pw", LUMEN_BIND="0.0.0.0")
+    assert {h for s in services.values() for h, _ in published_ports(s)} == {"0.0.0.0"}
+
+
+def test_compose_grafana_has_no_anonymous_access_and_no_default_password(tmp_path):
+    for env in ({}, {"GRAFANA_ADMIN_PASSWORD": ""}):
+        r = compose_config(tmp_path, **env)
+        assert r.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in r.stderr, (env, r.stderr)
+    services = compose_services(tmp_path, GRAFANA_ADMIN_PASSWORD="s3cret-from-env")
+    env = services["grafana"]["environment"]
+    assert env["GF_SECURITY_ADMIN_PASSWORD"] == "s3cret-from-env"
+    assert str(env.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() == "false"
+    assert "env_file" not in services["grafana"]
+    # .env.example is the template for the git-ignored .env: as shipped (no password) it
+    # does not start; filled in, the stack is the default one.
+    example = (ROOT / ".env.example").read_text()
+    assert "\nGRAFANA_ADMIN_PASSWORD=\n" in example
+    r = compose_config(tmp_path, env_file=ROOT / ".env.example")
+    assert r.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in r.stderr
+    filled = tmp_path / "filled.env"
+    filled.write_text(
+        example.replace("\nGRAFANA_ADMIN_PASSWORD=\n", "\nGRAFANA_ADMIN_PASSWORD=x\n")
+    )
+    services = compose_services(tmp_path, env_file=filled)
+    assert {h for s in services.values() for h, _ in published_ports(s)} == {"127.0.0.1"}
+
+
+def test_compose_prometheus_lifecycle_api_is_opt_in(tmp_path):
+    def flags(services):
+        return [f for f in services["prometheus"]["command"] if f.startswith("--web.enable-")]
+
+    assert flags(compose_services(tmp_path, GRAFANA_ADMIN_PASSWORD="pw")) == []
+    override = "ops/compose/prometheus-lifecycle.yml"
+    services = compose_services(tmp_path, override, GRAFANA_ADMIN_PASSWORD="pw")
+    assert flags(services) == ["--web.enable-lifecycle"]
+    assert published_ports(services["prometheus"]) == [("127.0.0.1", "9090")]
+
+
+def test_env_files_are_git_ignored():
+    if run("git", "rev-parse", "--is-inside-work-tree").returncode != 0:
+        pytest.skip("not a git work tree")
+    for name in (".env", ".env.local", ".env.production"):
+        assert run("git", "check-ignore", "-q", name).returncode == 0, f"{name} is not ignored"
+    assert (ROOT / ".env.example").is_file()
+    assert run("git", "check-ignore", "-q", ".env.example").returncode == 1
 
 
 def test_kubernetes_manifests_validate_and_argo_points_at_them():
