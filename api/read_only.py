@@ -8,14 +8,14 @@ The endpoints, the connection pool and the errors: lumen/api/app.py.
 
 import argparse
 
-from lumen import ROOT, config
+from lumen import CONFIGS, config
 from lumen.api.app import serve
 from lumen.proc import cli_main
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/api_v18.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "api_v18.yaml"))
     ap.add_argument("--port", type=int, help="override api.port (8088)")
     ap.add_argument("--host", help="override api.host (127.0.0.1)")
     ap.add_argument("--name", default="api", help="process name (PID file run/NAME.pid)")

@@ -25,14 +25,14 @@ Paths other than /metrics get 404, methods other than GET/HEAD 405.
 
 import argparse
 
-from lumen import ROOT, config
+from lumen import CONFIGS, config
 from lumen.exporters import RmbExporter
 from lumen.proc import cli_main, run_server
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/rmb_v17.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "rmb_v17.yaml"))
     ap.add_argument("--port", type=int, help="override exporter.port (blueprint: 9409)")
     ap.add_argument("--host", help="override exporter.host")
     ap.add_argument("--queue", help="override paths.queue")

@@ -24,14 +24,14 @@ reported 0 for everything on any error, and showed whichever entity wrote last.
 
 import argparse
 
-from lumen import ROOT, config
+from lumen import CONFIGS, config
 from lumen.exporters import UreExporter
 from lumen.proc import cli_main, run_server
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/ure_v18.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "ure_v18.yaml"))
     ap.add_argument("--port", type=int, help="override exporter.port (blueprint: 9410)")
     ap.add_argument("--host", help="override exporter.host")
     ap.add_argument("--name", default="ure_exporter", help="process and consumer name")

@@ -23,7 +23,7 @@ import argparse
 import sqlite3
 from pathlib import Path
 
-from . import ROOT, vocab
+from . import CONFIGS, vocab
 from .consumer import Consumer
 from .tail import MAX_ROTATED
 
@@ -41,7 +41,7 @@ CREATE INDEX IF NOT EXISTS kv_slot ON kv(slot_id, key);
 
 def build_parser(description=None):
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument("--config", default=str(ROOT / "configs/rmb_v17.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "rmb_v17.yaml"))
     ap.add_argument("--store", help="override memory_bridge.store (default data/rmb_bridge.db)")
     ap.add_argument("--queue", help="override paths.queue")
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -34,7 +34,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from . import CONFIGS
+from . import CONFIGS, SCHEMAS
 
 MAX_BYTES = 1 << 20  # a config is small; this stops a log file named by mistake
 RESOLVE_TIMEOUT_S = 5.0  # a host name that does not resolve by then is an error
@@ -46,6 +46,17 @@ class ConfigError(Exception):
 
     def __init__(self, msg):
         super().__init__(str(msg).replace("\r", "\\r").replace("\n", "\\n"))
+
+
+def shipped(path):
+    """A file a config names: absolute, or relative to the working directory when it exists
+    there; else a `configs/...` or `schemas/...` path is the file Lumen ships
+    (lumen.CONFIGS, lumen.SCHEMAS), wherever Lumen is installed."""
+    p = Path(path)
+    if p.is_absolute() or p.exists() or len(p.parts) < 2:
+        return p
+    base = {"configs": CONFIGS, "schemas": SCHEMAS}.get(p.parts[0])
+    return base.joinpath(*p.parts[1:]) if base else p
 
 
 # --- schemas ---------------------------------------------------------------------------

@@ -37,7 +37,7 @@ import os
 import sys
 import time
 
-from . import ROOT, checkpoint, events, timefmt
+from . import CONFIGS, checkpoint, events, timefmt
 from .emit_sources import run_lines, run_sim
 from .gates import gate
 from .jsonl import JsonlWriter, dumps
@@ -51,9 +51,7 @@ STATE_DIR = "logs/.state"
 
 def build_parser(description=None):
     ap = argparse.ArgumentParser(description=description)
-    ap.add_argument(
-        "--config", default=str(ROOT / "configs/rmb_v17.yaml"), help="config file (YAML)"
-    )
+    ap.add_argument("--config", default=str(CONFIGS / "rmb_v17.yaml"), help="config file (YAML)")
     ap.add_argument("--source", choices=("sim", "stdin", "replay"), default="sim")
     ap.add_argument("--replay", metavar="FILE", help="file of v1 events for --source replay")
     ap.add_argument("--profile", choices=PROFILES, default="steady")

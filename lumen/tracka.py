@@ -19,7 +19,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lumen import ROOT, config, events, slo, timefmt
+from lumen import config, events, slo, timefmt
 from lumen.recent import recent_events
 from lumen import vocab
 
@@ -28,9 +28,9 @@ DEPENDENCIES = ["yaml", "jsonschema", "jsonschema_rs", "orjson", "prometheus_cli
 
 
 def _path(p):
-    """Config paths are relative to the working directory; the policy file to the project."""
-    p = Path(p)
-    return p if p.is_absolute() or p.exists() else ROOT / p
+    """Config paths are relative to the working directory; the policy file, when not there,
+    is the shipped one (config.shipped)."""
+    return config.shipped(p)
 
 
 def load_policies(cfg):

@@ -1,6 +1,6 @@
 """The project's own files are valid (make validate.v17.schema, tools/validate_v17_schema.py):
 every schema a Draft-7 schema, every config valid against its schema, and
-tests/fixtures/rmb_sample.json a valid v1 event."""
+tests/fixtures/rmb_sample.json (in the checkout: a dev check) a valid v1 event."""
 
 import json
 
@@ -9,19 +9,27 @@ import jsonschema
 from lumen import CONFIGS, ROOT, SCHEMAS, config, events
 
 
+def shown(p):
+    """`schemas/...` or `configs/...`, as in the repository, wherever the data is installed."""
+    for base, name in ((CONFIGS, "configs"), (SCHEMAS, "schemas")):
+        if p.is_relative_to(base):
+            return f"{name}/{p.relative_to(base)}"
+    return str(p)
+
+
 def run(out=print):
     """Every check, one line each through out when it passes; returns the failures."""
     failures = []
     for p in sorted(SCHEMAS.glob("*.json")) + sorted((CONFIGS / "schemas").glob("*.json")):
         try:
             jsonschema.Draft7Validator.check_schema(json.loads(p.read_text()))
-            out(f"[validate] schema {p.relative_to(ROOT)}: OK")
+            out(f"[validate] schema {shown(p)}: OK")
         except (ValueError, jsonschema.SchemaError) as e:
-            failures.append(f"schema {p.relative_to(ROOT)}: {str(e).splitlines()[0]}")
+            failures.append(f"schema {shown(p)}: {str(e).splitlines()[0]}")
     for p in sorted(CONFIGS.glob("*.yaml")):
         try:
             config.load(p)
-            out(f"[validate] config {p.relative_to(ROOT)}: OK")
+            out(f"[validate] config {shown(p)}: OK")
         except config.ConfigError as e:
             failures.append(f"config {e}")
     sample = ROOT / "tests" / "fixtures" / "rmb_sample.json"

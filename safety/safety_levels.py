@@ -9,7 +9,7 @@ rollback_ratio, final) under the bands of configs/safety_music_v17.yaml; an inpu
 import argparse
 import json
 
-from lumen import ROOT
+from lumen import CONFIGS
 from lumen.proc import cli_main
 from lumen.safety.levels import levels
 from lumen.safety.loop import load_config
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("residual", type=fraction, help="residual entropy in [0, 1], or -")
     ap.add_argument("ratio", type=fraction, help="rollback ratio in [0, 1], or -")
-    ap.add_argument("--config", default=str(ROOT / "configs/safety_music_v17.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "safety_music_v17.yaml"))
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     print(json.dumps(levels(args.residual, args.ratio, cfg["mapping"])))

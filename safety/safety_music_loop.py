@@ -9,7 +9,7 @@ lumen/safety/ (loop.py first).
 
 import argparse
 
-from lumen import ROOT
+from lumen import CONFIGS
 from lumen.proc import Lifecycle, cli_main
 from lumen.safety.inputs import CONSUMER
 from lumen.safety.loop import SafetyLoop, load_config
@@ -17,7 +17,7 @@ from lumen.safety.loop import SafetyLoop, load_config
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/safety_music_v17.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "safety_music_v17.yaml"))
     ap.add_argument("--source", choices=("log", "metrics"), help="override inputs.source")
     ap.add_argument("--hz", type=float, help="override loop.hz")
     ap.add_argument("--ticks", type=int, help="stop after this many ticks")

@@ -11,7 +11,7 @@ import argparse
 import sys
 import time
 
-from lumen import ROOT
+from lumen import CONFIGS
 from lumen.proc import cli_main
 from lumen.safety.loop import load_config
 from lumen.safety.render import render
@@ -20,7 +20,7 @@ from lumen.timefmt import seconds as parse_ts
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/safety_music_v17.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "safety_music_v17.yaml"))
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("--from", dest="t_from", help="start (RFC 3339); default now - minutes")
     ap.add_argument("--to", dest="t_to", help="end (RFC 3339); default now")

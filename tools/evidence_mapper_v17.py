@@ -10,14 +10,14 @@ Departure: the blueprint re-maps the whole log on every run (duplicating every b
 
 import argparse
 
-from lumen import ROOT, config
+from lumen import CONFIGS, config
 from lumen.evidence import run
 from lumen.proc import cli_main
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/rmb_v17.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "rmb_v17.yaml"))
     ap.add_argument("--queue", help="override paths.queue")
     ap.add_argument("--out", default="logs/evidence_bundle.jsonl")
     args = ap.parse_args(argv)

@@ -14,7 +14,7 @@ import time
 
 import requests
 
-from lumen import ROOT, config
+from lumen import CONFIGS, config
 from lumen.proc import cli_main
 
 
@@ -49,9 +49,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--once", action="store_true", help="check once; exit 1 if any is down")
     ap.add_argument("--interval", type=float, default=5.0)
-    ap.add_argument("--rmb-config", default=str(ROOT / "configs/rmb_v17.yaml"))
-    ap.add_argument("--ure-config", default=str(ROOT / "configs/ure_v18.yaml"))
-    ap.add_argument("--api-config", default=str(ROOT / "configs/api_v18.yaml"))
+    ap.add_argument("--rmb-config", default=str(CONFIGS / "rmb_v17.yaml"))
+    ap.add_argument("--ure-config", default=str(CONFIGS / "ure_v18.yaml"))
+    ap.add_argument("--api-config", default=str(CONFIGS / "api_v18.yaml"))
     args = ap.parse_args(argv)
     tgts = targets(args.rmb_config, args.ure_config, args.api_config)
     with requests.Session() as s:

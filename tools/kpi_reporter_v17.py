@@ -12,7 +12,7 @@ import argparse
 import csv
 import statistics
 
-from lumen import ROOT, config
+from lumen import CONFIGS, config
 from lumen.proc import cli_main
 
 
@@ -34,7 +34,7 @@ def summarise(rows):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/rmb_v17.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "rmb_v17.yaml"))
     args = ap.parse_args(argv)
     path = config.load(args.config, "rmb_v17")["paths"]["kpi_snapshot"]
     try:

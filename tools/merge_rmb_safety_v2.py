@@ -15,14 +15,14 @@ duplicating the whole v2 log each time, and dropped every error silently.
 import argparse
 import sys
 
-from lumen import ROOT, config, lock
+from lumen import CONFIGS, config, lock
 from lumen.merge import Merger, tty_progress
 from lumen.proc import Lifecycle, cli_main
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/ure_v18.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "ure_v18.yaml"))
     ap.add_argument("--follow", action="store_true", help="keep merging new events")
     ap.add_argument(
         "--name",

@@ -14,7 +14,7 @@ configs/resonance_v3.policy.yaml. The checks themselves: lumen/tracka.py.
 
 import argparse
 
-from lumen import ROOT, config, tracka
+from lumen import CONFIGS, config, tracka
 from lumen.proc import cli_main
 
 
@@ -25,8 +25,8 @@ def main(argv=None):
         epilog=__doc__.split("\n\n")[1],
     )
     ap.add_argument("command", choices=tracka.COMMANDS)
-    ap.add_argument("--config", default=str(ROOT / "configs/trackA_v17.yaml"))
-    ap.add_argument("--rmb-config", default=str(ROOT / "configs/rmb_v17.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "trackA_v17.yaml"))
+    ap.add_argument("--rmb-config", default=str(CONFIGS / "rmb_v17.yaml"))
     ap.add_argument("--stream", help="override stream (the v1 log the checks read)")
     ap.add_argument("--wait", type=float, help="override checks.wait_s")
     ap.add_argument(

@@ -14,7 +14,7 @@ lines whatever their time, and divides rollbacks in the whole file by that windo
 import argparse
 import time
 
-from lumen import ROOT, config, events
+from lumen import CONFIGS, config, events
 from lumen.windows import EventWindow
 from lumen.recent import recent_events
 from lumen.proc import cli_main
@@ -45,8 +45,8 @@ def suggestions(sd, ratio, cfg, policies):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/rmb_v17.yaml"))
-    ap.add_argument("--policy", default=str(ROOT / "configs/resonance_v3.policy.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "rmb_v17.yaml"))
+    ap.add_argument("--policy", default=str(CONFIGS / "resonance_v3.policy.yaml"))
     ap.add_argument("--queue", help="override paths.queue")
     ap.add_argument("--window", type=float, default=600.0, help="seconds of event time (600)")
     args = ap.parse_args(argv)

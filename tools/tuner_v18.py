@@ -13,7 +13,7 @@ Departure: the blueprint takes the last 3000 lines whatever their time, its own 
 import argparse
 import time
 
-from lumen import ROOT, config, events
+from lumen import CONFIGS, config, events
 from lumen.recent import recent_events
 from lumen.proc import cli_main
 from lumen.ure import LOOP_ID
@@ -22,7 +22,7 @@ from lumen.windows import EventWindow
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/ure_v18.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "ure_v18.yaml"))
     ap.add_argument("--window", type=float, default=600.0, help="seconds of event time (600)")
     args = ap.parse_args(argv)
     cfg = config.load(args.config, "ure_v18")

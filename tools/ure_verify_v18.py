@@ -10,14 +10,14 @@ line's position from the end and reason, exit 1. An empty or missing log is a FA
 import argparse
 import sys
 
-from lumen import ROOT, config, events
+from lumen import CONFIGS, config, events
 from lumen.recent import reverse_lines
 from lumen.proc import cli_main
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/ure_v18.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "ure_v18.yaml"))
     ap.add_argument("--last", type=int, default=100, help="how many newest events to check")
     args = ap.parse_args(argv)
     path = config.load(args.config, "ure_v18")["paths"]["v2_log"]

@@ -15,14 +15,14 @@ one tick, its own echo); see lumen/ure.py.
 import argparse
 import sys
 
-from lumen import ROOT, config
+from lumen import CONFIGS, config
 from lumen.proc import Lifecycle, cli_main
 from lumen.ure import CONSUMER, UreLoop, config_error
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/ure_v18.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "ure_v18.yaml"))
     ap.add_argument("--ticks", type=int, help="stop after this many ticks")
     ap.add_argument("--name", default=CONSUMER, help="process name (PID file run/NAME.pid)")
     args = ap.parse_args(argv)

@@ -29,9 +29,10 @@ import sqlite3
 import sys
 import threading
 import time
+from importlib import resources
 from pathlib import Path
 
-from lumen import ROOT, checkpoint, config
+from lumen import CONFIGS, checkpoint, config
 from lumen.api import openapi, queries
 from lumen.proc import run_server
 
@@ -40,7 +41,8 @@ POOL_IDLE = 32  # idle connections kept; more are opened under load and closed a
 # Threads answering requests: more than the exporters' 4, so a few slow queries (/api/slo,
 # a long /api/series) do not hold up the :last rows the live page polls.
 WORKERS = 8
-STATIC = Path(__file__).resolve().parent / "static"
+# The live page: package data of lumen.api (pyproject.toml), read through importlib.resources.
+STATIC = resources.files("lumen.api") / "static"
 # The only files served besides the API: nothing outside this list is reachable.
 PAGES = {
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -68,9 +70,8 @@ class Api:
         self.pages = {
             path: ((STATIC / f).read_bytes(), ctype) for path, (f, ctype) in PAGES.items()
         }
-        self.policies = config.load(
-            ROOT / "configs/resonance_v3.policy.yaml", "resonance_v3.policy"
-        )["policies"]
+        policy = CONFIGS / "resonance_v3.policy.yaml"
+        self.policies = config.load(policy, "resonance_v3.policy")["policies"]
         self._lock = threading.Lock()
         self._idle = []  # pooled connections, all to the file identified by self._file
         self._file = None

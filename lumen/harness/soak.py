@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lumen import ROOT, ctl
+from lumen import CONFIGS, ROOT, ctl
 from lumen.harness import free_port, make, verdict
 from lumen.harness.faults import Driver
 from lumen.harness.load import Clients, Hogs
@@ -75,7 +75,7 @@ def _start_emitter(args, env):
             "-u",
             str(ROOT / "rmb/rmb_emitter.py"),
             "--config",
-            str(ROOT / "configs/rmb_v17.yaml"),
+            str(CONFIGS / "rmb_v17.yaml"),
             "--hz",
             str(args.rate),
             "--count",

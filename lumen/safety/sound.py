@@ -21,7 +21,7 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from lumen import ROOT, vocab
+from lumen import config, vocab
 
 TICKS_PER_BEAT = 480
 MIDI_TEMPO = 500_000  # microseconds per beat: 120 bpm, so one second is 960 ticks
@@ -39,9 +39,9 @@ def load_map(path):
 
 def config_map(cfg):
     """The map a Safety Music config names (`output.sound_bridge`): a relative path is
-    taken from the working directory when it exists there, else from the repo."""
-    p = Path(cfg["output"].get("sound_bridge", "configs/midi_map_v18.json"))
-    return load_map(p if p.is_absolute() or p.exists() else ROOT / p)
+    taken from the working directory when it exists there, else `configs/...` is the
+    shipped file (config.shipped)."""
+    return load_map(config.shipped(cfg["output"].get("sound_bridge", "configs/midi_map_v18.json")))
 
 
 def note_hz(n):

@@ -11,7 +11,7 @@ lumen/ingest.py.
 
 import argparse
 
-from lumen import ROOT, config, ingest
+from lumen import CONFIGS, config, ingest
 from lumen.proc import cli_main
 
 
@@ -21,7 +21,7 @@ def main(argv=None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n")[-1],
     )
-    ap.add_argument("--config", default=str(ROOT / "configs/api_v18.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "api_v18.yaml"))
     ap.add_argument("--once", action="store_true", help="backfill, then exit")
     ap.add_argument("--name", default="ingest", help="process name (PID file run/NAME.pid)")
     args = ap.parse_args(argv)

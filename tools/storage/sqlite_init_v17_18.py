@@ -10,13 +10,13 @@ import argparse
 import sqlite3
 import sys
 
-from lumen import ROOT, config, storage
+from lumen import CONFIGS, config, storage
 from lumen.proc import cli_main
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--config", default=str(ROOT / "configs/api_v18.yaml"))
+    ap.add_argument("--config", default=str(CONFIGS / "api_v18.yaml"))
     ap.add_argument("--db", help="override db (default data/lumen.db)")
     args = ap.parse_args(argv)
     path = config.load(args.config, "api_v18", overrides={"db": args.db})["db"]

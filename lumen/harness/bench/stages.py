@@ -24,11 +24,11 @@ from pathlib import Path
 
 import orjson
 
-from lumen import ROOT, vocab
+from lumen import CONFIGS, ROOT, vocab
 from lumen.harness.bench.table import fmt, row, timed
 
 PY = sys.executable
-RMB_CFG = ROOT / "configs/rmb_v17.yaml"
+RMB_CFG = CONFIGS / "rmb_v17.yaml"
 SAMPLE = (ROOT / "tests/fixtures/rmb_sample.json").read_bytes().strip()
 
 
@@ -137,7 +137,7 @@ def safety_tick(d, n):
     from lumen.safety.loop import SafetyLoop, load_config
 
     with contextlib.chdir(d):
-        loop = SafetyLoop(load_config(ROOT / "configs/safety_music_v17.yaml"))
+        loop = SafetyLoop(load_config(CONFIGS / "safety_music_v17.yaml"))
         while loop.input.update(time.time(), max_polls=10_000) and loop.input.last_tick_bytes:
             pass  # catch up once, as a running loop would have
         ticks = []
@@ -203,7 +203,7 @@ def ure_tick(d, n):
     from lumen.ure import UreLoop
 
     with contextlib.chdir(d):
-        loop = UreLoop(config.load(ROOT / "configs/ure_v18.yaml", env={}))
+        loop = UreLoop(config.load(CONFIGS / "ure_v18.yaml", env={}))
         while loop.observe(max_polls=10_000):
             pass
         ticks = []

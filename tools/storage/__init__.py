@@ -1,0 +1,1 @@
+"""db.init and db.ingest (installed: `lumen.tools.storage`)."""
