@@ -201,6 +201,27 @@ def test_compose_prometheus_lifecycle_api_is_opt_in(tmp_path):
     assert published_ports(services["prometheus"]) == [("127.0.0.1", "9090")]
 
 
+def test_container_commands_are_console_scripts_of_the_package():
+    """The image holds Lumen as an installed wheel (no source tree): every Lumen command in
+    compose and the k8s manifests is one of the wheel's console scripts."""
+    import tomllib
+
+    scripts = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    commands = [svc["command"] for svc in compose.values() if svc.get("build")]
+    for doc in yaml.safe_load_all((ROOT / "ops/k8s/rmb-v17/deploy.yaml").read_text()):
+        for c in (
+            (doc or {}).get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+        ):
+            commands.append(c["command"])
+    assert len(commands) >= 10
+    for cmd in commands:
+        words = cmd[2].replace("&&", " ").split() if cmd[:2] == ["sh", "-c"] else cmd[:1]
+        named = [w for w in words if w.startswith("lumen-") or w.startswith("/")]
+        assert named and all(w in scripts for w in named), cmd
+        assert not any("/app/" in w for w in cmd), cmd
+
+
 def test_env_files_are_git_ignored():
     if run("git", "rev-parse", "--is-inside-work-tree").returncode != 0:
         pytest.skip("not a git work tree")
