@@ -33,6 +33,7 @@ import time
 from . import events, timefmt, vocab
 from .consumer import Consumer
 from .gates import risk_band
+from .ticker import Ticker
 from .jsonl import JsonlWriter
 from .windows import BucketWindow
 
@@ -184,14 +185,14 @@ class UreLoop:
         self.commit()
         self.consumer.close()
 
-    def run(self, stop, max_ticks=None):
-        """Tick at the current hz until `stop` is set (or `max_ticks`), saying each action
-        taken; then checkpoint and release the consumer."""
+    def run(self, stop, max_ticks=None, clock=time.monotonic):
+        """Tick at the current hz (lumen.ticker) until `stop` is set (or `max_ticks`),
+        saying each action taken; then checkpoint and release the consumer."""
+        ticker = Ticker(1.0 / max(self.hz, 1e-3), clock)
         ticks = 0
         waiting_said = False
         try:
             while not stop.is_set():
-                t0 = time.monotonic()
                 evt = self.tick()
                 ticks += 1
                 if evt is None and not waiting_said:
@@ -204,7 +205,7 @@ class UreLoop:
                     )
                 if max_ticks and ticks >= max_ticks:
                     break
-                stop.wait(max(0.0, 1.0 / max(self.hz, 1e-3) - (time.monotonic() - t0)))
+                ticker.wait(stop, 1.0 / max(self.hz, 1e-3))
         finally:
             self.close()
 

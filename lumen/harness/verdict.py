@@ -52,6 +52,21 @@ def on_disk(logdir, stem, validator, key, now=None):
     return good, bad
 
 
+def unread_after_checkpoint(name):
+    """Whole lines of a consumer's live file after its checkpoint (0 when the checkpoint is
+    not in the live file: then every line counts as one it should have read)."""
+    ck = checkpoint(name)
+    path = Path(ck.get("path", ""))
+    try:
+        if not ck or os.stat(path).st_ino != ck.get("ino"):
+            return 0
+        with open(path, "rb") as f:
+            f.seek(ck["offset"])
+            return f.read().count(b"\n")
+    except OSError:
+        return 0
+
+
 def checkpoint(name):
     """A consumer's checkpoint (ingest: the offsets table of the store; {} if none there)."""
     if name.startswith("ingest_"):
@@ -149,19 +164,22 @@ def judge(failures):
     if m_rej != bad_on_disk:
         failures.append(f"ure_merge: {m_rej} rejects, {bad_on_disk} bad lines on disk")
     u_seen, _ = monitor("ure_loop")
+    # The v2 log is also written by the URE loop itself and by the merge while `make down`
+    # stops them one by one: lines after the loop's final checkpoint are unread, not lost.
+    u_expected = len(v2) - unread_after_checkpoint("ure_loop")
     table.append(
         (
             "ure_loop (v2 log)",
-            len(v2),
+            u_expected,
             u_seen,
-            max(0, len(v2) - u_seen),
-            max(0, u_seen - len(v2)),
+            max(0, u_expected - u_seen),
+            max(0, u_seen - u_expected),
             0,
-            "count of v2 lines",
+            "count of v2 lines up to its checkpoint",
         )
     )
-    if u_seen != len(v2):
-        failures.append(f"ure_loop: read {u_seen} of {len(v2)} v2 lines")
+    if u_seen != u_expected:
+        failures.append(f"ure_loop: read {u_seen} of {u_expected} v2 lines up to its checkpoint")
     with sqlite3.connect(Path("data/lumen.db")) as c:
         rows = Counter(c.execute("SELECT ts, residual FROM rmb").fetchall())
     keys = Counter(k[1:] for k in good)

@@ -23,6 +23,7 @@ import time
 from lumen import config, events, timefmt
 from lumen.jsonl import JsonlWriter
 from lumen.safety import sound
+from lumen.ticker import Ticker
 from lumen.safety.inputs import LogInput, MetricsInput
 from lumen.safety.levels import check_bands, levels
 from lumen.safety.recorder import Recorder
@@ -113,10 +114,11 @@ class SafetyLoop:
         self.ticks += 1
         return evt
 
-    def run(self, stop, ready, max_ticks=None):
-        """Tick every tick_s until `stop` (a threading.Event) is set, or after `max_ticks`;
-        call `ready()` once the first event exists and print each change of level."""
-        next_t = time.monotonic()
+    def run(self, stop, ready, max_ticks=None, clock=time.monotonic):
+        """Tick every tick_s (lumen.ticker) until `stop` (a threading.Event) is set, or
+        after `max_ticks`; call `ready()` once the first event exists and print each change
+        of level."""
+        ticker = Ticker(self.tick_s, clock)
         while not stop.is_set():
             evt = self.tick()
             if self.ticks == 1:
@@ -125,8 +127,7 @@ class SafetyLoop:
                 print(f"[safety] {evt['previous']} -> {evt['levels']['final']}", flush=True)
             if max_ticks and self.ticks >= max_ticks:
                 break
-            next_t += self.tick_s
-            stop.wait(max(0.0, next_t - time.monotonic()))
+            ticker.wait(stop)
 
     def close(self):
         if self.recorder:
