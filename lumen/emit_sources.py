@@ -11,6 +11,7 @@ They write nothing themselves: the emitter gates, validates and appends.
 import queue
 import random
 import socket
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -23,6 +24,9 @@ def _wall_ts():
     return timefmt.now()
 
 
+LAST_TS = 253402300799.0  # 9999-12-31T23:59:59Z, the last second RFC 3339 can write
+
+
 def run_sim(em, args, cfg, stop, start_iter):
     """Offer simulated events at `loop.hz` (or flat out) until count/duration/stop;
     returns the next iteration number."""
@@ -33,9 +37,11 @@ def run_sim(em, args, cfg, stop, start_iter):
     factory = EventFactory(
         args.profile, rng, mb["slot_namespace"], mb["value_hasher"], socket.gethostname()
     )
-    sim0 = None
+    sim0 = last_n = None
     if args.sim_start:
-        sim0 = datetime.fromtimestamp(timefmt.seconds(args.sim_start), timezone.utc)
+        sim_s = timefmt.seconds(args.sim_start)
+        sim0 = datetime.fromtimestamp(sim_s, timezone.utc)
+        last_n = (LAST_TS - sim_s) / period  # past it, a timestamp is not RFC 3339 any more
     t0 = time.monotonic()
     end = t0 + args.duration if args.duration else None
     next_t = t0
@@ -57,6 +63,9 @@ def run_sim(em, args, cfg, stop, start_iter):
             stop.wait(wait)
             em.maybe_flush()
             continue
+        if last_n is not None and n > last_n:
+            print("[rmb] the simulated clock reached the year 9999: stopping", file=sys.stderr)
+            break
         ts = (sim0 + timedelta(seconds=n * period)).isoformat() if sim0 else _wall_ts()
         em.offer(factory.make(i, ts))
         i += 1

@@ -37,7 +37,7 @@ import os
 import sys
 import time
 
-from . import CONFIGS, checkpoint, events, timefmt
+from . import CONFIGS, checkpoint, config, events, timefmt
 from .emit_sources import run_lines, run_sim
 from .gates import gate
 from .jsonl import JsonlWriter, dumps
@@ -76,8 +76,14 @@ def usage_error(args):
     if args.source == "replay" and not args.replay:
         return "--source replay needs --replay FILE"
     if args.sim_start:
-        if timefmt.parse(args.sim_start) is None:
+        t = timefmt.parse(args.sim_start)
+        if t is None:
             return f"--sim-start {args.sim_start!r} is not an RFC 3339 time"
+        if t > time.time() + events.MAX_FUTURE_S:
+            return (
+                f"--sim-start {args.sim_start!r} is in the future: every event would be "
+                f"a ts_future reject (more than {events.MAX_FUTURE_S:g} s ahead)"
+            )
     return None
 
 
@@ -251,3 +257,24 @@ def run(args, cfg):
                 flush=True,
             )
     return 1 if unwritten else 0
+
+
+def from_argv(argv=None, description=None):
+    """The emitter run by its command line (rmb/rmb_emitter.py, and metrics.fake.v17 in
+    process): parse, load the config with the flag overrides, check, run; the exit status."""
+    args = build_parser(description).parse_args(argv)
+    cfg = config.load(
+        args.config,
+        "rmb_v17",
+        overrides={
+            "loop.hz": args.hz,
+            "loop.batch_size": args.batch_size,
+            "loop.flush_ms": args.flush_ms,
+            "paths.queue": args.queue,
+        },
+    )
+    err = usage_error(args)
+    if err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return run(args, cfg)

@@ -20,7 +20,7 @@ import time
 
 from lumen import lock, storage
 from lumen.consumer import Consumer
-from lumen.proc import Lifecycle
+from lumen.proc import Lifecycle, warn_retry
 
 CONSUMERS = (
     ("rmb", "ingest_rmb", "rmb_event_v1.json", "rmb_events", storage.INSERT_RMB, storage.rmb_row),
@@ -114,12 +114,7 @@ class Ingester:
             return True
         except (sqlite3.OperationalError, _NotCommitted) as e:  # full disk, busy database
             self.write_errors += 1
-            if self.write_errors == 1 or self.write_errors % 100 == 0:
-                print(
-                    f"[ingest] warning: {table}: {e or 'rejects not written'}; will retry",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            warn_retry("[ingest]", self.write_errors, f"{table}: {e or 'rejects not written'}")
             return False
 
     def _conflicts(self, table, consumer, rows):

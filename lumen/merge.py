@@ -27,6 +27,7 @@ from . import events
 from .consumer import Consumer
 from .exactly_once import already_done, out_position, written_since
 from .jsonl import JsonlWriter
+from .proc import warn_retry
 from .v2map import rmb_to_v2, safety_to_v2
 
 INPUTS = (
@@ -94,12 +95,7 @@ class Merger:
             self.writer.flush()
         except OSError as e:  # ENOSPC/EIO: keep the batch, keep the checkpoints behind it
             self.write_errors += 1
-            if self.write_errors == 1 or self.write_errors % 100 == 0:
-                print(
-                    f"[merge] warning: {self.out}: {e.strerror or e}; will retry",
-                    file=sys.stderr,
-                    flush=True,
-                )
+            warn_retry("[merge]", self.write_errors, f"{self.out}: {e.strerror or e}")
             return False
         pos = out_position(self.out)
         for _, consumer, _ in self.inputs:

@@ -52,6 +52,13 @@ class Lifecycle:
         return False
 
 
+def warn_retry(tag, failures, what):
+    """Say a retried failure on stderr the first time and every 100th time after, so a
+    full disk that lasts an hour neither goes unsaid nor floods the process log."""
+    if failures == 1 or failures % 100 == 0:
+        print(f"{tag} warning: {what}; will retry ({failures} so far)", file=sys.stderr, flush=True)
+
+
 def cli_main(main):
     """Run `main()` (returns an exit code) turning expected failures into one line each."""
     try:

@@ -70,7 +70,7 @@ def cmd_init(cfg, args):
 
 # ------------------------------------------------------------------- fake
 def cmd_fake(cfg, args):
-    from rmb import rmb_emitter
+    from lumen import emitter
 
     f = cfg["fake"]
     out = Path(cfg["stream"])
@@ -81,7 +81,7 @@ def cmd_fake(cfg, args):
     tmp.unlink(missing_ok=True)
     count = int(f["span_s"] * f["hz"])
     start = timefmt.format(time.time() - f["span_s"])
-    rc = rmb_emitter.main(
+    rc = emitter.from_argv(
         [
             "--config",
             str(args.rmb_config),

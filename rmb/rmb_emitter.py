@@ -7,30 +7,12 @@ lines and `logs/.state/<name>.json|.stats`. The core (gates, batching, disk-full
 sources) is lumen/emitter.py.
 """
 
-import sys
-
-from lumen import config
-from lumen.emitter import build_parser, run, usage_error
+from lumen.emitter import from_argv
 from lumen.proc import cli_main
 
 
 def main(argv=None):
-    args = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
-    cfg = config.load(
-        args.config,
-        "rmb_v17",
-        overrides={
-            "loop.hz": args.hz,
-            "loop.batch_size": args.batch_size,
-            "loop.flush_ms": args.flush_ms,
-            "paths.queue": args.queue,
-        },
-    )
-    err = usage_error(args)
-    if err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return run(args, cfg)
+    return from_argv(argv, __doc__.split("\n\n")[0])
 
 
 if __name__ == "__main__":

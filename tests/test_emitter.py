@@ -157,6 +157,11 @@ def test_flush_ms_flushes_a_partial_batch(workdir):
         (["--source", "replay", "--replay", "f.jsonl"], None),
         (["--sim-start", "2026-01-01T00:00:00Z"], None),
         (["--sim-start", "yesterday"], "--sim-start 'yesterday' is not an RFC 3339 time"),
+        (
+            ["--sim-start", "9999-12-31T23:59:59Z"],
+            "--sim-start '9999-12-31T23:59:59Z' is in the future: every event would be a "
+            "ts_future reject (more than 300 s ahead)",
+        ),
     ],
 )
 def test_usage_error(argv, error):
@@ -190,6 +195,21 @@ def test_run_lines_in_process_gates_and_quarantines(workdir):
     assert [e["event_type"] for e in evts] == ["observe", "rollback"]
     (rej,) = (workdir / "logs/rejects/rmb_input.jsonl").read_text().splitlines()
     assert json.loads(rej)["reason"] == "json" and json.loads(rej)["offset"] == len(good) + 2
+
+
+def test_run_sim_stops_where_rfc3339_ends(workdir, capsys):
+    """A simulated clock run past 9999-12-31T23:59:59Z stops (one line), never a traceback."""
+    import threading
+    from lumen.emitter import build_parser
+    from lumen.emit_sources import run_sim
+
+    em, _ = _emitter(workdir, batch_size=7, flush_ms=60000)
+    hz = em.cfg["loop"]["hz"]
+    argv = ["--count", "100000", "--seed", "1", "--unthrottled"]
+    args = build_parser().parse_args(argv + ["--sim-start", "9999-12-31T23:59:00Z"])
+    assert run_sim(em, args, em.cfg, threading.Event(), 0) == int(59 * hz) + 1
+    em.finish()
+    assert "year 9999" in capsys.readouterr().err
 
 
 def test_run_sim_in_process_on_a_simulated_clock(workdir):

@@ -62,7 +62,7 @@ def unread_after_checkpoint(name):
             return 0
         with open(path, "rb") as f:
             f.seek(ck["offset"])
-            return f.read().count(b"\n")
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
     except OSError:
         return 0
 
