@@ -16,6 +16,19 @@ from lumen import harness
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+# The processes `make up` starts (their PID files in run/, their supervisord programs).
+STACK = frozenset(
+    {
+        "rmb_exporter",
+        "rmb_emitter",
+        "safety_music",
+        "ure_merge",
+        "ure_loop",
+        "ure_exporter",
+        "ingest",
+        "api",
+    }
+)
 CONFIG_RMB = ROOT / "configs" / "rmb_v17.yaml"
 EMITTER = ROOT / "rmb" / "rmb_emitter.py"
 

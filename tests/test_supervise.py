@@ -15,19 +15,10 @@ import time
 
 import pytest
 
-from conftest import PY, free_port, pid_alive, pids_in, run_make, wait_until
+from conftest import PY, STACK, free_port, pid_alive, pids_in, run_make, wait_until
 from lumen import supervise as sv
 
-NAMES = {
-    "rmb_exporter",
-    "rmb_emitter",
-    "safety_music",
-    "ure_merge",
-    "ure_loop",
-    "ure_exporter",
-    "ingest",
-    "api",
-}
+NAMES = STACK
 
 # A process as Lumen's are: ready = run/NAME.pid written; then behaves as told.
 TOY = """
