@@ -14,7 +14,6 @@ counted. A full disk or a locked database is retried with the batch kept. On a t
 a backfill shows rows/s and an ETA.
 """
 
-import sqlite3
 import sys
 import time
 
@@ -23,21 +22,13 @@ from lumen.consumer import Consumer
 from lumen.proc import Lifecycle, warn_retry
 
 CONSUMERS = (
-    ("rmb", "ingest_rmb", "rmb_event_v1.json", "rmb_events", storage.INSERT_RMB, storage.rmb_row),
-    (
-        "ure",
-        "ingest_ure",
-        "resonance_event_v2.json",
-        "resonance_events_v2",
-        storage.INSERT_URE,
-        storage.ure_row,
-    ),
+    ("rmb", "ingest_rmb", "rmb_event_v1.json", "rmb_events", storage.rmb_row),
+    ("ure", "ingest_ure", "resonance_event_v2.json", "resonance_events_v2", storage.ure_row),
     (
         "safety",
         "ingest_safety",
         "safety_music_event_v1.json",
         "safety_music_events",
-        storage.INSERT_SAFETY,
         storage.safety_row,
     ),
 )
@@ -49,8 +40,11 @@ class _NotCommitted(Exception):
 
 class Ingester:
     def __init__(self, cfg, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
-        self.db = storage.connect(cfg["db"])
-        storage.migrate(self.db)
+        self.store = storage.open_store(cfg)
+        self.where = str(self.store)
+        # A checkpoint file from before the offsets table is the SQLite store's past; a
+        # PostgreSQL store starts from its own offsets (nothing of it is in that file).
+        legacy = not storage.is_postgres(storage.db_url(cfg))
         self.batch = cfg["ingest"]["batch_lines"]
         logs = {
             "rmb": cfg["ingest"]["rmb_log"],
@@ -59,7 +53,7 @@ class Ingester:
         }
         self.parts = []
         try:
-            for table, name, schema, stream, sql, to_row in CONSUMERS:
+            for table, name, schema, stream, to_row in CONSUMERS:
                 c = Consumer(
                     logs[table],
                     name,
@@ -67,64 +61,79 @@ class Ingester:
                     stream,
                     offsets_dir,
                     rejects_dir,
-                    store=storage.OffsetStore(self.db, name, f"{offsets_dir}/{name}.json"),
+                    typed=table == "rmb",  # one-pass decode and validation (rmb_row)
+                    store=self.store.offsets(
+                        name, f"{offsets_dir}/{name}.json" if legacy else None
+                    ),
                 )
-                self.parts.append((table, c, sql, to_row, []))
+                self.parts.append((table, c, to_row, []))
         except BaseException:
             self.close()
             raise
         self.rows = {"rmb": 0, "ure": 0, "safety": 0}
         self.inserted = 0
         self.conflicts = 0
+        self.unstorable = 0
         self.write_errors = 0
 
     def step(self):
         """One transaction per table with what is new; returns lines read. Rows that could
         not be stored (disk full, database locked too long) stay pending and go first."""
         total = 0
-        for table, consumer, sql, to_row, rows in self.parts:
+        for table, consumer, to_row, rows in self.parts:
             read = 0
             if not rows:  # nothing pending: read a batch
                 while len(rows) < self.batch:
-                    # the callback runs inside this poll, with this iteration's names
-                    n = consumer.poll(lambda e, pos: rows.append((to_row(e, pos), pos)))  # noqa: B023
+                    n = consumer.poll(self._collector(table, consumer, to_row, rows))
                     if not n:
                         break
                     read += n
                 if not read:
                     continue
             total += read
-            if self._store(table, consumer, sql, rows):
+            if self._store(table, consumer, rows):
                 self.rows[table] += len(rows)
                 rows.clear()
         return total
 
-    def _store(self, table, consumer, sql, rows):
+    def _collector(self, table, consumer, to_row, rows):
+        """on_event for a poll: the event's row, or a quarantined reject when the store
+        cannot hold it (PostgreSQL text has no NUL character)."""
+        unstorable = self.store.unstorable
+
+        def add(e, pos):
+            row = to_row(e, pos)
+            why = unstorable(table, row)
+            if why is None:
+                rows.append((row, pos))
+            else:
+                self.unstorable += 1
+                consumer.reject("unstorable", f"{table}: {why}", pos, repr(row).encode())
+
+        return add
+
+    def _store(self, table, consumer, rows):
         """The rows and the consumer's position past them, in one transaction."""
         try:
-            with self.db:
-                before = self.db.total_changes
-                self.db.executemany(sql, [r for r, _ in rows])
-                added = self.db.total_changes - before
-                if added < len(rows):  # some identities were stored already
-                    self._conflicts(table, consumer, rows)
+            with self.store.transaction():
+                added, differ = self.store.insert(table, [r for r, _ in rows]) if rows else (0, ())
+                if differ:
+                    self._conflicts(table, consumer, rows, differ)
                 if not consumer.commit():
                     raise _NotCommitted
                 self.inserted += added
             return True
-        except (sqlite3.OperationalError, _NotCommitted) as e:  # full disk, busy database
+        except (*self.store.RETRY, _NotCommitted) as e:  # full disk, busy or gone database
             self.write_errors += 1
-            warn_retry("[ingest]", self.write_errors, f"{table}: {e or 'rejects not written'}")
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else "rejects not written"
+            warn_retry("[ingest]", self.write_errors, f"{table}: {msg}")
             return False
 
-    def _conflicts(self, table, consumer, rows):
-        """A stored row with this row's identity: the same line again is fine; a different
-        payload is a conflict, counted and quarantined, never silently dropped."""
-        cols = storage.COLUMNS[table]
-        q = f"SELECT {', '.join(cols)} FROM {table} WHERE src_fp = ? AND src_offset = ?"
+    def _conflicts(self, table, consumer, rows, differ):
+        """Stored rows with these rows' identities but another payload: each a conflict,
+        counted and quarantined, never silently dropped (the same row again is fine)."""
         for row, pos in rows:
-            have = self.db.execute(q, (pos.fp, pos.offset)).fetchone()
-            if have is not None and tuple(have) != tuple(row):
+            if (pos.fp, pos.offset) in differ:
                 self.conflicts += 1
                 consumer.reject(
                     "conflict",
@@ -134,12 +143,12 @@ class Ingester:
                 )
 
     def behind(self):
-        return sum(c.tailer.bytes_behind() for _, c, _, _, _ in self.parts)
+        return sum(c.tailer.bytes_behind() for _, c, _, _ in self.parts)
 
     def close(self):
-        for _, c, _, _, _ in self.parts:
+        for _, c, _, _ in self.parts:
             c.close()
-        self.db.close()
+        self.store.close()
 
 
 def run(cfg, name="ingest", once=False):
@@ -158,7 +167,8 @@ def run(cfg, name="ingest", once=False):
     with Lifecycle(name) as life:
         life.ready()
         print(
-            f"[ingest] {cfg['ingest']['rmb_log']} + {cfg['ingest']['v2_log']} -> {cfg['db']}",
+            f"[ingest] {cfg['ingest']['rmb_log']} + {cfg['ingest']['v2_log']} -> {ing.where}"
+            f" (host {ing.store.host})",
             flush=True,
         )
         try:
@@ -170,7 +180,7 @@ def run(cfg, name="ingest", once=False):
                     done = sum(ing.rows.values())
                     rate = done / (now - t0)
                     behind = ing.behind()
-                    per_row = sum(c.bytes_read for _, c, _, _, _ in ing.parts) / max(done, 1)
+                    per_row = sum(c.bytes_read for _, c, _, _ in ing.parts) / max(done, 1)
                     eta = behind / per_row / rate if rate > 0 else 0
                     print(
                         f"\r[ingest] {done} rows, {rate:,.0f} rows/s, ETA {eta:,.0f}s   ",

@@ -1,16 +1,24 @@
-"""The SQLite store of blueprint section 40: schema, migrations, rows from events.
+"""The SQLite store of blueprint section 40: schema, migrations, rows from events. It is
+the embedded default; lumen/pgstore.py is the PostgreSQL store for many hosts, with the
+same tables, rows and writer interface (`Store`); `open_store(cfg)` picks one.
 
 Tables keep the blueprint's columns (rmb: ts, entity_id, residual, phase, risk; ure: ts,
 residual, harmony, coherence, action) and add what exactly-once ingest and the API need:
 `t` (Unix seconds of ts, for range queries), entity and event type, and the row's source
 identity (src_fp, src_offset) — the fingerprint of the log file and the line's offset in
 it — under a UNIQUE constraint, so replaying any stretch of a log inserts nothing twice.
-The schema version is SQLite's `user_version`; `migrate()` brings any older database up
-to date in order, and is harmless to run again. WAL mode.
+Each row also names the host that wrote it (`host`, the config's host_id); an SQLite
+store belongs to one host, so its identity needs no host. The schema version is SQLite's
+`user_version`; `migrate()` brings any older database up to date in order, and is
+harmless to run again. WAL mode.
 """
 
+import contextlib
 import json
+import socket
 import sqlite3
+import sys
+import time
 from pathlib import Path
 
 from .checkpoint import CorruptState, load_json
@@ -61,6 +69,15 @@ MIGRATIONS = [
     """
     CREATE TABLE IF NOT EXISTS offsets (consumer TEXT PRIMARY KEY, ck TEXT NOT NULL);
     """,
+    # 6: the host each row came from (rows stored before this are the one host's that owns
+    # the file: `migrate` fills in its id), and the hosts that have written here
+    """
+    ALTER TABLE rmb ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE ure ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    ALTER TABLE safety ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    CREATE TABLE IF NOT EXISTS hosts (host TEXT PRIMARY KEY, first_seen REAL NOT NULL);
+    UPDATE rmb SET host = :host; UPDATE ure SET host = :host; UPDATE safety SET host = :host;
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -106,29 +123,162 @@ def connect(path):
     return db
 
 
-def migrate(db):
-    """Apply the migrations the database has not had yet; returns (old, new) version."""
+def migrate(db, host=None):
+    """Apply the migrations the database has not had yet; returns (old, new) version.
+    `host`: the id rows stored before host ids belong to (default: host_id())."""
     old = db.execute("PRAGMA user_version").fetchone()[0]
     for v in range(old, SCHEMA_VERSION):
         with db:
-            db.executescript(MIGRATIONS[v])
+            db.execute("BEGIN")  # the whole step or none of it (executescript would commit)
+            for stmt in MIGRATIONS[v].split(";"):
+                if stmt.strip():
+                    args = {"host": host or host_id()} if ":host" in stmt else ()
+                    db.execute(stmt, args)
             db.execute(f"PRAGMA user_version = {v + 1}")
     return old, SCHEMA_VERSION
 
 
+def host_id(cfg=None):
+    """This host's id in a shared store: the config's `host_id` (env LUMEN_HOST_ID), else
+    the machine's host name."""
+    return (cfg or {}).get("host_id") or socket.gethostname()
+
+
+def db_url(cfg):
+    """The store a config names: `db_url` (env LUMEN_DB_URL) when set, else the `db` file."""
+    return cfg.get("db_url") or cfg["db"]
+
+
+def is_postgres(url):
+    return str(url).startswith(("postgresql://", "postgres://"))
+
+
+def open_store(cfg):
+    """The writer for the config's store (`Store`): PostgreSQL for a postgresql:// URL,
+    else SQLite. Migrated to the current schema."""
+    url = db_url(cfg)
+    if is_postgres(url):
+        from . import pgstore
+
+        return pgstore.PgStore(url, host_id(cfg))
+    return SqliteStore(url, host_id(cfg))
+
+
+def init(cfg):
+    """db.init: create or migrate the config's store, print one line; returns the exit code."""
+    url = db_url(cfg)
+    if is_postgres(url):
+        from . import pgstore
+
+        kind, name, errors = "postgres", pgstore.redact(url), pgstore.psycopg.Error
+    else:
+        kind, name, errors = "sqlite", url, (sqlite3.DatabaseError, OSError)
+    try:
+        if kind == "postgres":
+            old, new = pgstore.init(url)
+        else:
+            db = connect(url)
+            try:
+                old, new = migrate(db, host_id(cfg))
+            finally:
+                db.close()
+    except errors as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"error: {name}: {msg}", file=sys.stderr)
+        return 1
+    how = "created" if old == 0 else ("migrated from v%d" % old if old < new else "up to date")
+    print(f"[{kind}] init ok: {name} schema v{new} ({how})")
+    return 0
+
+
+class Store:
+    """What ingest needs of a store (SqliteStore here, pgstore.PgStore):
+
+    - `transaction()`: a context in which `insert`, `stored` and an OffsetStore's `save`
+      commit together, or not at all;
+    - `insert(table, rows) -> (added, differ)`: rows (COLUMNS order) whose identity is new
+      are added; `differ` is the set of (src_fp, src_offset) of the others whose stored row
+      is not the same (a conflict; the same row again is a harmless replay);
+    - `unstorable(table, row)`: why the store cannot hold this row (None: it can);
+    - `offsets(consumer, legacy_json)`: that consumer's checkpoint store;
+    - `RETRY`: the errors after which the same batch is tried again later (a full disk, a
+      locked database, a server that went away);
+    - `close()`.
+    """
+
+    RETRY = ()
+
+    def unstorable(self, table, row):
+        return None
+
+
+class SqliteStore(Store):
+    RETRY = (sqlite3.OperationalError,)
+
+    def __init__(self, path, host):
+        self.name, self.host = str(path), host
+        self.db = connect(path)
+        try:
+            migrate(self.db, host)
+            with self.db:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO hosts (host, first_seen) VALUES (?, ?)",
+                    (host, time.time()),
+                )
+        except BaseException:
+            self.db.close()
+            raise
+        self._sql = {
+            table: f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}, host) "
+            f"VALUES ({', '.join('?' * (len(cols) + 1))})"
+            for table, cols in COLUMNS.items()
+        }
+
+    def __str__(self):
+        return self.name
+
+    @contextlib.contextmanager
+    def transaction(self):
+        with self.db:
+            yield
+
+    def insert(self, table, rows):
+        before = self.db.total_changes
+        host = (self.host,)
+        self.db.executemany(self._sql[table], [r + host for r in rows])
+        added = self.db.total_changes - before
+        differ = set()
+        if added < len(rows):  # some identities were stored already: same rows, or not?
+            cols = ", ".join(COLUMNS[table])
+            q = f"SELECT {cols} FROM {table} WHERE src_fp = ? AND src_offset = ?"
+            fp, off = COLUMNS[table].index("src_fp"), COLUMNS[table].index("src_offset")
+            for r in rows:
+                have = self.db.execute(q, (r[fp], r[off])).fetchone()
+                if have is not None and tuple(have) != tuple(r):
+                    differ.add((r[fp], r[off]))
+        return added, differ
+
+    def offsets(self, consumer, legacy_json=None):
+        return OffsetStore(self.db, consumer, legacy_json)
+
+    def close(self):
+        self.db.close()
+
+
 # Rows from classified events (lumen.events): `pos` is the line's own (fp, offset, t).
 def rmb_row(e, pos):
-    r3 = e["resonance_v3"]
+    """`e`: a typed v1 event (lumen.v1_decoder; ingest reads the RMB log on that path)."""
+    r3 = e.resonance_v3
     return (
-        e["ts"],
-        e["entity_id"],
-        r3["residual_entropy"],
-        r3["phase_diff"],
-        r3["risk_band"],
+        e.ts,
+        e.entity_id,
+        r3.residual_entropy,
+        r3.phase_diff,
+        r3.risk_band,
         pos.t,
         pos.fp,
         pos.offset,
-        e["event_type"],
+        e.event_type,
     )
 
 
@@ -144,9 +294,25 @@ def ure_row(e, pos):
         pos.t,
         pos.fp,
         pos.offset,
-        loop.get("hz"),
-        loop.get("batch_size"),
+        _number(loop.get("hz"), float),
+        _number(loop.get("batch_size"), int),
     )
+
+
+INT64 = 1 << 63
+# The text columns a writer fills freely; the others are schema enums, checked timestamps,
+# fingerprints and numbers built to their column's type (`_number`).
+FREE_TEXT = {"rmb": ("entity_id",), "ure": ("entity_id",), "safety": ()}
+
+
+def _number(v, kind):
+    """`loop` is outside the v2 schema (any writer may put anything there): a finite number
+    of the column's kind, else NULL, so every store can hold the row."""
+    if type(v) not in (int, float) or v != v or v in (float("inf"), float("-inf")):
+        return None
+    if kind is int:
+        return int(v) if v == int(v) and -INT64 <= v < INT64 else None
+    return float(v)
 
 
 def safety_row(e, pos):
@@ -204,17 +370,3 @@ COLUMNS = {
         "src_offset",
     ),
 }
-
-
-INSERT_RMB = (
-    "INSERT OR IGNORE INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, "
-    "src_offset, event_type) VALUES (?,?,?,?,?,?,?,?,?)"
-)
-INSERT_URE = (
-    "INSERT OR IGNORE INTO ure (ts, residual, harmony, coherence, action, entity_id, "
-    "t, src_fp, src_offset, hz, batch_size) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
-)
-INSERT_SAFETY = (
-    "INSERT OR IGNORE INTO safety (ts, t, final, residual_level, ratio_level, "
-    "residual, ratio, src_fp, src_offset) VALUES (?,?,?,?,?,?,?,?,?)"
-)
