@@ -275,8 +275,8 @@ health: venv ## check the exporters and the API once per line (ONCE=1: once, exi
 	@$(PY) -u $(ROOT)/tools/healthcheck_v18.py $(if $(ONCE),--once,)
 
 # ------------------------------------------------------------------------------- ops
-ops.build: venv ## regenerate prometheus.yml and the PrometheusRule resources from their sources
-	@$(PY) $(ROOT)/tools/ops_build.py
+ops.build: venv ## regenerate prometheus.yml and the PrometheusRule resources (HOSTS=file: many hosts)
+	@$(PY) $(ROOT)/tools/ops_build.py $(if $(HOSTS),--hosts $(HOSTS) --prometheus-out $(or $(PROM_OUT),$(ROOT)/ops/prometheus/prometheus.yml))
 
 ops.check: venv ## check every ops file with its real tool (promtool, amtool, docker-compose, k8s schemas)
 	@bash $(ROOT)/scripts/ops.check.sh

@@ -258,9 +258,9 @@ def test_unknown_path_wrong_method_and_no_writes(api):
     assert r.status_code == 414
     # The connection itself refuses writes.
     cfg = config.load(CONFIG_API, env={"LUMEN_DB": str(cwd / "data/lumen.db")})
-    db = Api(cfg).connect()
-    with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
-        db.execute("DELETE FROM rmb")
+    with Api(cfg).reader() as db:
+        with pytest.raises(sqlite3.OperationalError, match="readonly|read-only|query_only"):
+            db.execute("DELETE FROM rmb")
 
 
 def test_healthz_and_missing_database(api, workdir, procs):

@@ -339,7 +339,7 @@ def test_api_reuses_read_only_connections_and_sees_new_rows(workdir):
         insert(i)
         assert last_ts() == f"2026-01-01T00:00:{i:02d}Z"  # each query sees the last commit
     with api.reader() as again:
-        assert again is first  # one connection, reused
+        assert again.conn is first.conn  # one connection, reused
         with pytest.raises(sqlite3.OperationalError):
             again.execute("DELETE FROM rmb")
     w.close()

@@ -4,7 +4,8 @@
 Reads ops/prometheus/scrape.yml and rules/*.rules.yml; writes ops/prometheus/prometheus.yml
 (--prometheus-out), prometheus.compose.yml and the PrometheusRule resources (blueprint
 sections 14 and 38). `--check` only compares and exits 1 when a committed file differs
-from its source. The rendering: lumen/ops_build.py.
+from its source. `--hosts FILE`: one Prometheus for many hosts, each host's targets
+labelled `host` (the file's format: lumen/ops_build.py). The rendering: lumen/ops_build.py.
 """
 
 import argparse
@@ -17,8 +18,9 @@ def main(argv=None):
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--scrape", default=str(ops_build.PROM / "scrape.yml"))
     ap.add_argument("--prometheus-out", default=str(ops_build.PROM / "prometheus.yml"))
+    ap.add_argument("--hosts", help="hosts file: scrape every host's exporters, labelled host")
     a = ap.parse_args(argv)
-    return ops_build.write(a.scrape, a.prometheus_out, a.check)
+    return ops_build.write(a.scrape, a.prometheus_out, a.check, a.hosts)
 
 
 if __name__ == "__main__":

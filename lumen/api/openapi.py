@@ -34,6 +34,12 @@ def _ok(schema, desc="OK"):
 
 def document(max_limit):
     time_p = {"type": "string", "format": "date-time"}
+    host = _q("host", {"type": "string", "minLength": 1, "maxLength": 200}, "only this host's rows")
+    window = _q(
+        "window",
+        {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"},
+        "e.g. 300s, 10m, 1h (default 10m; longer than 30d is capped at 30d)",
+    )
     common = [
         _q(
             "limit",
@@ -48,6 +54,7 @@ def document(max_limit):
             {"type": "string", "pattern": "^-?[0-9]{1,12}(\\.[0-9]{1,9})?_[0-9]{1,18}$"},
             "next_cursor of the previous page",
         ),
+        host,
     ]
     rmb_item = {
         "type": "object",
@@ -111,12 +118,14 @@ def document(max_limit):
         "info": {
             "title": "Lumen read-only API",
             "version": "1.8.0",
-            "description": "Queries over data/lumen.db (blueprint sections 41 and 47). Read-only.",
+            "description": "Queries over the store: data/lumen.db, or the PostgreSQL database "
+            "many hosts share (blueprint sections 41 and 47). Read-only.",
         },
         "paths": {
             "/api/rmb:last": {
                 "get": {
                     "summary": "newest RMB row (section 41)",
+                    "parameters": [host],
                     "responses": {
                         "200": _ok(last_rmb, "the newest row, or {} when there is none"),
                         **errors,
@@ -126,7 +135,7 @@ def document(max_limit):
             "/api/ure:last": {
                 "get": {
                     "summary": "newest URE row of an entity (default lumen.ure)",
-                    "parameters": [common[3]],
+                    "parameters": [common[3], host],
                     "responses": {
                         "200": _ok(last_ure, "the newest row, or {} when there is none"),
                         **errors,
@@ -164,13 +173,7 @@ def document(max_limit):
             "/api/summary": {
                 "get": {
                     "summary": "counts and rollback ratio over a window",
-                    "parameters": [
-                        _q(
-                            "window",
-                            {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"},
-                            "e.g. 300s, 10m, 1h (default 10m; longer than 30d is capped at 30d)",
-                        )
-                    ],
+                    "parameters": [window, host],
                     "responses": {
                         "200": _ok(
                             {"type": "object", "required": ["ok", "window_s", "rmb", "ure"]}
@@ -179,10 +182,22 @@ def document(max_limit):
                     },
                 }
             },
+            "/api/hosts": {
+                "get": {
+                    "summary": "per host: RMB counts and rollback ratio over a window, the "
+                    "age of its newest RMB and URE rows",
+                    "parameters": [window],
+                    "responses": {
+                        "200": _ok({"type": "object", "required": ["ok", "window_s", "hosts"]}),
+                        **errors,
+                    },
+                }
+            },
             "/api/series": {
                 "get": {
                     "summary": "per-step buckets for the live page's charts",
                     "parameters": [
+                        host,
                         _q(
                             "window",
                             {"type": "string", "pattern": "^[1-9][0-9]{0,5}[smhd]$"},
@@ -204,6 +219,7 @@ def document(max_limit):
             "/api/slo": {
                 "get": {
                     "summary": "SLO verdicts (RMB-ROLL-001, RMB-RES-002) over stored rows",
+                    "parameters": [host],
                     "responses": {
                         "200": _ok({"type": "object", "required": ["ok", "result", "verdicts"]}),
                         **errors,

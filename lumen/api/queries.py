@@ -1,4 +1,5 @@
-"""Parameter validation and SQL for the read-only API (pure over a read-only connection).
+"""Parameter validation and SQL for the read-only API (pure over a read-only connection,
+a lumen.api.readers.Db: the same SQL runs on SQLite and PostgreSQL).
 
 Every query parameter is checked here: a bad value raises BadRequest with a message that
 names the parameter. Lists are newest first, paged by an opaque cursor (the position of
@@ -16,8 +17,8 @@ WINDOW = re.compile(r"^([1-9]\d{0,5})([smhd])$")
 MAX_WINDOW_S = 30 * 86400
 UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 LIST_PARAMS = {
-    "rmb": {"limit", "since", "until", "entity", "risk", "cursor"},
-    "ure": {"limit", "since", "until", "entity", "action", "cursor"},
+    "rmb": {"limit", "since", "until", "entity", "risk", "cursor", "host"},
+    "ure": {"limit", "since", "until", "entity", "action", "cursor", "host"},
 }
 
 
@@ -67,10 +68,23 @@ def parse_enum(name, v, allowed):
     return v
 
 
-def parse_entity(v):
+def parse_entity(v, name="entity"):
     if v is not None and not 1 <= len(v) <= 200:
-        raise BadRequest("entity must be 1 to 200 characters")
+        raise BadRequest(f"{name} must be 1 to 200 characters")
     return v
+
+
+def host_filter(query, where, args):
+    """`host=ID`: only that host's rows (the store's hosts: /api/hosts)."""
+    host = parse_entity(single(query, "host"), "host")
+    if host is not None:
+        where.append("host = ?")
+        args.append(host)
+    return host
+
+
+def where_sql(where):
+    return (" WHERE " + " AND ".join(where)) if where else ""
 
 
 CURSOR = re.compile(r"^(-?\d{1,12}(?:\.\d{1,9})?)_(\d{1,18})$")
@@ -115,6 +129,7 @@ def list_rows(db, table, query, default_limit, max_limit):
     entity = parse_entity(single(query, "entity"))
     cursor = parse_cursor(single(query, "cursor"))
     where, args = [], []
+    host_filter(query, where, args)
     if since is not None:
         where.append("t >= ?")
         args.append(since)
@@ -137,11 +152,7 @@ def list_rows(db, table, query, default_limit, max_limit):
     if cursor is not None:
         where.append("(t < ? OR (t = ? AND id < ?))")
         args += [cursor[0], cursor[0], cursor[1]]
-    sql = (
-        f"SELECT {COLUMNS[table]} FROM {table}"
-        + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY t DESC, id DESC LIMIT ?"
-    )
+    sql = f"SELECT {COLUMNS[table]} FROM {table}{where_sql(where)} ORDER BY t DESC, id DESC LIMIT ?"
     rows = db.execute(sql, args + [limit + 1]).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -151,40 +162,47 @@ def list_rows(db, table, query, default_limit, max_limit):
 
 
 def rmb_last(db, query):
-    check_known(query, set())
+    check_known(query, {"host"})
+    where, args = [], []
+    host_filter(query, where, args)
     row = db.execute(
-        "SELECT ts, residual, phase, risk FROM rmb ORDER BY t DESC, id DESC LIMIT 1"
+        f"SELECT ts, residual, phase, risk FROM rmb{where_sql(where)} "
+        "ORDER BY t DESC, id DESC LIMIT 1",
+        args,
     ).fetchone()
     return dict(zip(("ts", "residual", "phase", "risk"), row)) if row else {}
 
 
 def ure_last(db, query):
-    check_known(query, {"entity"})
+    check_known(query, {"entity", "host"})
     entity = parse_entity(single(query, "entity")) or "lumen.ure"
+    where, args = ["entity_id = ?"], [entity]
+    host_filter(query, where, args)
     row = db.execute(
-        "SELECT ts, residual, harmony, coherence, action FROM ure "
-        "WHERE entity_id = ? ORDER BY t DESC, id DESC LIMIT 1",
-        (entity,),
+        "SELECT ts, residual, harmony, coherence, action FROM ure"
+        f"{where_sql(where)} ORDER BY t DESC, id DESC LIMIT 1",
+        args,
     ).fetchone()
     return dict(zip(("ts", "residual", "harmony", "coherence", "action"), row)) if row else {}
 
 
+ROLLBACKS = f"COUNT(CASE WHEN event_type = '{vocab.ROLLBACK}' THEN 1 END)"
+
+
 def summary(db, query, now=None):
-    check_known(query, {"window"})
+    check_known(query, {"window", "host"})
     window = parse_window(single(query, "window"))
     now = time.time() if now is None else now
     lo = now - window
+    where, args = ["t >= ?", "t <= ?"], [lo, now]
+    host = host_filter(query, where, args)
     ev, rb, mean = db.execute(
-        "SELECT COUNT(*), COALESCE(SUM(event_type = 'rollback'), 0), AVG(residual) "
-        "FROM rmb WHERE t >= ? AND t <= ?",
-        (lo, now),
+        f"SELECT COUNT(*), {ROLLBACKS}, AVG(residual) FROM rmb{where_sql(where)}", args
     ).fetchone()
     actions = dict(
-        db.execute(
-            "SELECT action, COUNT(*) FROM ure WHERE t >= ? AND t <= ? GROUP BY action", (lo, now)
-        ).fetchall()
+        db.execute(f"SELECT action, COUNT(*) FROM ure{where_sql(where)} GROUP BY action", args)
     )
-    return {
+    out = {
         "ok": True,
         "window_s": window,
         "now": timefmt.format(now),
@@ -196,6 +214,53 @@ def summary(db, query, now=None):
         },
         "ure": {"events": sum(actions.values()), "actions": actions},
     }
+    if host is not None:
+        out["host"] = host
+    return out
+
+
+def hosts(db, query, now=None):
+    """Every host that has written to the store, with its RMB counts over the window and
+    the age of its newest RMB and URE rows (each an index lookup, whatever the table size)."""
+    check_known(query, {"window"})
+    window = parse_window(single(query, "window"))
+    now = time.time() if now is None else now
+    per = {
+        h: (n, rb, mean)
+        for h, n, rb, mean in db.execute(
+            f"SELECT host, COUNT(*), {ROLLBACKS}, AVG(residual) FROM rmb "
+            "WHERE t >= ? AND t <= ? GROUP BY host",
+            (now - window, now),
+        )
+    }
+    out = []
+    for (host,) in db.execute("SELECT host FROM hosts ORDER BY host").fetchall():
+        n, rb, mean = per.get(host, (0, 0, None))
+        newest = {}
+        for table in ("rmb", "ure"):
+            row = db.execute(
+                f"SELECT ts, t FROM {table} WHERE host = ? ORDER BY t DESC, id DESC LIMIT 1",
+                (host,),
+            ).fetchone()
+            newest[table] = (
+                {"ts": row[0], "age_s": round(now - row[1], 3)}
+                if row
+                else {"ts": None, "age_s": None}
+            )
+        out.append(
+            {
+                "host": host,
+                "rmb": {
+                    "events": n,
+                    "rollbacks": rb,
+                    "rollback_ratio": (rb / n) if n else None,
+                    "residual_mean": mean,
+                    "newest": newest["rmb"],
+                },
+                "ure": {"newest": newest["ure"]},
+            }
+        )
+    return {"ok": True, "window_s": window, "now": timefmt.format(now), "hosts": out}
 
 
 STEP = re.compile(r"^([1-9]\d{0,4})([smh])$")
@@ -221,11 +286,14 @@ def parse_step(v, window):
 def series(db, query, now=None):
     """Per-step buckets over a window, for the live page: RMB events, rollbacks, ratio and
     residual; the worst Safety Music level; URE harmony, coherence, hz and actions."""
-    check_known(query, {"window", "step"})
+    check_known(query, {"window", "step", "host"})
     window = parse_window(single(query, "window"), "1h")
     step = parse_step(single(query, "step"), window)
     now = time.time() if now is None else now
     lo = now - window
+    where, args = ["t >= ?", "t <= ?"], [lo, now]
+    host_filter(query, where, args)
+    w = where_sql(where)
     rmb = [
         {
             "t": b * step,
@@ -236,26 +304,25 @@ def series(db, query, now=None):
             "residual_max": mx,
         }
         for b, n, rb, mean, mx in db.execute(
-            "SELECT CAST(t / ? AS INTEGER) AS b, COUNT(*), SUM(event_type = ?), "
-            "AVG(residual), MAX(residual) FROM rmb WHERE t >= ? AND t <= ? GROUP BY b ORDER BY b",
-            (step, vocab.ROLLBACK, lo, now),
+            f"SELECT {db.bucket} AS b, COUNT(*), {ROLLBACKS}, AVG(residual), MAX(residual) "
+            f"FROM rmb{w} GROUP BY b ORDER BY b",
+            [step, *args],
         )
     ]
     safety = [
         {"t": b * step, "level": LEVEL_OF[r]}
         for b, r in db.execute(
-            f"SELECT CAST(t / ? AS INTEGER) AS b, MAX({SEVERITY_SQL}) FROM safety "
-            "WHERE t >= ? AND t <= ? GROUP BY b ORDER BY b",
-            (step, lo, now),
+            f"SELECT {db.bucket} AS b, MAX({SEVERITY_SQL}) FROM safety{w} GROUP BY b ORDER BY b",
+            [step, *args],
         )
     ]
     ure = [
         {"t": b * step, "harmony": h, "coherence": c, "hz": hz, "actions": a}
         for b, h, c, hz, a in db.execute(
-            "SELECT CAST(t / ? AS INTEGER) AS b, AVG(harmony), AVG(coherence), AVG(hz), "
-            "SUM(action != ?) FROM ure WHERE entity_id = 'lumen.ure' AND t >= ? AND t <= ? "
-            "GROUP BY b ORDER BY b",
-            (step, vocab.NO_ACTION, lo, now),
+            f"SELECT {db.bucket} AS b, AVG(harmony), AVG(coherence), AVG(hz), "
+            f"COUNT(CASE WHEN action <> '{vocab.NO_ACTION}' THEN 1 END) FROM ure{w} "
+            "AND entity_id = 'lumen.ure' GROUP BY b ORDER BY b",
+            [step, *args],
         )
     ]
     return {
@@ -272,12 +339,15 @@ def slo_verdicts(db, query, policies, min_events, now=None):
     """slo.report's verdicts over the stored RMB rows (same policies, same maths)."""
     from lumen import slo
 
-    check_known(query, set())
+    check_known(query, {"host"})
     now = time.time() if now is None else now
     span = max(slo.window_s(p["evaluate"]["metric"]) for p in policies)
+    where, args = ["t >= ?", "t <= ?"], [now - span, now + slo.MAX_FUTURE_S]
+    host_filter(query, where, args)
     rows = db.execute(
-        "SELECT t, residual, event_type = 'rollback' FROM rmb WHERE t >= ? AND t <= ?",
-        (now - span, now + slo.MAX_FUTURE_S),
+        f"SELECT t, residual, CASE WHEN event_type = '{vocab.ROLLBACK}' THEN 1 ELSE 0 END "
+        f"FROM rmb{where_sql(where)}",
+        args,
     ).fetchall()
     verdicts = slo.evaluate(policies, rows, now, min_events)
     return {
