@@ -120,13 +120,12 @@ class Ingester:
                 if differ:
                     self._conflicts(table, consumer, rows, differ)
                 if not consumer.commit():
-                    raise _NotCommitted
+                    raise _NotCommitted("rejects not written")
                 self.inserted += added
             return True
         except (*self.store.RETRY, _NotCommitted) as e:  # full disk, busy or gone database
             self.write_errors += 1
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else "rejects not written"
-            warn_retry("[ingest]", self.write_errors, f"{table}: {msg}")
+            warn_retry("[ingest]", self.write_errors, f"{table}: {_line(e)}")
             return False
 
     def _conflicts(self, table, consumer, rows, differ):
@@ -151,17 +150,36 @@ class Ingester:
         self.store.close()
 
 
+def _line(e):
+    """An exception's first line (a server's message can span several)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def run(cfg, name="ingest", once=False):
     """Store new lines until SIGTERM (once: until none is left, or hand over to a running
     ingester); prints what it stored. Returns the exit code."""
-    try:
-        ing = Ingester(cfg)
-    except lock.Busy as e:
-        if not once:
-            raise
-        # Hand over: the running ingester stores new lines itself, exactly once.
-        print(f"[ingest] nothing to do here: {e}; it stores new lines as they arrive")
-        return 0
+    unavailable = storage.unavailable_errors(cfg)
+    failures = 0
+    while True:
+        try:
+            ing = Ingester(cfg)
+            break
+        except lock.Busy as e:
+            if not once:
+                raise
+            # Hand over: the running ingester stores new lines itself, exactly once.
+            print(f"[ingest] nothing to do here: {e}; it stores new lines as they arrive")
+            return 0
+        except unavailable as e:
+            # A store that is not there yet (a server starting, a locked file): wait for it,
+            # rather than exit and have the supervisor give up after a few quick restarts.
+            failures += 1
+            if once and failures >= 3:
+                print(f"error: {storage.name_of(storage.db_url(cfg))}: {_line(e)}", file=sys.stderr)
+                return 1
+            warn_retry("[ingest]", failures, f"store unavailable: {_line(e)}")
+            time.sleep(min(5.0, 0.5 * failures))
     tty = sys.stderr.isatty()
     t0 = last = time.monotonic()
     with Lifecycle(name) as life:

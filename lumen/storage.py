@@ -191,6 +191,24 @@ def init(cfg):
     return 0
 
 
+def name_of(url):
+    """The store's name for messages (a PostgreSQL URL without its password)."""
+    if is_postgres(url):
+        from . import pgstore
+
+        return pgstore.redact(url)
+    return str(url)
+
+
+def unavailable_errors(cfg):
+    """The errors of opening the config's store that are worth waiting out."""
+    if is_postgres(db_url(cfg)):
+        from . import pgstore
+
+        return pgstore.PgStore.RETRY
+    return SqliteStore.RETRY
+
+
 class Store:
     """What ingest needs of a store (SqliteStore here, pgstore.PgStore):
 

@@ -69,6 +69,21 @@ class PgServer:
             )
         return r
 
+    def _pg_ctl_start(self):
+        opts = " ".join(f"-c {k}={v}" for k, v in self.settings.items())
+        opts += f" -c unix_socket_directories={self.dir}"
+        self._run(
+            "pg_ctl", "-D", self.dir / "data", "-l", self.dir / "server.log", "-o", opts,
+            "-w", "-t", int(self.timeout), "start",
+        )  # fmt: skip
+
+    def pause(self):
+        """Stop the server (fast shutdown: clients are cut off), keeping its data."""
+        self._run("pg_ctl", "-D", self.dir / "data", "-m", "fast", "-w", "stop")
+
+    def resume(self):
+        self._pg_ctl_start()
+
     def start(self):
         # Outside any pytest tmp_path: those are private to root, and the server may be
         # another user. The socket path must stay short (108 bytes).
