@@ -36,6 +36,9 @@ FAKE_HOST = $(word 2,$(CFG_FAKE))
 FAKE_STREAM = $(word 3,$(CFG_FAKE))
 UP_TARGETS = trackB.start safety.music.start trackD.start ure.exporter db.init db.ingest api.readonly
 N ?= 100
+# The emitter's simulated profile for make up / trackB.start (seed, steady, spike, jitter,
+# rollbacks); empty: the config's.
+PROFILE ?=
 ALERTMANAGER_URL ?= http://localhost:9093
 PROMETHEUS_URL ?= http://localhost:9090
 LOG_RETENTION_DAYS ?= 7
@@ -115,7 +118,8 @@ trackB.start: validate.v17.schema ## start RMB exporter + emitter in the backgro
 	@echo "[trackB] starting RMB exporter + emitter"
 	@$(CTL) start rmb_exporter --port $(RMB_PORT) -- \
 		$(PY) -u $(ROOT)/exporters/rmb_exporter_v17.py --config $(CONFIG_RMB)
-	@$(CTL) start rmb_emitter -- $(PY) -u $(ROOT)/rmb/rmb_emitter.py --config $(CONFIG_RMB)
+	@$(CTL) start rmb_emitter -- $(PY) -u $(ROOT)/rmb/rmb_emitter.py --config $(CONFIG_RMB) \
+		$(if $(PROFILE),--profile $(PROFILE))
 	@echo "[trackB] RESULT = STARTED"
 
 trackB.stop: venv ## stop RMB exporter + emitter (via supervisord)
