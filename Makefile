@@ -81,7 +81,7 @@ up: venv ## set up, start the stack on the default configs (under supervisord), 
 	@echo "  safety    logs/safety_music_events.jsonl   (hear it: make safety.music.render)"
 	@echo "  URE       http://127.0.0.1:$(URE_PORT)/metrics_ure   (v2 log: logs/resonance_events_v2.jsonl)"
 	@echo "  live page http://$(API_LISTEN_HOST):$(API_LISTEN_PORT)/   (charts, SLO verdicts, newest events)"
-	@echo "  API       http://$(API_LISTEN_HOST):$(API_LISTEN_PORT)/api/rmb:last   (OpenAPI: /openapi.json, store: data/lumen.db)"
+	@echo "  API       http://$(API_LISTEN_HOST):$(API_LISTEN_PORT)/api/rmb:last   (OpenAPI: /openapi.json, store: $(if $(LUMEN_DB_URL),PostgreSQL at LUMEN_DB_URL as $(or $(LUMEN_HOST_ID),this host),data/lumen.db))"
 	@echo "  processes make status   (supervised: crashes restart; logs in logs/proc/)   stop: make down"
 
 down: ## stop every process started here, then its supervisord (nothing running: success)
