@@ -4,7 +4,10 @@
 const WINDOW = "15m", STEP = "10s", REFRESH_MS = 5000;
 const LEVEL_COLOR = { CALM: "#2ea043", TENSE: "#d29922", ALERT: "#f85149", UNDEFINED: "#3b4660" };
 const charts = {};
-window.lumen = { ready: false, renders: 0, points: 0, errors: [] };
+// Test hooks: ready once every chart has data; host: the host shown ("" for all of them);
+// hosts: the hosts /api/hosts lists.
+window.lumen = { ready: false, renders: 0, points: 0, errors: [], host: "", hosts: [] };
+let host = "";  // the chosen host ("" = all hosts), passed as host= to series, slo and rmb
 
 function width(id) { return document.getElementById(id).clientWidth || 800; }
 
@@ -59,11 +62,48 @@ async function getJSON(path) {
 
 function fmt(x, d) { return x === null || x === undefined ? "–" : Number(x).toFixed(d); }
 
+function esc(s) {
+  return String(s).replace(/[&<>"']/g, c => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+function age(s) {
+  if (s === null || s === undefined) return "–";
+  if (s < 120) return `${Math.max(0, Math.round(s))} s ago`;
+  if (s < 7200) return `${Math.round(s / 60)} min ago`;
+  return `${Math.round(s / 3600)} h ago`;
+}
+
+function withHost(path) {  // path plus host=… when one host is chosen
+  return host ? `${path}${path.includes("?") ? "&" : "?"}host=${encodeURIComponent(host)}` : path;
+}
+
+// The selector and the Hosts card appear only when the store holds more than one host.
+function showHosts(h) {
+  if (!h) return;  // /api/hosts did not answer this time: leave things as they are
+  const list = h.hosts, names = list.map(x => x.host), many = names.length > 1;
+  document.getElementById("hostpick").hidden = !many;
+  document.getElementById("hostcard").hidden = !many;
+  window.lumen.hosts = names;
+  if (!many) { host = ""; return; }
+  const sel = document.getElementById("host");
+  if (sel.dataset.names !== JSON.stringify(names)) {
+    sel.innerHTML = `<option value="">all hosts</option>` + names.map(n => `<option value="${esc(n)}">${esc(n)}</option>`).join("");
+    sel.dataset.names = JSON.stringify(names);
+  }
+  sel.value = host;
+  document.querySelector("#hosts tbody").innerHTML = list.map(x =>
+    `<tr class="${x.host === host ? "sel" : ""}"><td>${esc(x.host)}</td><td>${x.rmb.events}</td>`
+    + `<td>${fmt(x.rmb.rollback_ratio, 4)}</td><td>${age(x.rmb.newest.age_s)}</td></tr>`).join("");
+}
+
 async function refresh() {
-  const status = document.getElementById("status");
+  const status = document.getElementById("status"), shown = host;
   try {
-    const [s, slo, newest] = await Promise.all([
-      getJSON(`/api/series?window=${WINDOW}&step=${STEP}`), getJSON("/api/slo"), getJSON("/api/rmb?limit=15")]);
+    const [s, slo, newest, hosts] = await Promise.all([
+      getJSON(withHost(`/api/series?window=${WINDOW}&step=${STEP}`)), getJSON(withHost("/api/slo")),
+      getJSON(withHost("/api/rmb?limit=15")), getJSON(`/api/hosts?window=${WINDOW}`).catch(() => null)]);
+    if (shown !== host) return;  // another host was chosen meanwhile: its refresh draws
+    showHosts(hosts);
     const now = Date.now() / 1000;
     xRange = [now - s.window_s, now];
     const r = s.rmb, t = r.map(b => b.t);
@@ -88,13 +128,17 @@ async function refresh() {
     window.lumen.points = t.length + tu.length + s.safety.length;
     window.lumen.renders += 1;
     window.lumen.ready = t.length > 0 && tu.length > 0 && s.safety.length > 0;
-    status.className = ""; status.textContent = `updated ${new Date().toLocaleTimeString()} · ${r.reduce((a, b) => a + b.events, 0)} events in ${WINDOW}`;
+    window.lumen.host = host;
+    status.className = "";
+    status.textContent = `updated ${new Date().toLocaleTimeString()} · ${r.reduce((a, b) => a + b.events, 0)} events in ${WINDOW}`
+      + (host ? ` on ${host}` : "");
   } catch (e) {
     window.lumen.errors.push(String(e));
     status.className = "err"; status.textContent = `cannot reach the API: ${e.message}`;
   }
 }
 
+document.getElementById("host").addEventListener("change", e => { host = e.target.value; refresh(); });
 refresh();
 setInterval(refresh, REFRESH_MS);
 window.addEventListener("resize", () => { for (const id in charts) charts[id].setSize({ width: width(id), height: 220 }); });
