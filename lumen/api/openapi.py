@@ -66,6 +66,7 @@ def document(max_limit):
             "phase": NUM,
             "risk": {"type": "string", "enum": list(vocab.RISK_BANDS)},
             "event_type": STR,
+            "host": {"type": "string", "description": "the host that stored the row"},
         },
     }
     ure_item = {
@@ -78,6 +79,7 @@ def document(max_limit):
             "harmony": NUM,
             "coherence": NUM,
             "action": STR,
+            "host": {"type": "string", "description": "the host that stored the row"},
         },
     }
 

@@ -112,12 +112,12 @@ def parse_window(v, default="10m"):
 
 
 COLUMNS = {
-    "rmb": "ts, entity_id, residual, phase, risk, event_type, t, id",
-    "ure": "ts, entity_id, residual, harmony, coherence, action, t, id",
+    "rmb": "ts, entity_id, residual, phase, risk, event_type, host, t, id",
+    "ure": "ts, entity_id, residual, harmony, coherence, action, host, t, id",
 }
 KEYS = {
-    "rmb": ("ts", "entity_id", "residual", "phase", "risk", "event_type"),
-    "ure": ("ts", "entity_id", "residual", "harmony", "coherence", "action"),
+    "rmb": ("ts", "entity_id", "residual", "phase", "risk", "event_type", "host"),
+    "ure": ("ts", "entity_id", "residual", "harmony", "coherence", "action", "host"),
 }
 
 
@@ -156,8 +156,8 @@ def list_rows(db, table, query, default_limit, max_limit):
     rows = db.execute(sql, args + [limit + 1]).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
-    items = [dict(zip(KEYS[table], r[:6])) for r in rows]
-    nxt = encode_cursor(rows[-1][6], rows[-1][7]) if more and rows else None
+    items = [dict(zip(KEYS[table], r[:7])) for r in rows]
+    nxt = encode_cursor(rows[-1][7], rows[-1][8]) if more and rows else None
     return {"ok": True, "count": len(items), "items": items, "next_cursor": nxt}
 
 
