@@ -10,6 +10,7 @@ runs on a shared machine: compare rows of one run.
 
 Where it is: table (the rows, printed as they come and written as one table), stages (the
 stages that read a log or run a tool once), servers (the stages that serve and are
-requested: /metrics and the API), runner (the generated logs, every stage in order, and
---only). bench/bench.py is the entry (its flags).
+requested: /metrics and the API), postgres (the ingest and API rows again on a private
+PostgreSQL cluster, labelled "(PostgreSQL)"), runner (the generated logs, every stage in
+order, and --only). bench/bench.py is the entry (its flags).
 """

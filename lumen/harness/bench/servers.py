@@ -7,6 +7,7 @@
 - api_clients: the API under 50 concurrent keep-alive connections driven by one selector
   loop (_keepalive_load), on :last alone and on the live page's polling mix (API_MIX):
   requests/s, p50, p99 (target p99 <= 50 ms at 1 M rows).
+Both serve the store their environment names (bench.postgres points them at PostgreSQL).
 Each server is started by its entry script in the log's directory and stopped by its own
 Popen.
 """
@@ -92,19 +93,29 @@ def scrape(d, n, n_req):
     row("/metrics scrape p99", n, f"{p99:.2f}", "ms")
 
 
-def api(d, n, n_req):
+def sqlite_ingested(d, n):
+    """The SQLite store of the log in `d`: ingested (stages.ingest) unless it exists."""
+    if not (Path(d) / "data/lumen.db").exists():
+        ingest(d, n)
+
+
+def api(d, n, n_req=500, label="", prepare=sqlite_ingested):
+    """The API on the store its environment names, once `prepare(d, n)` has filled it; each
+    row's stage ends with `label`."""
+    prepare(d, n)
     port = free_port()
     args = [str(ROOT / "api/read_only.py"), "--port", str(port), "--name", f"benchapi{n}"]
     ok = lambda r: r.status_code == 200  # noqa: E731
     p50, p99, _ = _serve_and_hammer(d, args, port, "/api/rmb:last", ok, n_req)
-    row("API /api/rmb:last p50", n, f"{p50:.2f}", "ms", "<= 5 ms", "yes" if p50 <= 5 else "NO")
-    row("API /api/rmb:last p99", n, f"{p99:.2f}", "ms")
+    met = "yes" if p50 <= 5 else "NO"
+    row(f"API /api/rmb:last p50{label}", n, f"{p50:.2f}", "ms", "<= 5 ms", met)
+    row(f"API /api/rmb:last p99{label}", n, f"{p99:.2f}", "ms")
     q = "/api/rmb?risk=WATCH&limit=100&entity=lumen.core"
     p50, p99, _ = _serve_and_hammer(d, args, port, q, ok, n_req)
-    row("API filtered list (100 rows) p50", n, f"{p50:.2f}", "ms")
-    row("API filtered list (100 rows) p99", n, f"{p99:.2f}", "ms")
+    row(f"API filtered list (100 rows) p50{label}", n, f"{p50:.2f}", "ms")
+    row(f"API filtered list (100 rows) p99{label}", n, f"{p99:.2f}", "ms")
     _, _, rps = _serve_and_hammer(d, args, port, "/api/rmb:last", ok, n_req * 4, clients=16)
-    row("API requests/s, 16 clients (rmb:last)", n, fmt(rps), "req/s")
+    row(f"API requests/s, 16 clients (rmb:last){label}", n, fmt(rps), "req/s")
 
 
 # The live page's polling mix: the two :last rows, a filtered page, the 10-minute summary.
@@ -169,11 +180,11 @@ def _keepalive_load(port, paths, clients, seconds):
     return len(lat) / wall, lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000, bad
 
 
-def api_clients(d, n, clients=50, seconds=10):
+def api_clients(d, n, clients=50, seconds=10, label="", prepare=sqlite_ingested):
     """The API under 50 concurrent keep-alive clients, on :last alone and on the live page's
-    mix: requests/s, p50, p99 (target p99 <= 50 ms at 1 M rows)."""
-    if not (Path(d) / "data/lumen.db").exists():
-        ingest(d, n)
+    mix: requests/s, p50, p99 (target p99 <= 50 ms at 1 M rows). The store and `label` as
+    for api()."""
+    prepare(d, n)
     port = free_port()
     p = subprocess.Popen(
         [PY, str(ROOT / "api/read_only.py"), "--port", str(port), "--name", f"benchapi{n}c"],
@@ -192,12 +203,12 @@ def api_clients(d, n, clients=50, seconds=10):
                     raise
             time.sleep(0.1)
         _keepalive_load(port, ["/api/rmb:last"], clients, 1)  # warm up
-        for label, paths in (("rmb:last", ["/api/rmb:last"]), ("live-page mix", API_MIX)):
+        for what, paths in (("rmb:last", ["/api/rmb:last"]), ("live-page mix", API_MIX)):
             rps, p50, p99, bad = _keepalive_load(port, paths, clients, seconds)
-            row(f"API {clients} clients, {label}: requests/s", n, fmt(rps), "req/s")
-            row(f"API {clients} clients, {label}: p50", n, f"{p50:.2f}", "ms")
+            row(f"API {clients} clients, {what}: requests/s{label}", n, fmt(rps), "req/s")
+            row(f"API {clients} clients, {what}: p50{label}", n, f"{p50:.2f}", "ms")
             row(
-                f"API {clients} clients, {label}: p99",
+                f"API {clients} clients, {what}: p99{label}",
                 n,
                 f"{p99:.2f}",
                 "ms",

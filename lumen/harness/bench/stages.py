@@ -8,7 +8,8 @@ Every stage takes the generated log's directory `d` (cwd of what it runs) and it
 - safety_tick, ure_tick: one tick of the Safety Music and URE loops after catch-up (flat
   in log size), the blueprint's tick (a full re-read) beside the first;
 - windowed_tools (slo.report, tune.suggest), merge (merge.v2), ingest (the store's
-  backfill of both logs, target >= 50 000 rows/s), as the processes run them.
+  backfill of both logs, target >= 50 000 rows/s; into PostgreSQL too: bench.postgres),
+  as the processes run them.
 """
 
 import contextlib
@@ -190,11 +191,15 @@ def windowed_tools(d, n):
         )
 
 
-def merge(d, n):
-    t0 = time.perf_counter()
+def _merge(d):
     subprocess.run(
         [PY, str(ROOT / "tools/merge_rmb_safety_v2.py")], cwd=d, check=True, capture_output=True
     )
+
+
+def merge(d, n):
+    t0 = time.perf_counter()
+    _merge(d)
     row("merge.v2 (v1 -> v2, validated)", n, fmt(n / (time.perf_counter() - t0)), "events/s")
 
 
@@ -221,10 +226,15 @@ def ure_tick(d, n):
     )
 
 
-def ingest(d, n):
+def ingest(d, n, label="", name="benchingest"):
+    """The ingester's backfill (`--once`) of both logs into the store its environment names
+    (data/lumen.db unless LUMEN_DB_URL is set); the row's stage ends with `label`. The v2 log
+    is merged first when an earlier stage has not (bench --only)."""
+    if not (Path(d) / "logs/resonance_events_v2.jsonl").exists():
+        _merge(d)
     t0 = time.perf_counter()
     subprocess.run(
-        [PY, str(ROOT / "tools/storage/ingest_tail_v18.py"), "--once", "--name", "benchingest"],
+        [PY, str(ROOT / "tools/storage/ingest_tail_v18.py"), "--once", "--name", name],
         cwd=d,
         check=True,
         capture_output=True,
@@ -232,7 +242,7 @@ def ingest(d, n):
     rows = 2 * n  # rmb + the merged v2 copy of each event
     r = rows / (time.perf_counter() - t0)
     row(
-        "ingest backfill (both logs)",
+        f"ingest backfill (both logs){label}",
         rows,
         fmt(r),
         "rows/s",
