@@ -427,7 +427,7 @@ def pid_alive(pid):
     try:  # a zombie (exited, not yet reaped) is not alive
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before open, or between open and read
         return False
 
 
