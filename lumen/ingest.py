@@ -19,7 +19,7 @@ import time
 
 from lumen import lock, storage
 from lumen.consumer import Consumer
-from lumen.proc import Lifecycle, warn_retry
+from lumen.proc import Lifecycle, first_line, warn_retry
 
 CONSUMERS = (
     ("rmb", "ingest_rmb", "rmb_event_v1.json", "rmb_events", storage.rmb_row),
@@ -125,7 +125,7 @@ class Ingester:
             return True
         except (*self.store.RETRY, _NotCommitted) as e:  # full disk, busy or gone database
             self.write_errors += 1
-            warn_retry("[ingest]", self.write_errors, f"{table}: {_line(e)}")
+            warn_retry("[ingest]", self.write_errors, f"{table}: {first_line(e)}")
             return False
 
     def _conflicts(self, table, consumer, rows, differ):
@@ -150,12 +150,6 @@ class Ingester:
         self.store.close()
 
 
-def _line(e):
-    """An exception's first line (a server's message can span several)."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def run(cfg, name="ingest", once=False):
     """Store new lines until SIGTERM (once: until none is left, or hand over to a running
     ingester); prints what it stored. Returns the exit code."""
@@ -176,9 +170,12 @@ def run(cfg, name="ingest", once=False):
             # rather than exit and have the supervisor give up after a few quick restarts.
             failures += 1
             if once and failures >= 3:
-                print(f"error: {storage.name_of(storage.db_url(cfg))}: {_line(e)}", file=sys.stderr)
+                print(
+                    f"error: {storage.name_of(storage.db_url(cfg))}: {first_line(e)}",
+                    file=sys.stderr,
+                )
                 return 1
-            warn_retry("[ingest]", failures, f"store unavailable: {_line(e)}")
+            warn_retry("[ingest]", failures, f"store unavailable: {first_line(e)}")
             time.sleep(min(5.0, 0.5 * failures))
     tty = sys.stderr.isatty()
     t0 = last = time.monotonic()

@@ -26,6 +26,7 @@ from pathlib import Path
 import yaml
 
 from lumen import ROOT, generated
+from lumen.proc import first_line
 
 PROM = ROOT / "ops/prometheus"
 RULES = [
@@ -48,7 +49,7 @@ def load_hosts(path):
     try:
         doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: {str(e).splitlines()[0]}") from None
+        raise ValueError(f"{path}: {first_line(e)}") from None
     hosts = doc.get("hosts") if isinstance(doc, dict) else None
     if not isinstance(hosts, list) or not hosts:
         raise ValueError(f"{path}: expected a non-empty list under `hosts:`")

@@ -52,6 +52,13 @@ class Lifecycle:
         return False
 
 
+def first_line(e):
+    """An exception's message as one line (a server's or parser's can span several; an
+    empty one is the exception's type)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 def warn_retry(tag, failures, what):
     """Say a retried failure on stderr the first time and every 100th time after, so a
     full disk that lasts an hour neither goes unsaid nor floods the process log."""

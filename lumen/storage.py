@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from .checkpoint import CorruptState, load_json
+from .proc import first_line
 from . import vocab
 
 MIGRATIONS = [
@@ -183,8 +184,7 @@ def init(cfg):
             finally:
                 db.close()
     except errors as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"error: {name}: {msg}", file=sys.stderr)
+        print(f"error: {name}: {first_line(e)}", file=sys.stderr)
         return 1
     how = "created" if old == 0 else ("migrated from v%d" % old if old < new else "up to date")
     print(f"[{kind}] init ok: {name} schema v{new} ({how})")

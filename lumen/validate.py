@@ -7,6 +7,7 @@ import json
 import jsonschema
 
 from lumen import CONFIGS, ROOT, SCHEMAS, config, events
+from lumen.proc import first_line
 
 
 def shown(p):
@@ -25,7 +26,7 @@ def run(out=print):
             jsonschema.Draft7Validator.check_schema(json.loads(p.read_text()))
             out(f"[validate] schema {shown(p)}: OK")
         except (ValueError, jsonschema.SchemaError) as e:
-            failures.append(f"schema {shown(p)}: {str(e).splitlines()[0]}")
+            failures.append(f"schema {shown(p)}: {first_line(e)}")
     for p in sorted(CONFIGS.glob("*.yaml")):
         try:
             config.load(p)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from lumen import CONFIGS, checkpoint, config, storage
 from lumen.api import openapi, queries, readers
-from lumen.proc import run_server
+from lumen.proc import first_line, run_server
 
 JSON = [("Content-Type", "application/json")]
 # Threads answering requests: more than the exporters' 4, so a few slow queries (/api/slo,
@@ -93,8 +93,7 @@ class Api:
                 # an older SQLite database has none, and its ingester used JSON files.
                 stored = db.offsets(self.host)
         except self.pool.ERRORS as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            return 503, {"ok": False, "db": f"unavailable: {type(e).__name__}: {msg}"}
+            return 503, {"ok": False, "db": f"unavailable: {type(e).__name__}: {first_line(e)}"}
         ingest = {}
         for table, consumer, log in (
             ("rmb", "ingest_rmb", self.cfg["ingest"]["rmb_log"]),
@@ -126,8 +125,7 @@ class Api:
         except FileNotFoundError:
             return error(503, f"database {self.pool.name} not found (run make db.init)")
         except self.pool.ERRORS as e:
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            return error(503, f"database unavailable: {msg}")
+            return error(503, f"database unavailable: {first_line(e)}")
         except Exception as e:  # a bug: say so without a stack trace, one line for us
             tb = e.__traceback__
             while tb.tb_next:

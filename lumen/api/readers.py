@@ -13,6 +13,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+from pathlib import Path
 
 from lumen import storage
 
@@ -156,8 +157,6 @@ class PgPool(_Pool):
 
 def pool(cfg, timeout_s):
     """The reader pool for the config's store."""
-    from pathlib import Path
-
     url = storage.db_url(cfg)
     if storage.is_postgres(url):
         return PgPool(url, timeout_s)
