@@ -121,7 +121,7 @@ class Ingester:
                     self._conflicts(table, consumer, rows, differ)
                 if not consumer.commit():
                     raise _NotCommitted("rejects not written")
-                self.inserted += added
+            self.inserted += added  # counted once the transaction has committed
             return True
         except (*self.store.RETRY, _NotCommitted) as e:  # full disk, busy or gone database
             self.write_errors += 1
@@ -130,7 +130,10 @@ class Ingester:
 
     def _conflicts(self, table, consumer, rows, differ):
         """Stored rows with these rows' identities but another payload: each a conflict,
-        counted and quarantined, never silently dropped (the same row again is fine)."""
+        counted and quarantined, never silently dropped (the same row again is fine). The
+        quarantined rows leave the pending batch at once: if this transaction fails, the
+        retry must not quarantine them a second time (their rejects are the consumer's)."""
+        keep = []
         for row, pos in rows:
             if (pos.fp, pos.offset) in differ:
                 self.conflicts += 1
@@ -140,6 +143,10 @@ class Ingester:
                     pos,
                     repr(row).encode(),
                 )
+            else:
+                keep.append((row, pos))
+        self.rows[table] += len(rows) - len(keep)  # read, and dealt with
+        rows[:] = keep
 
     def behind(self):
         return sum(c.tailer.bytes_behind() for _, c, _, _ in self.parts)

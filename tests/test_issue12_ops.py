@@ -533,6 +533,47 @@ def test_a_conflicting_stored_row_is_counted_and_quarantined(workdir):
     assert {(x["reason"], x["offset"]) for x in rejects(workdir)} == {("conflict", offs[1])}
 
 
+def test_a_conflict_is_quarantined_once_when_its_transaction_is_retried(workdir):
+    """The disk refuses the quarantine file once while a batch with a conflict commits:
+    the batch is retried, and the conflict is still one reject, not two."""
+    from lumen import config
+    from lumen.ingest import Ingester
+
+    now = time.time()
+    offs = append(workdir / RMB_LOG, [line(rmb_event(now - 50 + i, i=i)) for i in range(3)])
+    fp = fp_of((workdir / RMB_LOG).read_bytes())
+    ing = Ingester(config.load(CONFIG_API, env={"LUMEN_DB": "data/lumen.db"}))
+    try:
+        with ing.store.transaction():
+            ing.store.db.execute(
+                "INSERT INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, src_offset, "
+                "event_type, host) VALUES (?, 'other', 0.99, 0.0, 'RISK', ?, ?, ?, 'rollback', ?)",
+                (iso(now - 49), now - 49, fp, offs[1], ing.store.host),
+            )
+        consumer = ing.parts[0][1]
+        flush, failed = consumer.rejects.flush, []
+
+        def full_once():
+            if not failed:
+                failed.append(1)
+                raise OSError(28, "No space left on device")
+            flush()
+
+        consumer.rejects.flush = full_once
+        ing.step()  # the quarantine write fails: the transaction is undone, the batch kept
+        assert failed and ing.write_errors == 1
+        while ing.step():
+            pass
+        assert ing.conflicts == 1 and ing.inserted == 2
+    finally:
+        ing.close()
+    recs = [x for x in rejects(workdir) if x["consumer"] == "ingest_rmb"]
+    assert [(x["reason"], x["offset"]) for x in recs] == [("conflict", offs[1])]
+    ((ck,),) = db_rows(workdir, "SELECT ck FROM offsets WHERE consumer = 'ingest_rmb'")
+    mon = json.loads(ck)["state"]["monitor"]
+    assert mon["rejects"] == {"conflict": 1} and mon["valid"] == 2
+
+
 # ------------------------------------------------------------------ 5. time bounds
 @pytest.mark.timeout(300)
 def test_events_stamped_far_ahead_are_rejects_in_every_stage(procs, workdir):
