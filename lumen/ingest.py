@@ -39,8 +39,8 @@ class _NotCommitted(Exception):
 
 
 class Ingester:
-    def __init__(self, cfg, offsets_dir="logs/.offsets", rejects_dir="logs/rejects"):
-        self.store = storage.open_store(cfg)
+    def __init__(self, cfg, offsets_dir=storage.OFFSETS_DIR, rejects_dir="logs/rejects"):
+        self.store = storage.open_store(cfg, offsets_dir)
         self.where = str(self.store)
         # A checkpoint file from before the offsets table is the SQLite store's past; a
         # PostgreSQL store starts from its own offsets (nothing of it is in that file).

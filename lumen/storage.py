@@ -15,13 +15,14 @@ harmless to run again. WAL mode.
 
 import contextlib
 import json
+import re
 import socket
 import sqlite3
 import sys
 import time
 from pathlib import Path
 
-from .checkpoint import CorruptState, load_json
+from .checkpoint import CorruptState, load_json, write_atomic
 from .proc import first_line
 from . import vocab
 
@@ -139,10 +140,38 @@ def migrate(db, host=None):
     return old, SCHEMA_VERSION
 
 
-def host_id(cfg=None):
-    """This host's id in a shared store: the config's `host_id` (env LUMEN_HOST_ID), else
-    the machine's host name."""
-    return (cfg or {}).get("host_id") or socket.gethostname()
+OFFSETS_DIR = "logs/.offsets"
+HOST_ID_FILE = "host_id"
+HOST_ID = re.compile(r"[^\x00-\x1f]{1,200}")  # as configs/schemas/api_v18.schema.json
+
+
+def host_id(cfg=None, state_dir=OFFSETS_DIR, persist=False):
+    """This host's id in the store's rows: the config's `host_id` (env LUMEN_HOST_ID), else
+    the id kept beside the ingest positions (`state_dir/host_id`), else the machine's host
+    name. A row's identity in a shared store is (host, source, offset), so the id must
+    outlive the host name: a container gets a new one each time it is created, and its
+    logs would be stored again under it. `persist` (the writers: ingest, db.init) keeps
+    the id used in that file, saying so when it changes."""
+    path = Path(state_dir) / HOST_ID_FILE
+    try:
+        kept = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        kept = ""
+    kept = kept if HOST_ID.fullmatch(kept) else None
+    host = (cfg or {}).get("host_id") or kept or socket.gethostname()
+    if persist and host != kept:
+        if kept:
+            print(
+                f"[store] warning: host id changes from {kept!r} (kept in {path}) to {host!r}: "
+                "new rows are stored under the new id",
+                file=sys.stderr,
+                flush=True,
+            )
+        try:
+            write_atomic(path, host.encode() + b"\n")
+        except OSError as e:  # a full disk: the next start tries again
+            print(f"[store] warning: host id not kept in {path}: {first_line(e)}", file=sys.stderr)
+    return host
 
 
 def db_url(cfg):
@@ -154,15 +183,16 @@ def is_postgres(url):
     return str(url).startswith(("postgresql://", "postgres://"))
 
 
-def open_store(cfg):
+def open_store(cfg, state_dir=OFFSETS_DIR):
     """The writer for the config's store (`Store`): PostgreSQL for a postgresql:// URL,
-    else SQLite. Migrated to the current schema."""
+    else SQLite. Migrated to the current schema; its host id kept in `state_dir`."""
     url = db_url(cfg)
+    host = host_id(cfg, state_dir, persist=True)
     if is_postgres(url):
         from . import pgstore
 
-        return pgstore.PgStore(url, host_id(cfg))
-    return SqliteStore(url, host_id(cfg))
+        return pgstore.PgStore(url, host)
+    return SqliteStore(url, host)
 
 
 def init(cfg):
@@ -180,7 +210,7 @@ def init(cfg):
         else:
             db = connect(url)
             try:
-                old, new = migrate(db, host_id(cfg))
+                old, new = migrate(db, host_id(cfg, persist=True))
             finally:
                 db.close()
     except errors as e:

@@ -276,3 +276,37 @@ def test_a_row_postgres_cannot_hold_is_quarantined_not_stuck(db_url, workdir):
     r = run(workdir, INGEST, "--once", url=db_url)
     assert r.returncode == 0 and len(rows(db_url)) == 19
     assert len((workdir / "logs/rejects/rmb_events.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_new_host_name_does_not_store_the_logs_again(db_url, workdir, monkeypatch):
+    """A container gets a new host name each time it is created; its logs (a volume) keep
+    the host id they were first stored under, so nothing is stored twice."""
+    import socket
+
+    from lumen import storage
+    from lumen.ingest import Ingester
+
+    emit(workdir, 300)
+    cfg = config.load(CONFIG_API, env={"LUMEN_DB_URL": db_url, "LUMEN_HOST_ID": None})
+    for name in ("pod-1", "pod-2"):
+        monkeypatch.setattr(socket, "gethostname", lambda name=name: name)
+        ing = Ingester(cfg)
+        try:
+            while ing.step():
+                pass
+        finally:
+            ing.close()
+        emit(workdir, 100)
+    assert (workdir / "logs/.offsets/host_id").read_text() == "pod-1\n"
+    assert rows(db_url, "pod-2") == []
+    ing = Ingester(cfg)  # the 100 lines written after the second run
+    try:
+        while ing.step():
+            pass
+    finally:
+        ing.close()
+    assert_exactly_once(db_url, "pod-1", workdir / "logs/rmb_events.jsonl")
+    # A configured id wins, and is kept from then on (with a warning on the change).
+    cfg = config.load(CONFIG_API, env={"LUMEN_DB_URL": db_url, "LUMEN_HOST_ID": "web-1"})
+    assert storage.host_id(cfg, persist=True) == "web-1"
+    assert storage.host_id({}) == "web-1"

@@ -60,11 +60,11 @@ def error(status, message):
 
 
 class Api:
-    def __init__(self, cfg, offsets_dir="logs/.offsets"):
+    def __init__(self, cfg, offsets_dir=storage.OFFSETS_DIR):
         self.cfg = cfg
         self.limits = cfg["api"]
         self.offsets_dir = Path(offsets_dir)
-        self.host = storage.host_id(cfg)
+        self.host = storage.host_id(cfg, offsets_dir)
         self.pool = readers.pool(cfg, self.limits["request_timeout_s"])
         self.doc = json.dumps(openapi.document(self.limits["max_limit"])).encode()
         self.pages = {
