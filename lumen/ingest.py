@@ -116,7 +116,9 @@ class Ingester:
         """The rows and the consumer's position past them, in one transaction."""
         try:
             with self.store.transaction():
-                added, differ = self.store.insert(table, [r for r, _ in rows]) if rows else (0, ())
+                batch = [r for r, _ in rows]
+                added, differ = self.store.insert(table, batch) if rows else (0, ())
+                self.store.note_newest(table, batch)
                 if differ:
                     self._conflicts(table, consumer, rows, differ)
                 if not consumer.commit():

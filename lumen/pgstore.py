@@ -58,6 +58,13 @@ MIGRATIONS = [
     CREATE INDEX IF NOT EXISTS safety_t ON safety (t, id);
     CREATE INDEX IF NOT EXISTS safety_host_t ON safety (host, t, id)
     """,
+    # 2: each host's newest RMB and URE row (SQLite schema v7)
+    """
+    ALTER TABLE hosts ADD COLUMN IF NOT EXISTS rmb_t DOUBLE PRECISION,
+      ADD COLUMN IF NOT EXISTS rmb_ts TEXT, ADD COLUMN IF NOT EXISTS ure_t DOUBLE PRECISION,
+      ADD COLUMN IF NOT EXISTS ure_ts TEXT;
+    """
+    + storage.NEWEST_BACKFILL,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATE_LOCK = 0x4C554D45  # "LUME": pg_advisory_xact_lock key of `migrate`
@@ -228,6 +235,9 @@ class PgStore(storage.Store):
             if "\x00" in row[i]:
                 return f"{storage.COLUMNS[table][i]} holds a NUL character (PostgreSQL text cannot)"
         return None
+
+    def _execute(self, sql, args):
+        self.conn.execute(sql.replace("?", "%s"), args)
 
     def offsets(self, consumer, legacy_json=None):
         return OffsetStore(self, consumer)

@@ -26,6 +26,14 @@ from .checkpoint import CorruptState, load_json, write_atomic
 from .proc import first_line
 from . import vocab
 
+# Fill in hosts' newest rows from the tables (a one-off scan, when the columns are added).
+NEWEST_BACKFILL = "".join(
+    f"""
+    UPDATE hosts SET {t}_t = (SELECT MAX(t) FROM {t} WHERE {t}.host = hosts.host);
+    UPDATE hosts SET {t}_ts = (SELECT ts FROM {t} WHERE {t}.host = hosts.host
+      AND {t}.t = hosts.{t}_t LIMIT 1);"""
+    for t in ("rmb", "ure")
+)
 MIGRATIONS = [
     # 1: the tables of section 40 with source identity and time
     """
@@ -80,6 +88,16 @@ MIGRATIONS = [
     CREATE TABLE IF NOT EXISTS hosts (host TEXT PRIMARY KEY, first_seen REAL NOT NULL);
     UPDATE rmb SET host = :host; UPDATE ure SET host = :host; UPDATE safety SET host = :host;
     """,
+    # 7: each host's newest RMB and URE row, kept by ingest in the rows' transaction, so
+    # /api/hosts and /healthz read one row per host whatever the tables hold
+    """
+    ALTER TABLE hosts ADD COLUMN rmb_t REAL;
+    ALTER TABLE hosts ADD COLUMN rmb_ts TEXT;
+    ALTER TABLE hosts ADD COLUMN ure_t REAL;
+    ALTER TABLE hosts ADD COLUMN ure_ts TEXT;
+    INSERT OR IGNORE INTO hosts (host, first_seen) SELECT host, MIN(t) FROM rmb GROUP BY host;
+    """
+    + NEWEST_BACKFILL,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -248,6 +266,7 @@ class Store:
       are added; `differ` is the set of (src_fp, src_offset) of the others whose stored row
       is not the same (a conflict; the same row again is a harmless replay);
     - `unstorable(table, row)`: why the store cannot hold this row (None: it can);
+    - `note_newest(table, rows)`: the host's newest row in `hosts`, if these are newer;
     - `offsets(consumer, legacy_json)`: that consumer's checkpoint store;
     - `RETRY`: the errors after which the same batch is tried again later (a full disk, a
       locked database, a server that went away);
@@ -255,9 +274,21 @@ class Store:
     """
 
     RETRY = ()
+    NEWEST = ("rmb", "ure")  # tables whose newest row the hosts table keeps
 
     def unstorable(self, table, row):
         return None
+
+    def note_newest(self, table, rows):
+        if table not in self.NEWEST or not rows:
+            return
+        t, ts = COLUMNS[table].index("t"), COLUMNS[table].index("ts")
+        newest = max(rows, key=lambda r: r[t])
+        self._execute(
+            f"UPDATE hosts SET {table}_t = ?, {table}_ts = ? "
+            f"WHERE host = ? AND ({table}_t IS NULL OR {table}_t < ?)",
+            (newest[t], newest[ts], self.host, newest[t]),
+        )
 
 
 class SqliteStore(Store):
@@ -305,6 +336,9 @@ class SqliteStore(Store):
                 if have is not None and tuple(have) != tuple(r):
                     differ.add((r[fp], r[off]))
         return added, differ
+
+    def _execute(self, sql, args):
+        self.db.execute(sql, args)
 
     def offsets(self, consumer, legacy_json=None):
         return OffsetStore(self.db, consumer, legacy_json)

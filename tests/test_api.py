@@ -45,10 +45,14 @@ def test_db_init_twice_and_migration_from_v1(workdir):
     )
     db.commit()
     db.close()
-    r = run_make(workdir, "db.init", env={"LUMEN_DB": str(old)})
+    r = run_make(workdir, "db.init", env={"LUMEN_DB": str(old), "LUMEN_HOST_ID": "old-host"})
     assert "migrated from v1" in r.stdout
     db = sqlite3.connect(old)
-    assert db.execute("SELECT event_type FROM rmb").fetchall() == [("observe",)]
+    assert db.execute("SELECT event_type, host FROM rmb").fetchall() == [("observe", "old-host")]
+    # ... and its host is listed with its newest row (schema v7 fills them in once).
+    assert db.execute("SELECT host, rmb_ts, rmb_t, ure_t FROM hosts").fetchall() == [
+        ("old-host", "2025-01-01T00:00:00Z", 0.0, None)
+    ]
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 

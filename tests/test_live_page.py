@@ -114,7 +114,7 @@ HOSTS = {"alpha": (0.111, 12), "beta": (0.777, 7)}
 
 
 def seed_two_hosts(path):
-    """An SQLite store (schema v6, with `host`) holding recent RMB rows of alpha and beta,
+    """An SQLite store (with `host`) holding recent RMB rows of alpha and beta,
     interleaved in time, and both in the `hosts` table; returns the rows per host."""
     from lumen import storage, timefmt
 
@@ -130,15 +130,15 @@ def seed_two_hosts(path):
                 (timefmt.format(t), f"{name}.core", residual, 0.1, "SAFE", t)
                 + (f"fp-{name}", i * 100, kind, name)
             )
-    with db:
-        db.executemany(
-            "INSERT INTO rmb (ts, entity_id, residual, phase, risk, t, src_fp, src_offset, "
-            "event_type, host) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
-        db.executemany(
-            "INSERT INTO hosts (host, first_seen) VALUES (?, ?)", [(h, now - 60) for h in HOSTS]
-        )
+    db.close()
+    for name in HOSTS:  # stored as each host's ingester stores them
+        store = storage.SqliteStore(path, name)
+        with store.transaction():
+            mine = [r[:-1] for r in rows if r[-1] == name]
+            store.insert("rmb", mine)
+            store.note_newest("rmb", mine)
+        store.close()
+    db = storage.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
     db.close()
     return rows

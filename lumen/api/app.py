@@ -82,13 +82,14 @@ class Api:
             with self.reader() as db:
                 out["db"] = "ok"
                 out["schema_version"] = db.schema_version()
-                ages = {}
-                for table in ("rmb", "ure"):
-                    row = db.execute(
-                        f"SELECT t FROM {table} WHERE host = ? ORDER BY t DESC LIMIT 1",
-                        (self.host,),
-                    ).fetchone()
-                    ages[table] = None if row is None else round(time.time() - row[0], 3)
+                # this host's newest rows, kept in `hosts` by ingest (one row, any size)
+                row = db.execute(
+                    "SELECT rmb_t, ure_t FROM hosts WHERE host = ?", (self.host,)
+                ).fetchone() or (None, None)
+                ages = {
+                    table: None if t is None else round(time.time() - t, 3)
+                    for table, t in zip(("rmb", "ure"), row)
+                }
                 # Ingest keeps its positions in the offsets table, committed with the rows;
                 # an older SQLite database has none, and its ingester used JSON files.
                 stored = db.offsets(self.host)

@@ -221,7 +221,8 @@ def summary(db, query, now=None):
 
 def hosts(db, query, now=None):
     """Every host that has written to the store, with its RMB counts over the window and
-    the age of its newest RMB and URE rows (each an index lookup, whatever the table size)."""
+    the age of its newest RMB and URE rows (kept in `hosts` by ingest: one row per host,
+    whatever the tables hold)."""
     check_known(query, {"window"})
     window = parse_window(single(query, "window"))
     now = time.time() if now is None else now
@@ -234,19 +235,15 @@ def hosts(db, query, now=None):
         )
     }
     out = []
-    for (host,) in db.execute("SELECT host FROM hosts ORDER BY host").fetchall():
+    listed = db.execute(
+        "SELECT host, rmb_ts, rmb_t, ure_ts, ure_t FROM hosts ORDER BY host"
+    ).fetchall()
+    for host, rmb_ts, rmb_t, ure_ts, ure_t in listed:
         n, rb, mean = per.get(host, (0, 0, None))
-        newest = {}
-        for table in ("rmb", "ure"):
-            row = db.execute(
-                f"SELECT ts, t FROM {table} WHERE host = ? ORDER BY t DESC, id DESC LIMIT 1",
-                (host,),
-            ).fetchone()
-            newest[table] = (
-                {"ts": row[0], "age_s": round(now - row[1], 3)}
-                if row
-                else {"ts": None, "age_s": None}
-            )
+        newest = {
+            table: {"ts": ts, "age_s": None if t is None else round(now - t, 3)}
+            for table, ts, t in (("rmb", rmb_ts, rmb_t), ("ure", ure_ts, ure_t))
+        }
         out.append(
             {
                 "host": host,
