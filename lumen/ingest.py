@@ -116,11 +116,10 @@ class Ingester:
         """The rows and the consumer's position past them, in one transaction."""
         try:
             with self.store.transaction():
-                batch = [r for r, _ in rows]
-                added, differ = self.store.insert(table, batch) if rows else (0, ())
-                self.store.note_newest(table, batch)
+                added, differ = self.store.insert(table, [r for r, _ in rows]) if rows else (0, ())
                 if differ:
                     self._conflicts(table, consumer, rows, differ)
+                self.store.note_newest(table, [r for r, _ in rows])  # a conflict is not newest
                 if not consumer.commit():
                     raise _NotCommitted("rejects not written")
             self.inserted += added  # counted once the transaction has committed
