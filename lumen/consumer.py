@@ -14,9 +14,9 @@ It only counts: lumen.stats.consumer_families renders the counters for a scrape.
     c.commit(my_state)                # rejects first, then offset + counters + my_state
 
 `pos.fp` and `pos.offset` name the line's own file and place in it: the identity every sink
-deduplicates on. `pos.t` is the event's `ts` in Unix seconds. With `typed=True` (v1 stream
-only) events are lumen.v1_decoder objects (attribute access), the fast path for consumers that
-must keep up with the whole stream.
+deduplicates on. `pos.t` is the event's `ts` in Unix seconds. With `typed=True` events
+are lumen.decoders objects (attribute access) instead of dicts, the cheapest form for
+consumers that must keep up with the whole stream.
 
 A checkpoint that cannot be written (disk full, I/O error) is counted, not fatal: the
 consumer keeps its place in memory and the next commit tries again.

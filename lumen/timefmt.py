@@ -32,10 +32,58 @@ def _days_from_civil(y, m, d):
     return era * 146097 + doe - 719468
 
 
+# The fast path of `parse`: most timestamps of a stream share their minute with the one
+# before, so the minute ("YYYY-MM-DDTHH:MM", checked once by the full parser) is looked up,
+# and only the seconds, fraction and zone are read (each a table lookup or a digit check).
+# Whatever it does not recognise goes to the full parser; tests/test_timefmt.py checks the
+# two give the same answer (the same float, or None) on generated and hostile text.
+_MINUTES = {}  # minute text -> Unix seconds of that minute read as UTC
+_MINUTES_MAX = 4096  # bounded: cleared when full
+_SECONDS = {f"{s:02d}": s for s in range(60)}  # a leap second (60) takes the full parser
+_ZONES = {"Z": 0, "z": 0}
+_ZONES.update(
+    (f"{sign}{h:02d}:{m:02d}", (1 if sign == "+" else -1) * (h * 3600 + m * 60))
+    for sign in "+-"
+    for h in range(24)
+    for m in range(60)
+)
+
+
 def parse(ts):
     """Unix seconds of an RFC 3339 date-time, or None when `ts` is not one."""
     if type(ts) is not str:
         return None
+    base = _MINUTES.get(ts[:16])
+    if base is not None and ts[16:17] == ":":
+        sec = _SECONDS.get(ts[17:19])
+        if sec is not None:
+            rest = ts[19:]
+            off = _ZONES.get(rest)
+            if off is not None:
+                return float(base + sec - off)
+            if rest[:1] == ".":
+                if rest[-1:] in ("Z", "z"):
+                    digits, off = rest[1:-1], 0
+                else:
+                    digits, off = rest[1:-6], _ZONES.get(rest[-6:])
+                if (
+                    off is not None
+                    and 0 < len(digits) <= 9
+                    and digits.isdigit()
+                    and digits.isascii()
+                ):
+                    us = int(digits[:6].ljust(6, "0"))  # cut to microseconds, as below
+                    return ((base + sec - off) * 1_000_000 + us) / 1_000_000
+    t = _parse(ts)
+    if t is not None and ts[11:13] < "24" and ts[14:16] < "60" and ts[:16] not in _MINUTES:
+        if len(_MINUTES) >= _MINUTES_MAX:
+            _MINUTES.clear()
+        _MINUTES[ts[:16]] = int(_parse(ts[:16] + ":00Z"))
+    return t
+
+
+def _parse(ts):
+    """`parse` in full: the regex, then datetime, then the exact civil-date arithmetic."""
     m = _RE.match(ts)
     if m is None or (m.group(8) is None and (m.group(10) > "23" or m.group(11) > "59")):
         return None  # no such shape, or no such offset (fromisoformat takes +00:99)

@@ -54,6 +54,7 @@ SAFETY_SOURCES = _enum("safety_music_event_v1.json", "inputs", "source")
 
 # resonance_event_v2.json
 ACTIONS = _enum("resonance_event_v2.json", "auto_reg_action")
+V2_RISK_BANDS = _enum("resonance_event_v2.json", "phase_field", "risk_band")
 NO_ACTION, LOWER_HZ, RAISE_HZ, REDUCE_BATCH, INCREASE_BATCH, DOWNGRADE_OBSERVE = (
     _member(ACTIONS, n)
     for n in ("NONE", "LOWER_HZ", "RAISE_HZ", "REDUCE_BATCH", "INCREASE_BATCH", "DOWNGRADE_OBSERVE")

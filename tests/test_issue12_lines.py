@@ -171,13 +171,14 @@ def test_a_failing_validator_becomes_reason_internal(workdir, monkeypatch):
     def boom(obj):
         raise RuntimeError("validator exploded")
 
-    c = classifier()
+    c = classifier(fast=False)  # the schema path alone
     monkeypatch.setattr(c.validator, "is_valid", boom)
     ev, t, err = c.classify(event_bytes(), NOW_FAR)
     assert ev is None and t is None and err[0] == "internal" and "validator exploded" in err[1]
-    # A consumer meeting it counts it, quarantines it and carries on.
+    # A consumer meeting it counts it, quarantines it and carries on (lines with a property
+    # the fast path's types do not declare are judged on the schema path).
     log = workdir / "q.jsonl"
-    log.write_bytes(event_bytes() + b"\n" + event_bytes() + b"\n")
+    log.write_bytes(event_bytes(extra=1) + b"\n" + event_bytes(extra=2) + b"\n")
     cons = Consumer(log, "boom", SCHEMA, "rmb_events", workdir / "off", workdir / "rej")
     monkeypatch.setattr(cons.classifier.validator, "is_valid", boom)
     assert cons.poll(lambda ev, pos: None) == 2
@@ -194,7 +195,7 @@ def test_a_failing_validator_becomes_reason_internal(workdir, monkeypatch):
     def decoder_boom(raw):
         raise RuntimeError("decoder exploded")
 
-    monkeypatch.setattr(typed, "_typed", decoder_boom)
+    monkeypatch.setattr(typed, "_fast", decoder_boom)
     ev, t, err = typed.classify(event_bytes(), NOW_FAR)
     assert err is None and ev is not None and ev.trace.loop_id
     assert t == classifier().classify(event_bytes(), NOW_FAR)[1]
