@@ -5,7 +5,9 @@ and General MIDI program. A stretch of levels is rendered as pulses of the level
 its tempo, so CALM, TENSE and ALERT differ in harmony (major triad / diminished triad /
 cluster with a tritone), in tempo and in loudness; UNDEFINED is silence.
 
-- `load_map(path)`, `config_map(cfg)`: the map, from a path or as a loop config names it.
+- `load_map(path)`, `config_map(cfg)`: the map, from a path or as a loop config names it;
+  a map that cannot be played (a level missing, a tempo, note, velocity or program out of
+  MIDI's range) is a ConfigError naming the key.
 - `segments(events, tick_s)`: (level, seconds) pieces from safety music events.
 - `render_midi(segments, smap)`: a mido.MidiFile (one track, program change and marker at
   each level change, fixed 120 bpm clock so 1 s = 960 ticks).
@@ -28,12 +30,43 @@ MIDI_TEMPO = 500_000  # microseconds per beat: 120 bpm, so one second is 960 tic
 TICKS_PER_S = TICKS_PER_BEAT * 1_000_000 / MIDI_TEMPO
 
 
-def load_map(path):
-    with open(path, encoding="utf-8") as f:
-        smap = json.load(f)
+BPM_RANGE = (4, 1000)  # 4 bpm is about MIDI's slowest tempo (0xFFFFFF microseconds a beat)
+
+
+def _number(v, lo, hi, integer=False):
+    ok = type(v) is int or (type(v) is float and not integer and v == v)
+    return ok and lo <= v <= hi
+
+
+def _check_map(path, smap):
+    if type(smap) is not dict or type(smap.get("levels")) is not dict:
+        raise config.ConfigError(f"{path}: levels must be an object of level -> sound")
     for level in vocab.LEVELS:
-        if level not in smap.get("levels", {}):
-            raise ValueError(f"{path}: levels.{level} is missing")
+        spec, key = smap["levels"].get(level), f"{path}: levels.{level}"
+        if type(spec) is not dict:
+            raise config.ConfigError(f"{key} is missing or not an object")
+        notes = spec.get("notes")
+        if type(notes) is not list or not all(_number(n, 0, 127, True) for n in notes):
+            raise config.ConfigError(f"{key}.notes must be a list of MIDI notes 0..127")
+        if not _number(spec.get("tempo_bpm"), *BPM_RANGE):
+            raise config.ConfigError(f"{key}.tempo_bpm must be a number from 4 to 1000")
+        for k in ("velocity", "program"):
+            if not _number(spec.get(k), 0, 127, True):
+                raise config.ConfigError(f"{key}.{k} must be an integer 0..127")
+    r = smap.get("render", {})
+    if type(r) is not dict or not _number(r.get("gate", 0.6), 0.01, 1.0):
+        raise config.ConfigError(f"{path}: render.gate must be a number from 0.01 to 1")
+    if not _number(r.get("sample_rate", 22050), 8000, 192000, True):
+        raise config.ConfigError(f"{path}: render.sample_rate must be an integer 8000..192000")
+
+
+def load_map(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            smap = json.load(f)
+    except (OSError, ValueError) as e:
+        raise config.ConfigError(f"{path}: sound bridge map not readable: {e}") from None
+    _check_map(path, smap)
     return smap
 
 
