@@ -400,6 +400,7 @@ def test_recording_sinks_follow_the_config(workdir):
     smap = copy.deepcopy(SMAP)
     smap["levels"]["CALM"]["notes"] = [50, 54, 57]
     smap["levels"]["CALM"]["program"] = 11
+    smap["levels"]["CALM"]["tempo_bpm"] = 90
     (workdir / "maps").mkdir()
     (workdir / "maps/map.json").write_text(json.dumps(smap))
     conf = cfg_copy(
@@ -424,6 +425,8 @@ def test_recording_sinks_follow_the_config(workdir):
     msgs = list(mid)
     assert {m.note for m in msgs if m.type == "note_on"} == {50, 54, 57}  # no ALERT: aged out
     assert [m.program for m in msgs if m.type == "program_change"] == [11]
+    # The live file's tempo is the configured map's too (90 bpm: 666 667 us a beat).
+    assert [m.tempo for m in mid.tracks[0] if m.type == "set_tempo"] == [666_667]
     with wave.open(str(workdir / "rec/live.wav")) as w:
         assert w.getframerate() == SMAP["render"]["sample_rate"]
         assert 1.9 <= w.getnframes() / w.getframerate() <= 2.1
@@ -774,13 +777,14 @@ def test_osc_receives_the_final_level(workdir):
 
 # ----------------------------------------------------------------- MIDI and WAV
 def _midi_timeline(mid):
-    """[(abs_tick, level, msg)] with the level from the last marker."""
-    out, tick, level = [], 0, None
-    for msg in mid.tracks[0]:
-        tick += msg.time
+    """[(seconds, level, msg)] of all tracks merged, the seconds from the file's tempo map
+    (mido's reading), the level from the last marker (conductor track)."""
+    out, t, level = [], 0.0, None
+    for msg in mid:
+        t += msg.time
         if msg.type == "marker":
             level = msg.text
-        out.append((tick, level, msg))
+        out.append((t, level, msg))
     return out
 
 
@@ -824,7 +828,8 @@ def test_render_midi_has_exactly_the_mapped_notes_and_programs():
         SMAP["levels"][lv]["program"] for lv, _ in segs
     ]
     # UNDEFINED is silence: no note starts between 3 s and 5 s.
-    assert not [t for t, _, _ in on if 3 * 960 <= t < 5 * 960]
+    assert [t for t, _, _ in on if t < 3] and [t for t, _, _ in on if t >= 5]
+    assert not [t for t, _, _ in on if 3 - 1e-6 <= t < 5 - 1e-6]
     assert all(lv != "UNDEFINED" for _, lv, _ in on)
     # Each note_on has its note_off.
     offs = [m for _, _, m in tl if m.type == "note_off"]
@@ -863,10 +868,11 @@ def test_make_render_wav_and_midi(workdir):
     counts = {}
     for j, level in enumerate(("CALM", "TENSE", "ALERT")):
         spec = SMAP["levels"][level]
-        # MIDI: note_on spacing is one beat of the level's tempo (1 s = 960 ticks).
-        starts = sorted({t for t, lv, m in tl if m.type == "note_on" and lv == level})
-        beat = 960 * 60 / spec["tempo_bpm"]
-        assert all(abs(d - beat) <= 1 for d in np.diff(starts)), (level, np.diff(starts))
+        # MIDI: note_on spacing is one beat of the level's tempo, in the file's tempo map.
+        starts = sorted({round(t, 6) for t, lv, m in tl if m.type == "note_on" and lv == level})
+        beat = 60 / spec["tempo_bpm"]
+        assert all(abs(d - beat) <= 1e-5 for d in np.diff(starts)), (level, np.diff(starts))
+        assert j * 8 - 1e-6 <= starts[0] and starts[-1] < (j + 1) * 8
         # WAV: the stretch's three strongest frequencies are the level's notes ...
         stretch = x[j * 8 * sr : (j + 1) * 8 * sr]
         for got, n in zip(_peaks(stretch, sr), sorted(spec["notes"])):

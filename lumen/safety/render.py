@@ -4,8 +4,10 @@
 end back to the start of the stretch, so its cost follows the stretch, not the file;
 lines that are not valid safety music events are skipped and counted. `render` turns the
 final levels into segments and renders them with the sound bridge map
-(configs/midi_map_v18.json, lumen/safety/sound.py). Used by safety/safety_music_render.py
-(make safety.music.render).
+(configs/midi_map_v18.json, lumen/safety/sound.py): the MIDI file has a Set Tempo (the
+level's tempo) at each level change on its conductor track, and the WAV sounds the same
+notes at the seconds that tempo map gives them. Used by safety/safety_music_render.py
+(make safety.music.render). It does not change the event channel.
 """
 
 import sys
