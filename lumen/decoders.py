@@ -20,7 +20,9 @@ verdict and its message: callers go through lumen.events.Classifier, never a dec
 tests/test_decoders.py checks that the two paths agree on generated and hostile lines.
 """
 
+import functools
 import json
+import typing
 from types import SimpleNamespace
 from typing import Annotated, Literal, Union
 
@@ -142,17 +144,40 @@ to_dict = msgspec.to_builtins
 def as_typed(schema, ev):
     """A schema-valid event dict the types turned down (they are stricter in corner cases,
     e.g. an integral float as `iter`, or a property they do not declare), as an object
-    with the same attribute access."""
+    with the same attribute access. Undeclared properties are left as they are (never
+    walked: one may be nested as deep as the parser allows)."""
+    t = TYPES[schema]
     try:
-        return msgspec.convert(ev, TYPES[schema], strict=False)
+        return msgspec.convert(_declared(ev, t), t, strict=False)
     except msgspec.ValidationError:
-        return _ns(ev)
+        return _ns(ev, t)
 
 
-def _ns(v):
-    if isinstance(v, dict):
-        return SimpleNamespace(**{k: _ns(x) for k, x in v.items()})
-    return v
+@functools.lru_cache(maxsize=None)
+def _fields(t):
+    """{field name: the Struct type inside its annotation, or None} of Struct type `t`."""
+
+    def struct_in(a):
+        if isinstance(a, type) and issubclass(a, Struct):
+            return a
+        return next((s for s in map(struct_in, typing.get_args(a)) if s), None)
+
+    return {f.name: struct_in(f.type) for f in msgspec.structs.fields(t)}
+
+
+def _declared(v, t):
+    """`v` with only the properties Struct type `t` declares, nested ones too."""
+    if not isinstance(v, dict):
+        return v
+    f = _fields(t)
+    return {k: (_declared(x, f[k]) if f[k] else x) for k, x in v.items() if k in f}
+
+
+def _ns(v, t):
+    if not isinstance(v, dict) or t is None:
+        return v
+    f = _fields(t)
+    return SimpleNamespace(**{k: _ns(x, f.get(k)) for k, x in v.items()})
 
 
 DecodeError = (msgspec.ValidationError, msgspec.DecodeError)

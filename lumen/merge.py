@@ -3,8 +3,9 @@
 `Merger(paths)` reads `paths.v1_rmb` and `paths.v1_safe` through the shared consumer
 (consumers `merge_rmb`, `merge_safety`: their locks make it one merge per state
 directory) and appends each event's v2 mapping (lumen/v2map.py) to `paths.v2_log`, each
-line validated against schemas/resonance_event_v2.json; an event whose mapping is not a
-valid v2 event is quarantined as `unmappable`. The output is fsynced before the
+line a valid v2 event (schemas/resonance_event_v2.json): RMB events read on the typed fast
+path map to valid v2 events by construction, the others are validated, and an event whose
+mapping is not a valid v2 event is quarantined as `unmappable`. The output is fsynced before the
 checkpoints move, and a crash in between is repaired on the next run from the `source` of
 the lines merged since the last checkpoint (lumen/exactly_once.py). A full disk keeps the
 batch and retries it before anything new is read.
@@ -28,11 +29,21 @@ from .consumer import Consumer
 from .exactly_once import already_done, out_position, written_since
 from .jsonl import JsonlWriter
 from .proc import warn_retry
+from .decoders import RmbEventV1
 from .v2map import rmb_to_v2, safety_to_v2
 
-INPUTS = (
-    ("rmb", "merge_rmb", "v1_rmb", "rmb_event_v1.json", "rmb_events"),
-    ("safety", "merge_safety", "v1_safe", "safety_music_event_v1.json", "safety_music_events"),
+POLLS_PER_STEP = 2  # up to 2 MiB of input per fsync of the output and the checkpoints
+RESCAN_BYTES = 4 << 20  # the most output a restart reads again for a quiet input
+INPUTS = (  # (stream, consumer, paths key, schema, quarantine stream, typed events)
+    ("rmb", "merge_rmb", "v1_rmb", "rmb_event_v1.json", "rmb_events", True),
+    (
+        "safety",
+        "merge_safety",
+        "v1_safe",
+        "safety_music_event_v1.json",
+        "safety_music_events",
+        False,
+    ),
 )
 
 
@@ -47,8 +58,8 @@ class Merger:
         self.v2 = events.Validator.named("resonance_event_v2.json")
         self.inputs = []
         try:
-            for stream, name, key, schema, qname in INPUTS:
-                c = Consumer(paths[key], name, schema, qname, offsets_dir, rejects_dir)
+            for stream, name, key, schema, qname, typed in INPUTS:
+                c = Consumer(paths[key], name, schema, qname, offsets_dir, rejects_dir, typed=typed)
                 since = (c.state or {}).get("out") if c.state is not None else None
                 self.inputs.append((stream, c, written_since(self.out, since, {stream})))
         except BaseException:
@@ -59,10 +70,15 @@ class Merger:
         self.write_errors = 0
 
     def _map(self, stream, e, pos):
+        """(v2 event, None) or (None, why it is not a valid v2 event)."""
         src = {"stream": stream, "fp": pos.fp, "offset": pos.offset}
         if stream == "rmb":
-            return rmb_to_v2(e, self.host, src)
-        return safety_to_v2(e, self.host, src, self.merged["safety"])
+            v2 = rmb_to_v2(e, self.host, src)
+            if type(e) is RmbEventV1:  # valid by construction (lumen.v2map)
+                return v2, None
+        else:
+            v2 = safety_to_v2(e, self.host, src, self.merged["safety"])
+        return v2, self.v2.error(v2)
 
     def step(self):
         """Merge what is new in each input; returns the number of input lines read.
@@ -74,18 +90,17 @@ class Merger:
         for stream, consumer, done in self.inputs:
 
             def on_event(e, pos, stream=stream, consumer=consumer, done=done):
-                if already_done(done, stream, pos):
+                if done and already_done(done, stream, pos):
                     self.skipped += 1  # written before a crash, checkpoint not yet moved
                     return
-                v2 = self._map(stream, e, pos)
-                bad = self.v2.error(v2)
+                v2, bad = self._map(stream, e, pos)
                 if bad:
                     consumer.reject("unmappable", f"v2: {bad}", pos, orjson.dumps(e))
                     return
                 self.writer.add(v2)
                 self.merged[stream] += 1
 
-            n += consumer.poll(on_event)
+            n += consumer.poll(on_event, POLLS_PER_STEP)
         if n:
             self._flush()
         return n
@@ -99,7 +114,7 @@ class Merger:
             return False
         pos = out_position(self.out)
         for _, consumer, _ in self.inputs:
-            if consumer._dirty:
+            if consumer._dirty or _lags(consumer.state, pos):
                 consumer.commit({"out": pos})
         return True
 
@@ -132,6 +147,19 @@ class Merger:
             + (f" ({self.skipped} already merged)" if self.skipped else "")
             + (f", {self.rejected} rejected" if self.rejected else "")
         )
+
+
+def _lags(state, pos, most=RESCAN_BYTES):
+    """True when this input's checkpoint names an output position more than `most` bytes
+    behind `pos`: a restart would read all of that to learn what was merged. An input with
+    nothing read since its checkpoint (a quiet one) can move it along: none of the output
+    past its position comes from lines after its offset."""
+    out = (state or {}).get("out")
+    if pos is None:
+        return False
+    if not out or out.get("ino") != pos["ino"] or out.get("dev") != pos["dev"]:
+        return True
+    return pos["offset"] - out.get("offset", 0) > most
 
 
 def tty_progress():

@@ -21,20 +21,24 @@ def _clamp01(x):
 
 
 def rmb_to_v2(e, host, source):
-    r3 = e["resonance_v3"]
+    """`e`: a typed v1 event (lumen.decoders; merge reads the RMB log on that path). From
+    an event of the fast path's types the result is a valid v2 event by construction: the
+    two schemas give phase_diff, residual_entropy and risk_band the same bounds and enum
+    (tests/test_decoders.py checks it over generated events)."""
+    r3 = e.resonance_v3
     return {
-        "ts": e["ts"],
-        "entity_id": e.get("entity_id", "lumen.core"),
+        "ts": e.ts,
+        "entity_id": e.entity_id,
         "phase_field": {
-            "phase_diff": r3["phase_diff"],
-            "residual_entropy": r3["residual_entropy"],
-            "risk_band": r3["risk_band"],
+            "phase_diff": r3.phase_diff,
+            "residual_entropy": r3.residual_entropy,
+            "risk_band": r3.risk_band,
         },
         "harmony_index": 0.5,
         "coherence_level": 0.5,
         "auto_reg_action": vocab.NO_ACTION,
-        "trace": dict(MERGE_TRACE, iter=e["trace"]["iter"], host=host),
-        "rmb": {"event_type": e["event_type"], "group": e["group"]},
+        "trace": {**MERGE_TRACE, "iter": e.trace.iter, "host": host},
+        "rmb": {"event_type": e.event_type, "group": e.group},
         "source": source,
     }
 

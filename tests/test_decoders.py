@@ -339,3 +339,18 @@ def test_lumens_own_v2_lines_take_the_fast_path(workdir):
     for line in lines:
         ev = DECODERS[V2].decode(line)  # raises if the types turn the line down
         assert orjson.loads(line) == DECODERS_TO_DICT(ev)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(PATHS), VALUES, st.booleans()), max_size=3))
+def test_merge_maps_fast_path_events_to_valid_v2_events(mutations):
+    """lumen.merge skips validating the v2 event it builds from an event of the fast path's
+    types: valid by construction, shown here over generated events (boundary values of
+    every bounded field included in VALUES)."""
+    from lumen.decoders import RmbEventV1
+    from lumen.v2map import rmb_to_v2
+
+    ev, t, err = CLASSIFIERS[V1][2].classify(orjson.dumps(mutate(BASE, mutations)), NOW_FAR)
+    if err is None and type(ev) is RmbEventV1:
+        v2 = rmb_to_v2(ev, "host", {"stream": "rmb", "fp": "f", "offset": 0})
+        assert Validator.named(V2).error(v2) is None, v2

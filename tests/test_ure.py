@@ -266,3 +266,24 @@ def test_rollback_plan_37_10(stack, tmp_path):
     assert r.returncode == 0 and "RESULT = SWITCHED" in r.stdout
     jobs = [j["job_name"] for j in yaml.safe_load(scrape.read_text())["scrape_configs"]]
     assert jobs == ["rmb_v17", "ure_v18"]
+
+
+def test_a_quiet_input_keeps_its_resume_point_near_the_end_of_the_output(workdir):
+    """With no Safety Music events at all, merge_safety's checkpoint still follows the end
+    of the v2 log (within merge.RESCAN_BYTES), so a restart does not read the whole
+    output again to learn what that input had merged."""
+    from lumen import merge as merge_mod
+
+    emit(workdir, 20000, "--batch-size", "1000")
+    r = merge(workdir)
+    assert r.returncode == 0 and "20000 rmb + 0 safety events" in r.stdout, r.stderr
+    size = (workdir / "logs/resonance_events_v2.jsonl").stat().st_size
+    assert size > merge_mod.RESCAN_BYTES  # else there is nothing to show
+    cps = {
+        name: json.loads((workdir / f"logs/.offsets/{name}.json").read_text())
+        for name in ("merge_rmb", "merge_safety")
+    }
+    for name, cp in cps.items():
+        out = cp["state"]["user"]["out"]
+        assert size - out["offset"] <= merge_mod.RESCAN_BYTES, (name, out, size)
+    assert merge(workdir).stdout.startswith("[merge] resonance_events_v2.jsonl appended: 0 rmb")
