@@ -15,12 +15,15 @@ Metrics: the blueprint's `rmb_events_total`, `rmb_rollback_total`,
 `rmb_checkpoints_written_total`, `rmb_checkpoint_errors_total`, `rmb_log_gap_bytes_total`,
 `rmb_log_bytes_behind`, the emitter's `rmb_emitter_dropped_total`,
 `rmb_emitter_write_errors_total`, `rmb_emitter_pending_events`,
-`rmb_last_event_timestamp_seconds`, `rmb_scrape_duration_seconds`; and the emitter's
-safety-gate thresholds from the config (`rmb_safety_gate_*`), so alert rules can use them.
+`rmb_last_event_timestamp_seconds`, `rmb_scrape_duration_seconds`; the emitter's
+safety-gate thresholds from the config (`rmb_safety_gate_*`), so alert rules can use them;
+`lumen_build_info` and prometheus_client's `process_*` and `python_*`. The residual is NaN
+until the first event (no value, not 0).
 
 Departures from the blueprint: it starts from the checkpoint, not the end of the file;
 it validates; it binds `exporter.host` (default config: 0.0.0.0, as the blueprint).
-Paths other than /metrics get 404, methods other than GET/HEAD 405.
+`/` is a landing page linking to /metrics; other paths get 404, methods other than
+GET/HEAD 405.
 """
 
 import argparse

@@ -10,12 +10,15 @@ One scrape shows all three streams (section 36's "multi-stream exporter" row):
   (0 CALM, 1 TENSE, 2 ALERT, -1 UNDEFINED) and `ure_safety_music_level_changes_total`;
 - the RMB stream's headline figures: `ure_rmb_events_total`, `ure_rmb_rollback_total`,
   `ure_rmb_residual_entropy_last` (and by type / risk band);
-- self-monitoring per stream: `ure_exporter_log_lines_total{stream,status}`,
-  `ure_exporter_rejects_total{stream,reason}`, rotations, truncations, checkpoints,
-  bytes behind, and `ure_scrape_duration_seconds`.
+- self-monitoring, one family per name with a sample per stream:
+  `ure_exporter_log_lines_total{stream,status}`, `ure_exporter_rejects_total{stream,reason}`,
+  rotations, truncations, checkpoints, bytes behind, and `ure_scrape_duration_seconds`;
+- `lumen_build_info` and prometheus_client's `process_*` and `python_*`.
+A gauge is NaN until its stream has a value (no URE tick yet: no value, not 0).
 Each stream is read through the shared consumer (tailer + validation + quarantine) with
 its own checkpoint, so a scrape does no file I/O and counters cover whole logs across
-restarts. Paths other than /metrics_ure get 404; other methods 405. The exporter is
+restarts. `/` is a landing page linking to /metrics_ure; other paths get 404; other
+methods 405. The exporter is
 lumen/exporters.py; its metrics, lumen/stats.py.
 
 Departure from the blueprint: it re-read the last 4 KB of the v2 log on every scrape,

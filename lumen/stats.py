@@ -10,9 +10,16 @@ does no I/O of its own.
   `_last_event_timestamp_seconds` (prefix `rmb` in the RMB exporter, `ure_rmb` in the URE one);
 - `UreStats`: the v2 log: the newest URE loop tick's figures, actions and events by entity;
 - `SafetyStats`: the Safety Music stream: level by source, level changes, events;
-- `consumer_families`: a consumer's self-monitoring counters (lines by status, rejects by
-  reason, rotations, truncations, checkpoints, gap bytes, bytes behind);
+- `consumer_families`: the self-monitoring counters of one consumer, or of several as one
+  family per name with a `stream` label (lines by status, rejects by reason, rotations,
+  truncations, checkpoints, gap bytes, bytes behind);
 - `emitter_families`, `gate_families`, `scrape_duration`: the RMB exporter's other gauges.
+
+A gauge with no value yet (no event seen: the residual, the URE tick's figures) is NaN,
+Prometheus' "no value", never a made-up 0: a dashboard shows a gap, `x > threshold` is
+false, and `x == x` selects only real values. Counters start at 0 (nothing counted is 0).
+Timestamps of the newest event are 0 (the Unix epoch) until one is seen, so a staleness
+rule `time() - x > N` fires on a stream that never produced anything.
 
 Each stats class carries its counters across restarts: `to_state()` is saved with the
 consumer's checkpoint and `Stats(consumer.state)` resumes from it.
@@ -27,8 +34,16 @@ from . import events, timefmt, vocab
 from .ure import LOOP_ID
 
 
+NAN = float("nan")
+
+
 def ts_seconds(ts):
     return timefmt.parse(ts) or 0.0
+
+
+def _value(v):
+    """A gauge's value: NaN when there is none yet."""
+    return NAN if v is None else float(v)
 
 
 class RmbStats:
@@ -41,7 +56,8 @@ class RmbStats:
         st = st or {}
         self.by_type = Counter(st.get("by_type", {}))
         self.by_risk = Counter(st.get("by_risk", {}))
-        self.residual_last = st.get("residual_last", 0.0)
+        # None until the first event (a checkpoint of an empty log before NaN held 0.0).
+        self.residual_last = st.get("residual_last") if self.events_total else None
         self.last_ts = st.get("last_ts")  # RFC 3339 text of the newest event
         self.last_t = st.get("last_t") or ts_seconds(self.last_ts)
 
@@ -60,13 +76,14 @@ class RmbStats:
         return {
             "by_type": dict(self.by_type),
             "by_risk": dict(self.by_risk),
-            "residual_last": float(self.residual_last),
+            "residual_last": self.residual_last,
             "last_ts": self.last_ts,
             "last_t": self.last_t,
         }
 
     def families(self, prefix="rmb"):
-        """The blueprint's three metrics and the per-label counters, named `<prefix>_...`."""
+        """The blueprint's three metrics and the per-label counters, named `<prefix>_...`;
+        the residual is NaN before the first event."""
         by_type = dict(self.by_type)
         yield CounterMetricFamily(
             f"{prefix}_events_total", "Valid v1 events in the log.", sum(by_type.values())
@@ -76,8 +93,8 @@ class RmbStats:
         )
         yield GaugeMetricFamily(
             f"{prefix}_residual_entropy_last",
-            "resonance_v3.residual_entropy of the newest event.",
-            self.residual_last,
+            "resonance_v3.residual_entropy of the newest event (NaN: none yet).",
+            _value(self.residual_last),
         )
         c = CounterMetricFamily(
             f"{prefix}_events_by_type", "Valid events by event_type.", labels=["event_type"]
@@ -93,7 +110,7 @@ class RmbStats:
         yield c
         yield GaugeMetricFamily(
             f"{prefix}_last_event_timestamp_seconds",
-            "ts of the newest valid event, as Unix time.",
+            "ts of the newest valid event, as Unix time (0: none yet).",
             self.last_t or 0.0,
         )
 
@@ -134,7 +151,8 @@ class UreStats:
 
         def gauge(name, doc, key):
             v = last.get(key)
-            return GaugeMetricFamily(f"{prefix}_{name}", doc, float("nan") if v is None else v)
+            doc = f"{doc.rstrip('.')} (NaN: none yet)."
+            return GaugeMetricFamily(f"{prefix}_{name}", doc, _value(v))
 
         yield gauge(
             "residual_entropy_last", "Observed residual of the newest URE tick.", "residual"
@@ -197,54 +215,64 @@ class SafetyStats:
         yield CounterMetricFamily(f"{prefix}_events_total", "Safety Music events.", self.events)
 
 
-def consumer_families(consumer, prefix, label=None):
-    """A lumen.consumer.Consumer's self-monitoring counters as metric families, named
-    `<prefix>_...`, optionally labelled stream=label."""
-    names = ["stream"] if label else []
-    lv = [label] if label else []
-
-    def counter(name, doc, value):
-        c = CounterMetricFamily(f"{prefix}_{name}", doc, labels=names)
-        c.add_metric(lv, value)
-        return c
-
-    rejected = consumer.rejected
-    c = CounterMetricFamily(
-        f"{prefix}_log_lines", "Lines read from the log, by status.", labels=names + ["status"]
-    )
-    c.add_metric(lv + ["valid"], consumer.valid)
-    c.add_metric(lv + ["rejected"], sum(rejected.values()))
-    yield c
-    c = CounterMetricFamily(
-        f"{prefix}_rejects", "Lines quarantined, by reason.", labels=names + ["reason"]
-    )
-    for r in events.REASONS:
-        c.add_metric(lv + [r], rejected.get(r, 0))
-    yield c
-    yield counter("file_rotations", "Rename rotations of the log followed.", consumer.rotations)
-    yield counter(
-        "file_truncates", "Truncations (copytruncate) of the log detected.", consumer.truncates
-    )
-    yield counter(
-        "checkpoints_written", "Checkpoints of offset and counters written.", consumer.checkpoints
-    )
-    yield counter(
+# A consumer's plain counters: (family name, help, lumen.consumer.Consumer attribute).
+CONSUMER_COUNTERS = (
+    ("file_rotations", "Rename rotations of the log followed.", "rotations"),
+    ("file_truncates", "Truncations (copytruncate) of the log detected.", "truncates"),
+    ("checkpoints_written", "Checkpoints of offset and counters written.", "checkpoints"),
+    (
         "checkpoint_errors",
         "Checkpoint writes that failed (disk full, I/O error) and were retried.",
-        consumer.checkpoint_errors,
-    )
-    yield counter(
+        "checkpoint_errors",
+    ),
+    (
         "log_gap_bytes",
-        "Bytes of the log that were gone (deleted, truncated "
-        "without a copy) before this consumer read them; a lower bound (bytes "
-        "appended after the last checkpoint of a deleted file are not known).",
-        consumer.gap_bytes,
+        "Bytes of the log that were gone (deleted, truncated without a copy) before this "
+        "consumer read them; a lower bound (bytes appended after the last checkpoint of a "
+        "deleted file are not known).",
+        "gap_bytes",
+    ),
+)
+
+
+def consumer_families(streams, prefix):
+    """Self-monitoring counters as metric families named `<prefix>_...`: of one
+    lumen.consumer.Consumer, or of several given as {stream: consumer}, one family per name
+    holding every stream's samples, labelled stream=<stream> (a name appears once in an
+    exposition: Prometheus' parser rejects a second HELP for it)."""
+    names = ["stream"] if isinstance(streams, dict) else []
+    pairs = list(streams.items()) if names else [(None, streams)]
+
+    def family(cls, name, doc, extra, values):
+        f = cls(f"{prefix}_{name}", doc, labels=names + extra)
+        for label, c in pairs:
+            for more, v in values(c):
+                f.add_metric(([label] if names else []) + more, v)
+        return f
+
+    yield family(
+        CounterMetricFamily,
+        "log_lines",
+        "Lines read from the log, by status.",
+        ["status"],
+        lambda c: [(["valid"], c.valid), (["rejected"], sum(c.rejected.values()))],
     )
-    g = GaugeMetricFamily(
-        f"{prefix}_log_bytes_behind", "Bytes of the log not yet read.", labels=names
+    yield family(
+        CounterMetricFamily,
+        "rejects",
+        "Lines quarantined, by reason.",
+        ["reason"],
+        lambda c: [([r], c.rejected.get(r, 0)) for r in events.REASONS],
     )
-    g.add_metric(lv, consumer.behind)
-    yield g
+    for name, doc, attr in CONSUMER_COUNTERS:
+        yield family(CounterMetricFamily, name, doc, [], lambda c, a=attr: [([], getattr(c, a))])
+    yield family(
+        GaugeMetricFamily,
+        "log_bytes_behind",
+        "Bytes of the log not yet read.",
+        [],
+        lambda c: [([], c.behind)],
+    )
 
 
 def emitter_families(em, prefix="rmb_emitter"):

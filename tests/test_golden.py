@@ -2,9 +2,10 @@
 
 - rmb_exporter.metrics.txt, ure_exporter.metrics_ure.txt: the Prometheus exposition of the
   RMB exporter (/metrics) and the URE exporter (/metrics_ure) over a fixed input (the
-  events below, with fixed timestamps, in a temp dir), served on an ephemeral port. Only
-  the value of `*_scrape_duration_seconds` (how long this scrape took to render) is masked;
-  python_/process_ families would be dropped (the exporters' registries have none).
+  events below, with fixed timestamps, in a temp dir), served on an ephemeral port. Masked:
+  the value of `*_scrape_duration_seconds` (how long this scrape took to render) and the
+  python_version label of `lumen_build_info` (the Python running the tests); the
+  python_/process_ families (prometheus_client's standard collectors) are dropped.
 - result_lines.txt: every `RESULT = ...` line the Makefile targets print, one
   `target: line` row each, for every target that runs hermetically in a temp dir
   (ephemeral ports, no config override or Makefile default taken from the environment).
@@ -205,8 +206,9 @@ def samples(text):
 
 
 def normalize_exposition(text):
-    """The exposition minus what is inherently variable: python_/process_ families, and the
-    value of *_scrape_duration_seconds (the time this scrape took)."""
+    """The exposition minus what is inherently variable: python_/process_ families, the
+    value of *_scrape_duration_seconds (the time this scrape took), and the Python version
+    in lumen_build_info."""
     out = []
     for line in text.splitlines(keepends=True):
         if line.startswith("#"):
@@ -218,6 +220,8 @@ def normalize_exposition(text):
             continue
         if not line.startswith("#") and name.endswith("_scrape_duration_seconds"):
             line = f"{line.rsplit(' ', 1)[0]} <variable>\n"
+        if name == "lumen_build_info":
+            line = re.sub(r'python_version="[^"]*"', 'python_version="<variable>"', line)
         out.append(line)
     return "".join(out)
 
@@ -319,11 +323,13 @@ def test_normalize_masks_only_the_variable_parts():
         "# HELP rmb_scrape_duration_seconds Time.\n"
         "rmb_scrape_duration_seconds 0.000123\n"
         "rmb_log_bytes_behind 0.0\n"
+        'lumen_build_info{python_version="3.11.7",version="0.1.0"} 1.0\n'
     )
     assert normalize_exposition(text) == (
         "# HELP rmb_scrape_duration_seconds Time.\n"
         "rmb_scrape_duration_seconds <variable>\n"
         "rmb_log_bytes_behind 0.0\n"
+        'lumen_build_info{python_version="<variable>",version="0.1.0"} 1.0\n'
     )
 
 

@@ -4,10 +4,15 @@
 Reads `paths.v2_log` of configs/ure_v18.yaml from its end (lumen.recent) and checks the
 newest event, then the last `--last` (100) events, against schemas/resonance_event_v2.json.
 Prints `[ure.verify] OK` (the blueprint's line) or `[ure.verify] FAIL` with each bad
-line's position from the end and reason, exit 1. An empty or missing log is a FAIL.
+line's position from the end and reason, exit 1. A missing log, an empty one (no complete
+line) or an unreadable one is a FAIL too, in one line saying which, exit 1: there is no
+newest event to vouch for, and an OK would claim one (the blueprint's snippet crashed with
+a traceback there). `make smoke.v18` appends a bounded batch of RMB events to an empty
+queue first, so in a fresh checkout it verifies a real merged event and URE tick.
 """
 
 import argparse
+import os
 import sys
 
 from lumen import CONFIGS, config, events
@@ -20,20 +25,27 @@ def main(argv=None):
     ap.add_argument("--config", default=str(CONFIGS / "ure_v18.yaml"))
     ap.add_argument("--last", type=int, default=100, help="how many newest events to check")
     args = ap.parse_args(argv)
+    if args.last < 1:
+        ap.error(f"--last must be at least 1, not {args.last}")
     path = config.load(args.config, "ure_v18")["paths"]["v2_log"]
     v = events.Validator.named("resonance_event_v2.json")
     bad, n = [], 0
-    for raw in reverse_lines(path):
-        if not raw.strip():
-            continue
-        n += 1
-        _, err = events.parse(raw, v)
-        if err:
-            bad.append(f"line {n} from the end: {err[0]}: {err[1]}")
-        if n >= args.last:
-            break
+    try:
+        for raw in reverse_lines(path):
+            if not raw.strip():
+                continue
+            n += 1
+            _, err = events.parse(raw, v)
+            if err:
+                bad.append(f"line {n} from the end: {err[0]}: {err[1]}")
+            if n >= args.last:
+                break
+    except OSError as e:
+        print(f"[ure.verify] FAIL: cannot read {path}: {e.strerror or e}")
+        return 1
     if n == 0:
-        print(f"[ure.verify] FAIL: no events in {path}")
+        why = "holds no events yet" if os.path.exists(path) else "does not exist yet"
+        print(f"[ure.verify] FAIL: {path} {why} (make merge.v2 / make trackD.start write it)")
         return 1
     if bad:
         print(f"[ure.verify] FAIL: {len(bad)} of the last {n} events are not valid v2")
