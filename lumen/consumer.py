@@ -112,15 +112,18 @@ class Consumer:
             n += len(batch)
             fp = batch.fp
             t_now = self.classifier.clock() if now is None else now
+            nbytes = valid = 0
             for off, raw in batch:
-                self.bytes_read += len(raw) + 1
+                nbytes += len(raw)
                 ev, t, err = classify(raw, t_now)
                 if err is None:
-                    self.valid += 1
+                    valid += 1
                     on_event(ev, Pos(fp, off, t))
                 elif raw.strip():  # a blank line is neither an event nor an error
                     self.rejected[err[0]] += 1
                     self.rejects.add(err[0], err[1], fp, off, raw)
+            self.valid += valid
+            self.bytes_read += nbytes + len(batch)
         if n:
             self._dirty = True
         self.behind = self.tailer.bytes_behind()

@@ -43,6 +43,7 @@ REASONS = (
 MAX_LINE_BYTES = 1 << 20
 MAX_FUTURE_S = 300.0  # Loki's creation grace period and Prometheus' out-of-bounds check alike
 FORMATS = {"date-time": timefmt.is_datetime}
+_parse_ts = timefmt.parse
 
 
 @lru_cache(maxsize=None)
@@ -156,27 +157,28 @@ class Classifier:
 
     def classify(self, raw, now=None):
         try:
-            return self._classify(raw, self.clock() if now is None else now)
+            if now is None:
+                now = self.clock()
+            if self._fast is not None and len(raw) <= self.max_bytes:
+                try:
+                    ev = self._fast(raw)
+                except Exception:  # noqa: BLE001 - any refusal (bad UTF-8, depth, type): the
+                    ev = None  # schema path below gives the one verdict and its message
+                if ev is not None:
+                    t = _parse_ts(ev.ts)
+                    if t is not None:
+                        if t > now + self.max_future_s:
+                            return None, None, judge_future(t, now, self.max_future_s)
+                        return (ev if self._out is None else self._out(ev)), t, None
+            return self._schema_path(raw, now)
         except Exception as e:  # noqa: BLE001 - totality: whatever breaks is this line's reject
             return None, None, ("internal", f"{type(e).__name__}: {e}"[:500])
 
-    def _classify(self, raw, now):
-        if self._fast is not None and len(raw) <= self.max_bytes:
-            try:
-                ev = self._fast(raw)
-            except Exception:  # noqa: BLE001 - any refusal (bad UTF-8, depth, type): the
-                ev = None  # schema path below gives the one verdict and its message
-            if ev is not None:
-                t = timefmt.parse(ev.ts)
-                if t is not None:
-                    err = judge_future(t, now, self.max_future_s)
-                    if err:
-                        return None, None, err
-                    return (ev if self._out is None else self._out(ev)), t, None
+    def _schema_path(self, raw, now):
         ev, err = _judge(raw, self.validator, self.max_bytes)
         if err:
             return None, None, err
-        t = timefmt.parse(ev["ts"])
+        t = _parse_ts(ev["ts"])
         if t is None:  # every Lumen schema requires ts as a date-time: cannot happen
             return None, None, ("schema", "ts: not an RFC 3339 date-time")
         err = judge_future(t, now, self.max_future_s)
