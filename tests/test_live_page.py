@@ -56,10 +56,6 @@ STATE = """() => {
 }"""
 
 
-def state(page):
-    return page.evaluate(STATE)
-
-
 @contextlib.contextmanager
 def browser_page(errors):
     """A page of headless Chromium (1280x1100) whose console errors go to `errors`."""
