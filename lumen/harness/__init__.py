@@ -9,6 +9,8 @@ them; no process of the stack imports them.
   appends, rotations, kills and operator commands, checked against an in-memory model.
 - bench (bench/bench.py, `make bench`): throughput and latency of every stage, written to
   bench/results.md.
+- livepage (tools/live_page_shot.py, and tests/test_live_page.py's browser): the live page
+  in headless Chromium; the README's screenshot (docs/live_page.png) of a real run.
 
 Here: the helpers they share (a free port, a make target in a scratch directory).
 """

@@ -1,39 +1,101 @@
 // Lumen live page: polls the read-only API every few seconds and redraws the charts.
 // No build step; uPlot is vendored (lumen/api/static/vendor/uplot-1.6.31, MIT).
+//
+// What is drawn: complete time buckets only. The bucket still in progress (and one that
+// ended less than SETTLE_S ago, whose last events may not be stored yet) holds only part
+// of its events, so drawn it would look like a drop; it is left out, and the newest point
+// is at most one step + SETTLE_S old (the status line still counts every stored event).
+// A bucket that began before the window is cut by it, and left out too.
+// The x axis ends now and starts at the window's start, or at the first bucket when the
+// data is younger than the window; all charts and the level strip share that range, and
+// the same left and right axis widths, so one instant is at one x position everywhere.
 "use strict";
 const WINDOW = "15m", STEP = "10s", REFRESH_MS = 5000;
+const SETTLE_S = 2;  // the ingester's lag: a bucket counts as complete this long after its end
+const SLO_RATIO = 0.05;  // RMB-ROLL-001, the dashed line on the rollback-ratio axis
+const RATIO_TOPS = [0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1];
+const AXIS_PX = 60;  // width of every chart's left and right axis
 const LEVEL_COLOR = { CALM: "#2ea043", TENSE: "#d29922", ALERT: "#f85149", UNDEFINED: "#3b4660" };
 const charts = {};
 // Test hooks: ready once every chart has data; host: the host shown ("" for all of them);
-// hosts: the hosts /api/hosts lists.
-window.lumen = { ready: false, renders: 0, points: 0, errors: [], host: "", hosts: [] };
+// hosts: the hosts /api/hosts lists; charts: the uPlot instances; series: the last
+// /api/series answer, now: the instant it was drawn for (s); xRange: [from, to] of every
+// chart; strip: the level strip's range, its drawn area (CSS px from the page's left) and
+// first bucket.
+window.lumen = { ready: false, renders: 0, points: 0, errors: [], host: "", hosts: [], charts,
+  series: null, now: null, xRange: null, strip: null, settle_s: SETTLE_S };
 let host = "";  // the chosen host ("" = all hosts), passed as host= to series, slo and rmb
+let xRange = null;
+let strip = null;  // what drawStrip drew last, redrawn on resize
 
 function width(id) { return document.getElementById(id).clientWidth || 800; }
 
 function bands(u) {  // SAFE / WATCH / RISK backgrounds on the residual chart
-  const ctx = u.ctx, { left, top, width: w, height: h } = u.bbox;
+  const ctx = u.ctx, { left, width: w } = u.bbox;
   for (const [lo, hi, color] of [[0, 0.55, "rgba(46,160,67,0.12)"], [0.55, 0.85, "rgba(210,153,34,0.14)"], [0.85, 1, "rgba(248,81,73,0.16)"]]) {
     const y1 = u.valToPos(hi, "y", true), y0 = u.valToPos(lo, "y", true);
     ctx.fillStyle = color; ctx.fillRect(left, y1, w, y0 - y1);
   }
 }
 
-function sloLine(u) {  // the 0.05 rollback-ratio SLO on the right axis
-  const y = u.valToPos(0.05, "ratio", true), { left, width: w } = u.bbox, ctx = u.ctx;
+function sloLine(u) {  // the rollback-ratio SLO on the right axis
+  const y = u.valToPos(SLO_RATIO, "ratio", true), { left, width: w } = u.bbox, ctx = u.ctx;
   ctx.save(); ctx.strokeStyle = "#f85149"; ctx.setLineDash([6, 4]); ctx.beginPath();
   ctx.moveTo(left, y); ctx.lineTo(left + w, y); ctx.stroke(); ctx.restore();
 }
 
-function axes(extra) {
-  const base = { stroke: "#8a96ad", grid: { stroke: "#243049" }, ticks: { stroke: "#243049" } };
-  return [Object.assign({}, base), Object.assign({}, base), ...(extra || []).map(e => Object.assign({}, base, e))];
+// The ratio axis: from 0 to the smallest of RATIO_TOPS above both the data and the SLO
+// line, with 15 % headroom (a ratio of 0.35 gets 0.5, a spike's 0.7 gets 1); never above 1.
+function ratioTop(dataMax) {
+  const want = Math.max(dataMax || 0, SLO_RATIO) * 1.15;
+  return RATIO_TOPS.find(top => top >= want) || 1;
 }
 
-let xRange = null;  // every chart spans the whole window, aligned with the level strip
+function axes(right) {  // x, the left y axis, and a right axis (blank when `right` is not given)
+  const base = { stroke: "#8a96ad", grid: { stroke: "#243049" }, ticks: { stroke: "#243049" } };
+  const blank = { scale: "y", values: (u, splits) => splits.map(() => ""), ticks: { show: false } };
+  return [Object.assign({}, base), Object.assign({}, base, { size: AXIS_PX }),
+    Object.assign({}, base, { side: 1, size: AXIS_PX, grid: { show: false } }, right || blank)];
+}
 
-function make(id, opts, data) {
+// A legend value: the hovered bucket's; not hovering, the newest bucket's (`zero`: a
+// missing value there means 0, as for the actions series drawn without its zeros).
+function legendValue(d, zero) {
+  return (u, v, si, idx) => {
+    const col = u.data[si];
+    if (idx === null || idx === undefined) v = col.length ? col[col.length - 1] : null;
+    return fmt(v === null && zero && col.length ? 0 : v, d);
+  };
+}
+
+function legendTime(u, v, si, idx) {
+  const col = u.data[0], t = idx === null || idx === undefined ? col[col.length - 1] : v;
+  return t === null || t === undefined ? "–" : new Date(t * 1000).toLocaleTimeString();
+}
+
+function line(label, stroke, d, more) {
+  return Object.assign({ label, stroke, value: legendValue(d) }, more);
+}
+
+const SPECS = {
+  residual: () => ({ series: [{ label: "bucket", value: legendTime },
+    line("residual mean", "#79c0ff", 3, { width: 2 }), line("residual max", "#a371f7", 3)],
+  scales: { y: { range: [0, 1] } }, axes: axes(), hooks: { drawClear: [bands] } }),
+  events: () => ({ series: [{ label: "bucket", value: legendTime },
+    line("events", "#79c0ff", 0, { fill: "rgba(121,192,255,0.15)" }), line("rollbacks", "#f85149", 0),
+    line("rollback ratio", "#d29922", 4, { scale: "ratio", width: 2 })],
+  scales: { ratio: { range: (u, lo, hi) => [0, ratioTop(hi)] } },
+  axes: axes({ scale: "ratio" }), hooks: { draw: [sloLine] } }),
+  ure: () => ({ series: [{ label: "bucket", value: legendTime },
+    line("harmony", "#3fb950", 3, { width: 2 }), line("coherence", "#79c0ff", 3, { width: 2 }),
+    line("hz", "#d29922", 2, { scale: "hz" }),
+    line("actions", "#f85149", 0, { scale: "hz", points: { show: true }, width: 0, value: legendValue(0, true) })],
+  scales: { y: { range: [0, 1] }, hz: { range: [0, 10] } }, axes: axes({ scale: "hz" }) }),
+};
+
+function draw(id, data) {
   if (!charts[id]) {
+    const opts = SPECS[id]();
     opts.width = width(id); opts.height = 220;
     opts.scales = Object.assign({ x: { time: true, range: () => xRange } }, opts.scales);
     charts[id] = new uPlot(opts, data, document.getElementById(id));
@@ -43,21 +105,27 @@ function make(id, opts, data) {
   charts[id].setScale("x", { min: xRange[0], max: xRange[1] });
 }
 
-function drawStrip(rows, lo, hi) {
+// The worst Safety Music level of each bucket over [lo, hi], drawn between the charts'
+// axes (AXIS_PX from each side, as their plot areas); no bucket: "no data".
+function drawStrip(rows, lo, hi, step) {
   const c = document.getElementById("strip"), ctx = c.getContext("2d");
   c.width = c.clientWidth; const w = c.width, h = c.height;
-  ctx.fillStyle = LEVEL_COLOR.UNDEFINED; ctx.fillRect(0, 0, w, h);
-  const span = Math.max(1, hi - lo);
-  for (let i = 0; i < rows.length; i++) {
-    const x0 = (rows[i].t - lo) / span * w, x1 = i + 1 < rows.length ? (rows[i + 1].t - lo) / span * w : w;
-    ctx.fillStyle = LEVEL_COLOR[rows[i].level] || LEVEL_COLOR.UNDEFINED; ctx.fillRect(x0, 0, Math.max(1, x1 - x0), h);
+  const left = AXIS_PX, pw = Math.max(1, w - 2 * AXIS_PX), span = Math.max(1, hi - lo);
+  ctx.clearRect(0, 0, w, h);
+  ctx.fillStyle = LEVEL_COLOR.UNDEFINED; ctx.fillRect(left, 0, pw, h);
+  for (const r of rows) {
+    const x0 = left + Math.max(0, (r.t - lo) / span) * pw, x1 = left + Math.min(1, (r.t + step - lo) / span) * pw;
+    ctx.fillStyle = LEVEL_COLOR[r.level] || LEVEL_COLOR.UNDEFINED; ctx.fillRect(x0, 0, Math.max(1, x1 - x0), h);
   }
+  strip = { rows, lo, hi, step };
+  window.lumen.strip = { range: [lo, hi], left: c.getBoundingClientRect().left + left, width: pw,
+    first: rows.length ? rows[0].t : null };
 }
 
 async function getJSON(path) {
   const r = await fetch(path, { cache: "no-store" });
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
-  return r.json();
+  return { body: await r.json(), date: Date.parse(r.headers.get("Date")) };
 }
 
 function fmt(x, d) { return x === null || x === undefined ? "–" : Number(x).toFixed(d); }
@@ -96,41 +164,45 @@ function showHosts(h) {
     + `<td>${fmt(x.rmb.rollback_ratio, 4)}</td><td>${age(x.rmb.newest.age_s)}</td></tr>`).join("");
 }
 
+// The buckets of `rows` that are complete at `now` and inside the window.
+function complete(rows, s, now) {
+  return rows.filter(b => b.t >= now - s.window_s && b.t + s.step_s + SETTLE_S <= now);
+}
+
+// Now, on the API's clock (its Date header, whole seconds; + 0.5 s on average), so a
+// browser whose clock is off neither drops complete buckets nor draws incomplete ones.
+function serverNow(date) {
+  return Number.isFinite(date) ? date / 1000 + 0.5 : Date.now() / 1000;
+}
+
 async function refresh() {
   const status = document.getElementById("status"), shown = host;
   try {
-    const [s, slo, newest, hosts] = await Promise.all([
+    const [res, slo, newest, hosts] = await Promise.all([
       getJSON(withHost(`/api/series?window=${WINDOW}&step=${STEP}`)), getJSON(withHost("/api/slo")),
       getJSON(withHost("/api/rmb?limit=15")), getJSON(`/api/hosts?window=${WINDOW}`).catch(() => null)]);
     if (shown !== host) return;  // another host was chosen meanwhile: its refresh draws
-    showHosts(hosts);
-    const now = Date.now() / 1000;
-    xRange = [now - s.window_s, now];
-    const r = s.rmb, t = r.map(b => b.t);
-    make("residual", { series: [{}, { label: "residual mean", stroke: "#79c0ff", width: 2 }, { label: "residual max", stroke: "#a371f7" }],
-      scales: { y: { range: [0, 1] } }, axes: axes(), hooks: { drawClear: [bands] } },
-      [t, r.map(b => b.residual_mean), r.map(b => b.residual_max)]);
-    make("events", { series: [{}, { label: "events", stroke: "#79c0ff", fill: "rgba(121,192,255,0.15)" },
-      { label: "rollbacks", stroke: "#f85149" }, { label: "rollback ratio", stroke: "#d29922", scale: "ratio", width: 2 }],
-      scales: { ratio: { range: [0, 0.25] } }, axes: axes([{ scale: "ratio", side: 1, grid: { show: false } }]), hooks: { draw: [sloLine] } },
-      [t, r.map(b => b.events), r.map(b => b.rollbacks), r.map(b => b.ratio)]);
-    const u = s.ure, tu = u.map(b => b.t);
-    make("ure", { series: [{}, { label: "harmony", stroke: "#3fb950", width: 2 }, { label: "coherence", stroke: "#79c0ff", width: 2 },
-      { label: "hz", stroke: "#d29922", scale: "hz" }, { label: "actions", stroke: "#f85149", scale: "hz", points: { show: true }, width: 0 }],
-      scales: { y: { range: [0, 1] }, hz: { range: [0, 10] } }, axes: axes([{ scale: "hz", side: 1, grid: { show: false } }]) },
-      [tu, u.map(b => b.harmony), u.map(b => b.coherence), u.map(b => b.hz), u.map(b => b.actions || null)]);
-    drawStrip(s.safety, now - s.window_s, now);
-    document.querySelector("#slo tbody").innerHTML = slo.verdicts.map(v =>
+    showHosts(hosts && hosts.body);
+    const s = res.body, now = serverNow(res.date);
+    const r = complete(s.rmb, s, now), u = complete(s.ure, s, now), lv = complete(s.safety, s, now);
+    // The axis starts at the first bucket the API has (the window's start, if older).
+    const firsts = [s.rmb, s.ure, s.safety].filter(a => a.length).map(a => a[0].t);
+    xRange = [firsts.length ? Math.max(now - s.window_s, Math.min(...firsts)) : now - s.window_s, now];
+    const t = r.map(b => b.t), tu = u.map(b => b.t);
+    draw("residual", [t, r.map(b => b.residual_mean), r.map(b => b.residual_max)]);
+    draw("events", [t, r.map(b => b.events), r.map(b => b.rollbacks), r.map(b => b.ratio)]);
+    draw("ure", [tu, u.map(b => b.harmony), u.map(b => b.coherence), u.map(b => b.hz), u.map(b => b.actions || null)]);
+    drawStrip(lv, xRange[0], xRange[1], s.step_s);
+    document.querySelector("#slo tbody").innerHTML = slo.body.verdicts.map(v =>
       `<tr><td>${v.id}</td><td>${v.metric}</td><td>${fmt(v.value, 4)} / ${v.threshold}</td><td class="${v.status}">${v.status}</td></tr>`).join("")
-      + `<tr><td colspan="3">overall</td><td class="${slo.result}">${slo.result}</td></tr>`;
-    document.querySelector("#newest tbody").innerHTML = newest.items.map(e =>
+      + `<tr><td colspan="3">overall</td><td class="${slo.body.result}">${slo.body.result}</td></tr>`;
+    document.querySelector("#newest tbody").innerHTML = newest.body.items.map(e =>
       `<tr><td>${e.ts.replace("T", " ").slice(0, 23)}</td><td>${e.event_type}</td><td>${fmt(e.residual, 3)}</td><td>${e.risk}</td></tr>`).join("");
-    window.lumen.points = t.length + tu.length + s.safety.length;
+    Object.assign(window.lumen, { series: s, now, xRange, host, points: t.length + tu.length + lv.length,
+      ready: t.length > 0 && tu.length > 0 && lv.length > 0 });
     window.lumen.renders += 1;
-    window.lumen.ready = t.length > 0 && tu.length > 0 && s.safety.length > 0;
-    window.lumen.host = host;
     status.className = "";
-    status.textContent = `updated ${new Date().toLocaleTimeString()} · ${r.reduce((a, b) => a + b.events, 0)} events in ${WINDOW}`
+    status.textContent = `updated ${new Date().toLocaleTimeString()} · ${s.rmb.reduce((a, b) => a + b.events, 0)} events in ${WINDOW}`
       + (host ? ` on ${host}` : "");
   } catch (e) {
     window.lumen.errors.push(String(e));
@@ -141,4 +213,7 @@ async function refresh() {
 document.getElementById("host").addEventListener("change", e => { host = e.target.value; refresh(); });
 refresh();
 setInterval(refresh, REFRESH_MS);
-window.addEventListener("resize", () => { for (const id in charts) charts[id].setSize({ width: width(id), height: 220 }); });
+window.addEventListener("resize", () => {
+  for (const id in charts) charts[id].setSize({ width: width(id), height: 220 });
+  if (strip) drawStrip(strip.rows, strip.lo, strip.hi, strip.step);
+});
