@@ -16,6 +16,7 @@ entry script in the log's directory (start()) and stopped by its own Popen.
 """
 
 import contextlib
+import re
 import selectors
 import socket
 import subprocess
@@ -116,8 +117,9 @@ def scrape(d, n, opts):
     port = free_port()
     lines = count_lines(Path(d) / RMB_LOG)
 
-    def ready(r):
-        return f"rmb_events_total {float(lines)}" in r.text
+    def ready(r):  # the exporter has read the whole log (1e+06 is how 1 000 000 is written)
+        said = re.search(r"^rmb_events_total (\S+)$", r.text, re.M)
+        return said is not None and float(said.group(1)) >= lines
 
     with start(d, rmb_exporter_argv(port, f"bench{n}"), port, "/metrics", ready, timeout=600):
         p50, p99 = latencies(port, "/metrics", opts.n_req)
