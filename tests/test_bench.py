@@ -151,3 +151,17 @@ def test_bad_usage_is_one_line_and_exit_2(args, tmp_path):
     assert r.returncode == 2, r.stderr
     assert "error" in r.stderr and len(r.stderr.strip().splitlines()) <= 2
     assert not (tmp_path / "r.md").exists()
+
+
+def test_sizes_default_quick_big_and_given():
+    from argparse import Namespace
+
+    from lumen.harness.bench import runner
+
+    def sizes(env=None, **flags):
+        return runner.sizes(Namespace(**{"sizes": None, "quick": False, **flags}), env or {})
+
+    assert sizes() == [100_000, 1_000_000]
+    assert sizes({"BENCH_BIG": "1"}) == [100_000, 1_000_000, 10_000_000]
+    assert sizes(quick=True) == [10_000, 100_000]
+    assert sizes({"BENCH_BIG": "1"}, quick=True, sizes="2000,5000") == [2000, 5000]
