@@ -1,9 +1,10 @@
-"""The bench's PostgreSQL rows, beside SQLite's: the same stages (stages.ingest,
-servers.api, servers.api_clients) with LUMEN_DB_URL naming a database of a private cluster
-(lumen.harness.pgserver.PgServer) and LUMEN_HOST_ID the host the rows are written as.
+"""The bench's PostgreSQL rows, beside SQLite's (bench --only): the same stages
+(stages.ingest_store, servers.api, servers.api_16, servers.api_clients) with LUMEN_DB_URL
+naming a database of a private cluster (lumen.harness.pgserver.PgServer) and
+LUMEN_HOST_ID the host the rows are written as.
 
-- ingest: the ingester's backfill of both logs into PostgreSQL (target >= 50 000 rows/s);
-- api, api_clients: the read-only API on PostgreSQL (its database ingested first).
+- ingest: one backfill of both logs into PostgreSQL (no floor: a store holds each row once);
+- api, api_16, api_clients: the read-only API on PostgreSQL (its database ingested first).
 Rows are labelled "... (PostgreSQL)". The cluster is started by the first of these stages
 of a run and stopped by close() (the runner's `finally`); each generated log gets its own
 database. Without PostgreSQL binaries (pgserver.Unavailable) one line says so and the
@@ -74,8 +75,8 @@ def _on_postgres(stage):
 
 
 @_on_postgres
-def ingest(d, n):
-    stages.ingest(d, n, LABEL, name="benchingestpg")
+def ingest(d, n, opts=None):
+    stages.ingest_store(d, n, LABEL, name="benchingestpg")
     _dbs[d][1] = True
 
 
@@ -85,10 +86,15 @@ def _ingested(d, n):
 
 
 @_on_postgres
-def api(d, n, n_req=500):
-    servers.api(d, n, n_req, LABEL, prepare=_ingested)
+def api(d, n, opts):
+    servers.api(d, n, opts, LABEL, prepare=_ingested)
 
 
 @_on_postgres
-def api_clients(d, n, clients=50, seconds=10):
-    servers.api_clients(d, n, clients, seconds, LABEL, prepare=_ingested)
+def api_16(d, n, opts):
+    servers.api_16(d, n, opts, LABEL, prepare=_ingested)
+
+
+@_on_postgres
+def api_clients(d, n, opts):
+    servers.api_clients(d, n, opts, LABEL, prepare=_ingested)

@@ -1,20 +1,26 @@
 """The bench's stages that serve: a server started on the generated log, then requested.
 
 - scrape: the RMB exporter's /metrics, p50 and p99 once it has read the whole log
-  (target p50 <= 5 ms);
-- api: the read-only API's newest row and a filtered list of 100 rows, p50 and p99, and
-  requests/s from 16 client threads;
-- api_clients: the API under 50 concurrent keep-alive connections driven by one selector
-  loop (_keepalive_load), on :last alone and on the live page's polling mix (API_MIX):
-  requests/s, p50, p99 (target p99 <= 50 ms at 1 M rows).
-Both serve the store their environment names (bench.postgres points them at PostgreSQL).
-Each server is started by its entry script in the log's directory and stopped by its own
-Popen.
+  (goal p50 <= 5 ms);
+- api: the read-only API's newest row and a filtered list of 100 rows, p50 and p99 of
+  `opts.n_req` requests one after the other (goal p50 <= 5 ms);
+- api_16: /api/rmb:last under 16 keep-alive clients beside its floor, a bare stdlib
+  server (bare_http) answering a body as long as the API's, same client, runs
+  interleaved: requests/s (goal >= 80 % of the floor's) and p99;
+- api_clients: the API under 50 keep-alive clients, on :last alone and on the live page's
+  polling mix (API_MIX): requests/s, p50, p99 (goal p99 <= 50 ms).
+The clients are one selector loop (keepalive_load), ~20 us a request, so the figures are
+the server's, not a client thread's wait for the GIL. The API serves the store its
+environment names (bench.postgres points it at PostgreSQL). Each server is started by its
+entry script in the log's directory (start()) and stopped by its own Popen.
 """
 
+import contextlib
+import re
+import selectors
 import socket
 import subprocess
-import threading
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,101 +28,8 @@ import requests
 
 from lumen import ROOT
 from lumen.harness import free_port
-from lumen.harness.bench.stages import PY, RMB_CFG, ingest
-from lumen.harness.bench.table import fmt, row
-
-
-def _serve_and_hammer(d, args, port, path, ready, n_req, clients=1):
-    p = subprocess.Popen([PY, *args], cwd=d, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        s = requests.Session()
-        while time.monotonic() < deadline:
-            try:
-                if ready(s.get(f"http://127.0.0.1:{port}{path}", timeout=2)):
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        lat = []
-        lock = threading.Lock()
-
-        def client(k):
-            ss = requests.Session()
-            mine = []
-            for _ in range(k):
-                t0 = time.perf_counter()
-                ss.get(f"http://127.0.0.1:{port}{path}", timeout=10)
-                mine.append(time.perf_counter() - t0)
-            with lock:
-                lat.extend(mine)
-
-        t0 = time.perf_counter()
-        ts = [threading.Thread(target=client, args=(n_req // clients,)) for _ in range(clients)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        wall = time.perf_counter() - t0
-        lat.sort()
-        return lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000, len(lat) / wall
-    finally:
-        p.terminate()
-        p.wait(timeout=30)
-
-
-def scrape(d, n, n_req):
-    port = free_port()
-
-    def ready(r):
-        return f"rmb_events_total {float(n)}" in r.text
-
-    p50, p99, _ = _serve_and_hammer(
-        d,
-        [
-            str(ROOT / "exporters/rmb_exporter_v17.py"),
-            "--config",
-            str(RMB_CFG),
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-            "--name",
-            f"bench{n}",
-        ],
-        port,
-        "/metrics",
-        ready,
-        n_req,
-    )
-    row("/metrics scrape p50", n, f"{p50:.2f}", "ms", "<= 5 ms", "yes" if p50 <= 5 else "NO")
-    row("/metrics scrape p99", n, f"{p99:.2f}", "ms")
-
-
-def sqlite_ingested(d, n):
-    """The SQLite store of the log in `d`: ingested (stages.ingest) unless it exists."""
-    if not (Path(d) / "data/lumen.db").exists():
-        ingest(d, n)
-
-
-def api(d, n, n_req=500, label="", prepare=sqlite_ingested):
-    """The API on the store its environment names, once `prepare(d, n)` has filled it; each
-    row's stage ends with `label`."""
-    prepare(d, n)
-    port = free_port()
-    args = [str(ROOT / "api/read_only.py"), "--port", str(port), "--name", f"benchapi{n}"]
-    ok = lambda r: r.status_code == 200  # noqa: E731
-    p50, p99, _ = _serve_and_hammer(d, args, port, "/api/rmb:last", ok, n_req)
-    met = "yes" if p50 <= 5 else "NO"
-    row(f"API /api/rmb:last p50{label}", n, f"{p50:.2f}", "ms", "<= 5 ms", met)
-    row(f"API /api/rmb:last p99{label}", n, f"{p99:.2f}", "ms")
-    q = "/api/rmb?risk=WATCH&limit=100&entity=lumen.core"
-    p50, p99, _ = _serve_and_hammer(d, args, port, q, ok, n_req)
-    row(f"API filtered list (100 rows) p50{label}", n, f"{p50:.2f}", "ms")
-    row(f"API filtered list (100 rows) p99{label}", n, f"{p99:.2f}", "ms")
-    _, _, rps = _serve_and_hammer(d, args, port, "/api/rmb:last", ok, n_req * 4, clients=16)
-    row(f"API requests/s, 16 clients (rmb:last){label}", n, fmt(rps), "req/s")
-
+from lumen.harness.bench.stages import PY, RMB_CFG, RMB_LOG, count_lines, ingest
+from lumen.harness.bench.table import Opts, compare, fmt, interleaved, row
 
 # The live page's polling mix: the two :last rows, a filtered page, the 10-minute summary.
 API_MIX = (
@@ -125,15 +38,166 @@ API_MIX = (
     "/api/rmb?risk=WATCH&limit=100&entity=lumen.core",
     "/api/summary?window=10m",
 )
+FILTERED = "/api/rmb?risk=WATCH&limit=100&entity=lumen.core"
 
 
-def _keepalive_load(port, paths, clients, seconds):
+def rmb_exporter_argv(port, name):
+    return [str(ROOT / "exporters/rmb_exporter_v17.py"), "--config", str(RMB_CFG)] + [
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--name",
+        name,
+    ]
+
+
+def api_argv(port, name):
+    return [str(ROOT / "api/read_only.py"), "--port", str(port), "--name", name]
+
+
+@contextlib.contextmanager
+def running(d, argv):
+    """`PY argv` running in `d` (its stderr kept aside), stopped by its own Popen at the
+    end. Yields (Popen, check): check() raises RuntimeError, with the process's last line
+    of stderr, once it has exited."""
+    err = tempfile.TemporaryFile()
+    p = subprocess.Popen([PY, *argv], cwd=d, stdout=subprocess.DEVNULL, stderr=err)
+
+    def check():
+        if p.poll() is not None:
+            err.seek(0)
+            said = err.read().decode(errors="replace").strip().splitlines()[-1:]
+            raise RuntimeError(f"{argv[0]} exited with {p.returncode}: {said}")
+
+    try:
+        yield p, check
+    finally:
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+        err.close()
+
+
+@contextlib.contextmanager
+def start(d, argv, port, path, ready=lambda r: r.status_code == 200, timeout=120):
+    """The server `PY argv` running in `d` until `ready(GET path)`; stopped at the end.
+    Yields its Popen. A server that exits or never gets ready is a RuntimeError."""
+    with running(d, argv) as (p, check), requests.Session() as s:
+        deadline = time.monotonic() + timeout
+        while True:
+            check()
+            try:
+                if ready(s.get(f"http://127.0.0.1:{port}{path}", timeout=5)):
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[0]} not ready on {path} after {timeout} s")
+            time.sleep(0.1)
+        yield p
+
+
+def latencies(port, path, n_req):
+    """p50 and p99 in ms of `n_req` GETs one after the other on one keep-alive session."""
+    lat = []
+    with requests.Session() as s:
+        for _ in range(n_req):
+            t0 = time.perf_counter()
+            s.get(f"http://127.0.0.1:{port}{path}", timeout=10)
+            lat.append(time.perf_counter() - t0)
+    lat.sort()
+    return lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
+
+
+def scrape(d, n, opts):
+    port = free_port()
+    lines = count_lines(Path(d) / RMB_LOG)
+
+    def ready(r):  # the exporter has read the whole log (1e+06 is how 1 000 000 is written)
+        said = re.search(r"^rmb_events_total (\S+)$", r.text, re.M)
+        return said is not None and float(said.group(1)) >= lines
+
+    with start(d, rmb_exporter_argv(port, f"bench{n}"), port, "/metrics", ready, timeout=600):
+        p50, p99 = latencies(port, "/metrics", opts.n_req)
+    row(
+        "/metrics scrape p50",
+        n,
+        f"{p50:.2f}",
+        "ms",
+        goal="<= 5 ms",
+        met="yes" if p50 <= 5 else "NO",
+    )
+    row("/metrics scrape p99", n, f"{p99:.2f}", "ms")
+
+
+def sqlite_ingested(d, n):
+    """The SQLite store of the log in `d`: ingested (stages.ingest) unless it exists."""
+    if not (Path(d) / "data/lumen.db").exists():
+        ingest(d, n, Opts(repeats=1))
+
+
+def api(d, n, opts, label="", prepare=sqlite_ingested):
+    """The API on the store its environment names, once `prepare(d, n)` has filled it; each
+    row's stage ends with `label`."""
+    prepare(d, n)
+    port = free_port()
+    with start(d, api_argv(port, f"benchapi{n}"), port, "/api/rmb:last"):
+        for what, path, goal in (
+            ("/api/rmb:last", "/api/rmb:last", True),
+            ("filtered list (100 rows)", FILTERED, False),
+        ):
+            p50, p99 = latencies(port, path, opts.n_req)
+            met = ("yes" if p50 <= 5 else "NO") if goal else ""
+            row(
+                f"API {what} p50{label}",
+                n,
+                f"{p50:.2f}",
+                "ms",
+                goal="<= 5 ms" if goal else "",
+                met=met,
+            )
+            row(f"API {what} p99{label}", n, f"{p99:.2f}", "ms")
+
+
+def api_16(d, n, opts, label="", prepare=sqlite_ingested):
+    """/api/rmb:last under 16 keep-alive clients beside the bare server, interleaved."""
+    prepare(d, n)
+    port, bare_port = free_port(), free_port()
+    path = "/api/rmb:last"
+    with start(d, api_argv(port, f"benchapi{n}r"), port, path):
+        body = len(requests.get(f"http://127.0.0.1:{port}{path}", timeout=10).content)
+        bare = ["-m", "lumen.harness.bench.bare_http", "--port", str(bare_port)]
+        with start(d, bare + ["--body-bytes", str(body)], bare_port, path):
+            for p in (port, bare_port):
+                keepalive_load(p, [path], 16, min(1.0, opts.seconds))  # warm up
+            values, fl = interleaved(
+                lambda: keepalive_load(port, [path], 16, opts.seconds),
+                lambda: keepalive_load(bare_port, [path], 16, opts.seconds),
+                opts.repeats,
+                "API 16 clients",
+            )
+    bad = sum(v[3] for v in values)
+    compare(
+        f"API {path}, 16 clients: requests/s{label}",
+        n,
+        [v[0] for v in values],
+        [f[0] for f in fl],
+        "req/s",
+        ">= 80 % of floor",
+        lambda v, f: not bad and v >= 0.8 * f,
+    )
+    stage = f"API {path}, 16 clients: p99{label}"
+    compare(stage, n, [v[2] for v in values], [f[2] for f in fl], "ms", higher_is_better=False)
+
+
+def keepalive_load(port, paths, clients, seconds):
     """`clients` keep-alive connections driven by one selector loop, each sending its next
-    GET (cycling through `paths`) as soon as the previous answer is complete. The loop costs
-    ~20 us a request, so the latencies are the server's, not a client thread's wait for the
-    GIL. Returns (req/s, p50 ms, p99 ms, answers that were not 200)."""
-    import selectors
-
+    GET (cycling through `paths`) as soon as the previous answer is complete. Returns
+    (req/s, p50 ms, p99 ms, answers that were not 200)."""
     sel = selectors.DefaultSelector()
     reqs = [f"GET {p} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode() for p in paths]
     lat, bad = [], 0
@@ -150,8 +214,8 @@ def _keepalive_load(port, paths, clients, seconds):
         c = {"sock": s, "buf": b"", "i": k, "t0": 0.0}
         conns.append(c)
         sel.register(s, selectors.EVENT_READ, c)
-    start = time.perf_counter()
-    end = start + seconds
+    start_t = time.perf_counter()
+    end = start_t + seconds
     for c in conns:
         send(c)
     while time.perf_counter() < end:
@@ -159,7 +223,7 @@ def _keepalive_load(port, paths, clients, seconds):
             c = key.data
             chunk = c["sock"].recv(1 << 20)
             if not chunk:
-                raise RuntimeError("the API closed a keep-alive connection")
+                raise RuntimeError(f"the server on :{port} closed a keep-alive connection")
             c["buf"] += chunk
             head_end = c["buf"].find(b"\r\n\r\n")
             if head_end < 0:
@@ -172,7 +236,7 @@ def _keepalive_load(port, paths, clients, seconds):
             bad += not head.startswith(b"http/1.1 200")
             c["buf"] = c["buf"][head_end + 4 + length :]
             send(c)
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - start_t
     for c in conns:
         c["sock"].close()
     sel.close()
@@ -180,41 +244,17 @@ def _keepalive_load(port, paths, clients, seconds):
     return len(lat) / wall, lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000, bad
 
 
-def api_clients(d, n, clients=50, seconds=10, label="", prepare=sqlite_ingested):
+def api_clients(d, n, opts, label="", prepare=sqlite_ingested, clients=50):
     """The API under 50 concurrent keep-alive clients, on :last alone and on the live page's
-    mix: requests/s, p50, p99 (target p99 <= 50 ms at 1 M rows). The store and `label` as
-    for api()."""
+    mix: requests/s, p50, p99 (goal p99 <= 50 ms). The store and `label` as for api()."""
     prepare(d, n)
     port = free_port()
-    p = subprocess.Popen(
-        [PY, str(ROOT / "api/read_only.py"), "--port", str(port), "--name", f"benchapi{n}c"],
-        cwd=d,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/api/rmb:last", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)
-        _keepalive_load(port, ["/api/rmb:last"], clients, 1)  # warm up
+    with start(d, api_argv(port, f"benchapi{n}c"), port, "/api/rmb:last"):
+        keepalive_load(port, ["/api/rmb:last"], clients, 1)  # warm up
         for what, paths in (("rmb:last", ["/api/rmb:last"]), ("live-page mix", API_MIX)):
-            rps, p50, p99, bad = _keepalive_load(port, paths, clients, seconds)
+            rps, p50, p99, bad = keepalive_load(port, paths, clients, opts.seconds)
             row(f"API {clients} clients, {what}: requests/s{label}", n, fmt(rps), "req/s")
             row(f"API {clients} clients, {what}: p50{label}", n, f"{p50:.2f}", "ms")
-            row(
-                f"API {clients} clients, {what}: p99{label}",
-                n,
-                f"{p99:.2f}",
-                "ms",
-                "<= 50 ms",
-                "yes" if p99 <= 50 and not bad else "NO",
-            )
-    finally:
-        p.terminate()
-        p.wait(timeout=30)
+            met = "yes" if p99 <= 50 and not bad else "NO"
+            stage = f"API {clients} clients, {what}: p99{label}"
+            row(stage, n, f"{p99:.2f}", "ms", goal="<= 50 ms", met=met)

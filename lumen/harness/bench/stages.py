@@ -1,20 +1,29 @@
 """The bench's stages that read a log or run a tool once; each adds its rows to the table.
 
-Every stage takes the generated log's directory `d` (cwd of what it runs) and its size `n`:
-- reference: the floor, parsing one JSON line (json, orjson, orjson + jsonschema_rs);
-- emitter: the emitter unthrottled at two batch sizes (target >= 100 000 events/s);
-- blueprint_exporter against lumen_exporter: the blueprint's loop (json.loads, no
-  validation) and Lumen's exporter (lumen.exporters.RmbExporter) catching up on the log;
-- safety_tick, ure_tick: one tick of the Safety Music and URE loops after catch-up (flat
-  in log size), the blueprint's tick (a full re-read) beside the first;
-- windowed_tools (slo.report, tune.suggest), merge (merge.v2), ingest (the store's
-  backfill of both logs, target >= 50 000 rows/s; into PostgreSQL too: bench.postgres),
-  as the processes run them.
+Every stage takes the generated log's directory `d` (cwd of what it runs), its size `n`
+and the run's table.Opts. The throughput stages run `opts.repeats` times interleaved with
+their floor (lumen.harness.bench.floors) and show the medians:
+- emitter: the emitter process unthrottled (`--count n`, its own timing line) at the
+  config's batch size and at 1 000, each in a fresh directory (goal >= 200 000 events/s);
+- exporter: Lumen's RMB exporter (lumen.exporters.RmbExporter, in this process, fresh
+  checkpoints each run) catching up on the log (goal >= 600 000 events/s);
+- merge: `merge.v2` (v1 -> v2, validated) as a process from scratch, in a directory with
+  the log linked in; the last run's v2 log is kept for the stages after it
+  (goal >= 300 000 events/s);
+- ingest: the ingester's backfill (`--once`) of both logs into a new SQLite store, as a
+  process, rows = lines of both logs (goal >= 150 000 rows/s); ingest_store() is one run
+  into the store the environment names (bench.postgres), without a floor.
+Merge and ingest are timed as whole processes (interpreter start and imports, ~0.3 s,
+included); the emitter by the time it prints.
+Single runs: safety_tick and ure_tick (one tick after catch-up; the goal is a tick flat in
+log size, <= 2x the first size's), the blueprint's safety tick (a full re-read) beside
+them, and windowed_tools (slo.report, tune.suggest) as the processes run them.
 """
 
 import contextlib
 import json
-import shutil
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -25,25 +34,21 @@ from pathlib import Path
 
 import orjson
 
-from lumen import CONFIGS, ROOT, vocab
-from lumen.harness.bench.table import fmt, row, timed
+from lumen import CONFIGS, ROOT, config, vocab
+from lumen.harness.bench import floors
+from lumen.harness.bench.table import compare, interleaved, row
 
 PY = sys.executable
 RMB_CFG = CONFIGS / "rmb_v17.yaml"
 SAMPLE = (ROOT / "tests/fixtures/rmb_sample.json").read_bytes().strip()
+RMB_LOG = "logs/rmb_events.jsonl"
+V2_LOG = "logs/resonance_events_v2.jsonl"
+GOALS = {"emitter": 200_000, "exporter": 600_000, "merge": 300_000, "ingest": 150_000}
+_first = {}  # stage -> its value at the run's first size (the flat-in-log-size goal)
 
 
-def reference(n=200_000):
-    from lumen.events import Validator
-
-    v = Validator.named("rmb_event_v1.json")
-    r = timed(lambda: [json.loads(SAMPLE) for _ in range(n)], n)
-    row("floor: json.loads", "1 line", fmt(r), "lines/s")
-    r = timed(lambda: [orjson.loads(SAMPLE) for _ in range(n)], n)
-    row("floor: orjson.loads", "1 line", fmt(r), "lines/s")
-    r = timed(lambda: [v.is_valid(orjson.loads(SAMPLE)) for _ in range(n)], n)
-    row("floor: orjson.loads + jsonschema_rs", "1 line", fmt(r), "lines/s")
-    return r
+def count_lines(path):
+    return sum(len(lines) for _, lines in floors.chunks(path))
 
 
 def run_emitter(cwd, n, *flags, **run_kw):
@@ -53,73 +58,87 @@ def run_emitter(cwd, n, *flags, **run_kw):
     return subprocess.run(cmd, cwd=cwd, check=True, **run_kw)
 
 
-def emitter(n):
-    for batch in (20, 1000):
-        with tempfile.TemporaryDirectory() as d:
-            r = run_emitter(d, n, "--batch-size", batch, capture_output=True, text=True)
-            out = r.stdout
-        secs = float(out.strip().splitlines()[-1].rsplit(" in ", 1)[1].rstrip("s"))
-        r = n / secs
-        row(
-            f"emitter unthrottled (batch_size {batch})",
-            n,
-            fmt(r),
-            "events/s",
-            ">= 100 000",
-            "yes" if r >= 100_000 else "NO",
-        )
+def _goal(stage, unit):
+    g = GOALS[stage]
+    return f">= {g:,} {unit}".replace(",", " "), lambda v, f: v >= g
 
 
-def blueprint_exporter(log, n):
-    """The blueprint's exporter loop (json.loads per line, no validation), catching up."""
+def emitter(d, n, opts):
+    config_batch = config.load(RMB_CFG, "rmb_v17")["loop"]["batch_size"]
+    for batch in dict.fromkeys((config_batch, 1000)):
 
-    def run():
-        m = {"ev": 0, "rb": 0, "last": 0.0}
-        with open(log, "r", encoding="utf-8") as f:
-            for line in f:
-                try:
-                    evt = json.loads(line)
-                    m["ev"] += 1
-                    m["last"] = float(evt["resonance_v3"]["residual_entropy"])
-                    if evt.get("event_type") == vocab.ROLLBACK:
-                        m["rb"] += 1
-                except Exception:
-                    pass
+        def stage(batch=batch):
+            with tempfile.TemporaryDirectory(dir=d) as t:
+                t0 = time.perf_counter()
+                r = run_emitter(t, n, "--batch-size", batch, capture_output=True, text=True)
+                wall = time.perf_counter() - t0
+            said = re.search(r" in ([0-9.]+)s\s*$", r.stdout)
+            return n / (float(said.group(1)) if said and float(said.group(1)) > 0 else wall)
 
-    r = timed(run, n)
-    row("blueprint exporter catch-up (no validation)", n, fmt(r), "events/s")
-    return r
+        def floor(batch=batch):
+            with tempfile.TemporaryDirectory(dir=d) as t:
+                return floors.emitter(t, n, batch)
+
+        values, fl = interleaved(stage, floor, opts.repeats, f"emitter batch {batch}")
+        goal, met = _goal("emitter", "events/s")
+        compare(f"emitter unthrottled (batch_size {batch})", n, values, fl, "events/s", goal, met)
 
 
-def lumen_exporter(d, n, reference_rate):
+def exporter(d, n, opts):
     from lumen.exporters import RmbExporter
 
-    gates = {
-        "residual_entropy_max": 0.85,
-        "risk_band_block": [vocab.RISK],
-        "phase_diff_abs_max": 3.0,
-    }
-    with contextlib.chdir(d):
-        shutil.rmtree("logs/.offsets", ignore_errors=True)
-        exp = RmbExporter("logs/rmb_events.jsonl", gates)
-        t0 = time.perf_counter()
-        while exp.poll_once():
-            pass
-        r = n / (time.perf_counter() - t0)
-        exp.consumer.close()
-    row(
-        "Lumen exporter catch-up (validated)",
-        n,
-        fmt(r),
-        "events/s",
-        f">= blueprint ({fmt(reference_rate)})",
-        "yes" if r >= reference_rate else "NO",
+    gates = config.load(RMB_CFG, "rmb_v17")["safety_gates"]
+    log = Path(d) / RMB_LOG
+
+    def stage():
+        with tempfile.TemporaryDirectory(dir=d) as state, contextlib.chdir(d):
+            exp = RmbExporter(
+                RMB_LOG, gates, offsets_dir=f"{state}/offsets", rejects_dir=f"{state}/rejects"
+            )
+            t0, got = time.perf_counter(), 0
+            while k := exp.poll_once():
+                got += k
+            dt = time.perf_counter() - t0
+            exp.consumer.close()
+        return got / dt
+
+    values, fl = interleaved(stage, lambda: floors.decode(log), opts.repeats, "exporter")
+    goal, met = _goal("exporter", "events/s")
+    compare("exporter catch-up (validated)", n, values, fl, "events/s", goal, met)
+
+
+def _merge(d):
+    subprocess.run(
+        [PY, str(ROOT / "tools/merge_rmb_safety_v2.py")], cwd=d, check=True, capture_output=True
     )
 
 
-def safety_tick(d, n):
+def merge(d, n, opts):
+    log = Path(d) / RMB_LOG
+    lines = count_lines(log)
+
+    def stage():
+        with tempfile.TemporaryDirectory(dir=d) as p:
+            (Path(p) / "logs").mkdir()
+            os.link(log, Path(p) / RMB_LOG)
+            t0 = time.perf_counter()
+            _merge(p)
+            dt = time.perf_counter() - t0
+            os.replace(Path(p) / V2_LOG, Path(d) / V2_LOG)  # the last run's, for what follows
+        return lines / dt
+
+    def floor():
+        with tempfile.TemporaryDirectory(dir=d) as p:
+            return floors.roundtrip(log, Path(p) / "v2.jsonl")
+
+    values, fl = interleaved(stage, floor, opts.repeats, "merge")
+    goal, met = _goal("merge", "events/s")
+    compare("merge.v2 (v1 -> v2, validated)", n, values, fl, "events/s", goal, met)
+
+
+def safety_tick(d, n, opts=None):
     """Blueprint tick (re-reads the whole file twice) against Lumen's tick (new bytes only)."""
-    log = Path(d) / "logs/rmb_events.jsonl"
+    log = Path(d) / RMB_LOG
     t0 = time.perf_counter()
     ev = rb = 0
     with open(log, "r", encoding="utf-8") as f:
@@ -148,13 +167,14 @@ def safety_tick(d, n):
             loop.tick()
             ticks.append(time.perf_counter() - t0)
         loop.close()
-    row(
-        "safety tick, Lumen (tailer, 1 new event)",
-        n,
-        f"{statistics.median(ticks) * 1000:.2f}",
-        "ms",
-        "flat in log size",
-    )
+    _flat("safety tick, Lumen (tailer, 1 new event)", n, statistics.median(ticks) * 1000)
+
+
+def _flat(stage, n, ms):
+    """A tick's row: goal flat in log size, met when <= 2x the run's first size's."""
+    first = _first.setdefault(stage, (n, ms))
+    met = "" if first[0] == n else ("yes" if ms <= 2 * first[1] else "NO")
+    row(stage, n, f"{ms:.2f}", "ms", goal="flat in log size (<= 2x first size)", met=met)
 
 
 def append_one(log, i):
@@ -165,46 +185,23 @@ def append_one(log, i):
         f.write(orjson.dumps(e) + b"\n")
 
 
-def windowed_tools(d, n):
+def windowed_tools(d, n, opts=None):
     for name, args in (
-        (
-            "slo.report",
-            [
-                str(ROOT / "tools/tracka_v17.py"),
-                "slo",
-                "--stream",
-                "logs/rmb_events.jsonl",
-                "--wait",
-                "0",
-            ],
-        ),
-        ("tune.suggest", [str(ROOT / "tools/tuner_v17.py")]),
+        ("slo.report", ["tools/tracka_v17.py", "slo", "--stream", RMB_LOG, "--wait", "0"]),
+        ("tune.suggest", ["tools/tuner_v17.py"]),
     ):
         t0 = time.perf_counter()
-        subprocess.run([PY, *args], cwd=d, capture_output=True, check=True)
+        subprocess.run([PY, str(ROOT / args[0]), *args[1:]], cwd=d, capture_output=True, check=True)
         row(
             f"{name} (10-minute window)",
             n,
             f"{(time.perf_counter() - t0) * 1000:.0f}",
             "ms",
-            "grows with the window",
+            goal="grows with the window",
         )
 
 
-def _merge(d):
-    subprocess.run(
-        [PY, str(ROOT / "tools/merge_rmb_safety_v2.py")], cwd=d, check=True, capture_output=True
-    )
-
-
-def merge(d, n):
-    t0 = time.perf_counter()
-    _merge(d)
-    row("merge.v2 (v1 -> v2, validated)", n, fmt(n / (time.perf_counter() - t0)), "events/s")
-
-
-def ure_tick(d, n):
-    from lumen import config
+def ure_tick(d, n, opts=None):
     from lumen.ure import UreLoop
 
     with contextlib.chdir(d):
@@ -217,21 +214,14 @@ def ure_tick(d, n):
             loop.tick()
             ticks.append(time.perf_counter() - t0)
         loop.close()
-    row(
-        "URE loop tick (after catch-up)",
-        n,
-        f"{statistics.median(ticks) * 1000:.2f}",
-        "ms",
-        "flat in log size",
-    )
+    _flat("URE loop tick (after catch-up)", n, statistics.median(ticks) * 1000)
 
 
-def ingest(d, n, label="", name="benchingest"):
-    """The ingester's backfill (`--once`) of both logs into the store its environment names
-    (data/lumen.db unless LUMEN_DB_URL is set); the row's stage ends with `label`. The v2 log
-    is merged first when an earlier stage has not (bench --only)."""
-    if not (Path(d) / "logs/resonance_events_v2.jsonl").exists():
-        _merge(d)
+def _backfill(d, name):
+    """Seconds the ingester's `--once` run takes in `d`, and the rows it had to store."""
+    if not (Path(d) / V2_LOG).exists():
+        _merge(d)  # bench --only: no earlier stage has merged
+    rows = count_lines(Path(d) / RMB_LOG) + count_lines(Path(d) / V2_LOG)
     t0 = time.perf_counter()
     subprocess.run(
         [PY, str(ROOT / "tools/storage/ingest_tail_v18.py"), "--once", "--name", name],
@@ -239,13 +229,30 @@ def ingest(d, n, label="", name="benchingest"):
         check=True,
         capture_output=True,
     )
-    rows = 2 * n  # rmb + the merged v2 copy of each event
-    r = rows / (time.perf_counter() - t0)
-    row(
-        f"ingest backfill (both logs){label}",
-        rows,
-        fmt(r),
-        "rows/s",
-        ">= 50 000",
-        "yes" if r >= 50_000 else "NO",
-    )
+    return time.perf_counter() - t0, rows
+
+
+def ingest(d, n, opts):
+    """Backfills into a new data/lumen.db beside the executemany floor; the last run's
+    store is kept (the API stages serve it)."""
+    db = Path(d) / "data/lumen.db"
+
+    def stage():
+        for p in db.parent.glob("lumen.db*"):
+            p.unlink()
+        secs, rows = _backfill(d, "benchingest")
+        return rows / secs
+
+    def floor():
+        with tempfile.TemporaryDirectory(dir=d) as p:
+            return floors.executemany(Path(d) / RMB_LOG, Path(d) / V2_LOG, Path(p) / "floor.db")
+
+    values, fl = interleaved(stage, floor, opts.repeats, "ingest")
+    goal, met = _goal("ingest", "rows/s")
+    compare("ingest backfill (both logs), SQLite", n, values, fl, "rows/s", goal, met)
+
+
+def ingest_store(d, n, label, name):
+    """One backfill into the store the environment names (bench.postgres), no floor."""
+    secs, rows = _backfill(d, name)
+    row(f"ingest backfill (both logs){label}", n, f"{rows / secs:,.0f}", "rows/s")
