@@ -50,7 +50,7 @@ class RmbStats:
     """What the exporter knows about the stream; `to_state()` and `RmbStats(state)` carry
     it across restarts.
 
-    Fed typed v1 events (lumen.v1_decoder) by a typed Consumer."""
+    Fed typed v1 events (lumen.decoders) by a typed Consumer."""
 
     def __init__(self, st=None):
         st = st or {}

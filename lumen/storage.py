@@ -349,7 +349,7 @@ class SqliteStore(Store):
 
 # Rows from classified events (lumen.events): `pos` is the line's own (fp, offset, t).
 def rmb_row(e, pos):
-    """`e`: a typed v1 event (lumen.v1_decoder; ingest reads the RMB log on that path)."""
+    """`e`: a typed v1 event (lumen.decoders; ingest reads the RMB log on that path)."""
     r3 = e.resonance_v3
     return (
         e.ts,

@@ -4,7 +4,7 @@ process on the stage's own data, timed the same way. Each returns a rate (per se
 - emitter(d, n, batch): the emitter's event dicts (lumen.simulate.EventFactory, the same
   profile, seed and config), a wall-clock `ts` each, `orjson.dumps`, and one `os.write`
   of N joined lines to a file in `d` per `batch` events (no gates, no validation, no lock);
-- decode(log): the exporter's msgspec typed decode (lumen.v1_decoder.RmbEventV1) of every
+- decode(log): the exporter's msgspec typed decode (lumen.decoders.RmbEventV1) of every
   line, read from the file in 1 MiB chunks, nothing counted;
 - roundtrip(log, out): `orjson.loads` + `orjson.dumps` of every line, one write per 1 MiB
   chunk read (the merge's parse and write, without mapping, validation or fsync);
@@ -27,7 +27,7 @@ import orjson
 
 from lumen import CONFIGS, config, storage, tail, timefmt, vocab
 from lumen.simulate import EventFactory
-from lumen.v1_decoder import RmbEventV1
+from lumen.decoders import RmbEventV1
 
 PER_TRANSACTION = 5000
 NOTES = (
@@ -35,7 +35,7 @@ NOTES = (
     "- emitter: the same event dicts (lumen.simulate, same profile and seed) with a "
     "wall-clock ts, `orjson.dumps`, one `os.write` per N events (N = the stage's batch "
     "size) to a file; no gates, no validation, no lock.",
-    "- exporter catch-up: msgspec typed decode (lumen.v1_decoder) of every line of the "
+    "- exporter catch-up: msgspec typed decode (lumen.decoders) of every line of the "
     "log, read in 1 MiB chunks; nothing counted.",
     "- merge: `orjson.loads` + `orjson.dumps` of every line, one write per 1 MiB chunk; "
     "no mapping, no validation, no fsync.",
