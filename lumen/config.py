@@ -31,7 +31,6 @@ import socket
 import threading
 from pathlib import Path
 
-import jsonschema
 import yaml
 
 from . import CONFIGS, SCHEMAS
@@ -209,10 +208,27 @@ def _finite(value, where, keypath=()):
 
 
 def _check(cfg, schema, where):
+    # The compiled validator says yes or no (jsonschema_rs, loaded by every process that
+    # reads events anyway); only a bad config loads the jsonschema library (~5 MB), whose
+    # best_match names the most relevant error.
+    try:
+        if _validator(json.dumps(schema, sort_keys=True)).is_valid(cfg):
+            return
+    except (ValueError, TypeError, OverflowError):  # a value JSON has no type for (a YAML date)
+        pass
+    import jsonschema
+
     v = jsonschema.Draft7Validator(schema)
     err = jsonschema.exceptions.best_match(v.iter_errors(cfg))
     if err is not None:
         raise ConfigError(f"{where}: {_dotted(err.absolute_path)}: {err.message}")
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(schema_text):
+    import jsonschema_rs
+
+    return jsonschema_rs.Draft7Validator(json.loads(schema_text))
 
 
 def _wants_number(schema):

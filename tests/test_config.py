@@ -482,3 +482,67 @@ def test_entry_points_exit_2_with_one_line_and_start_nothing(tmp_path, case):
     assert not (tmp_path / "run").exists() or not list((tmp_path / "run").glob("*.pid"))
     assert not (tmp_path / "logs" / "rmb_events.jsonl").exists()
     assert not (tmp_path / "missing").exists()
+
+
+# -- the config check: the compiled validator's yes is jsonschema's yes --------------------
+from datetime import date  # noqa: E402
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+    st.just(date(2025, 11, 1)),  # what YAML makes of 2025-11-01
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, prefix + (k,))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_config_check_agrees_with_jsonschema(data):
+    """lumen.config validates with jsonschema_rs and loads jsonschema only for the message
+    of a bad config: a config the fast validator accepts must be one jsonschema accepts."""
+    import copy
+
+    import jsonschema
+
+    name = data.draw(st.sampled_from(sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))))
+    cfg = yaml.safe_load((ROOT / "configs" / name).read_text())
+    schema_file = ROOT / "configs/schemas" / name.replace(".yaml", ".schema.json")
+    schema = json.loads(schema_file.read_text())
+    cfg = copy.deepcopy(cfg)
+    for _ in range(data.draw(st.integers(1, 3))):
+        paths = list(_paths(cfg))[1:]
+        if not paths:
+            break
+        path = data.draw(st.sampled_from(paths))
+        node = cfg
+        for k in path[:-1]:
+            node = node[k]
+        if data.draw(st.booleans()):
+            node[path[-1]] = data.draw(VALUES)
+        else:
+            del node[path[-1]]
+    want = not list(jsonschema.Draft7Validator(schema).iter_errors(cfg))
+    try:
+        config._check(cfg, schema, name)
+        got = True
+    except config.ConfigError:
+        got = False
+    assert got == want, (name, cfg)

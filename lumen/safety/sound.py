@@ -29,9 +29,6 @@ from bisect import bisect_right
 from collections import namedtuple
 from pathlib import Path
 
-import mido
-import numpy as np
-
 from lumen import config, vocab
 
 TICKS_PER_BEAT = 480
@@ -163,6 +160,8 @@ def plan(segs, smap):
 
 
 def _track(name, timeline, end):
+    import mido  # only a process that writes MIDI pays for it (a loop without sinks never does)
+
     """A MIDI track from [(tick, order, message)]: sorted, delta times, ended at `end`."""
     track = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
     now = 0
@@ -174,6 +173,8 @@ def _track(name, timeline, end):
 
 
 def render_midi(segs, smap):
+    import mido
+
     score = plan(segs, smap)
     conductor, notes = [], []
     for s in score.sections:
@@ -192,6 +193,8 @@ def render_midi(segs, smap):
 
 
 def render_wav(segs, smap, sample_rate=None):
+    import numpy as np  # only a process that writes WAV pays for it (~15 MB)
+
     sr = sample_rate or smap.get("render", {}).get("sample_rate", 22050)
     score = plan(segs, smap)
     out = np.zeros(round(score.duration * sr), dtype=np.float64)
