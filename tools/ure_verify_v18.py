@@ -7,8 +7,13 @@ Prints `[ure.verify] OK` (the blueprint's line) or `[ure.verify] FAIL` with each
 line's position from the end and reason, exit 1. An empty or missing log is a FAIL.
 """
 
-import argparse
 import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import argparse
 
 from lumen import CONFIGS, config, events
 from lumen.recent import reverse_lines
