@@ -63,6 +63,24 @@ def may_change(stream, live):
     return writing or session_busy()
 
 
+def _look(stream, span, chk, validator, now):
+    """(events, stats, why there is no verdict or None) of the stream at `now`."""
+    evs, stats = recent_events(stream, span, now, validator)
+    newest = stats["newest"]
+    if newest is None:
+        why = f"no events in {stream}"
+    elif now - newest > chk["freshness_s"]:
+        why = (
+            f"stream is stale: newest event {now - newest:.0f}s old "
+            f"(freshness_s {chk['freshness_s']:g})"
+        )
+    elif len(evs) < chk["min_events"]:
+        why = f"only {len(evs)} events in the last {span}s (min_events {chk['min_events']})"
+    else:
+        why = None
+    return evs, stats, why
+
+
 def gather(cfg, args, policies, tag, now_fn=time.time):
     """Wait (bounded, and only while the stream can still change) for fresh data; returns
     (events as (t, residual, rollback), stats, why there is no verdict or None)."""
@@ -74,33 +92,27 @@ def gather(cfg, args, policies, tag, now_fn=time.time):
     deadline = time.monotonic() + chk["wait_s"]
     said = False
     while True:
-        changing = may_change(stream, live)  # before reading: what it says holds for the read
         now = now_fn()
-        evs, stats = recent_events(stream, span, now, validator)
-        newest = stats["newest"]
-        if newest is None:
-            why = f"no events in {stream}"
-        elif now - newest > chk["freshness_s"]:
-            why = (
-                f"stream is stale: newest event {now - newest:.0f}s old "
-                f"(freshness_s {chk['freshness_s']:g})"
-            )
-        elif len(evs) < chk["min_events"]:
-            why = f"only {len(evs)} events in the last {span}s (min_events {chk['min_events']})"
-        else:
-            why = None
-        if why and not changing:
-            why += ", and nothing here is writing it"
-        if why is None or not changing or time.monotonic() >= deadline:
-            rows = [
-                (t, e["resonance_v3"]["residual_entropy"], e["event_type"] == vocab.ROLLBACK)
-                for t, e in evs
-            ]
-            return rows, dict(stats, now=now, span=span, newest_evt=evs[0][1] if evs else None), why
+        evs, stats, why = _look(stream, span, chk, validator, now)
+        if why and not may_change(stream, live):
+            # Nothing can change it from now on: read once more (a writer that ended just
+            # before the check has written all it will) and decide.
+            now = now_fn()
+            evs, stats, why = _look(stream, span, chk, validator, now)
+            if why:
+                why += ", and nothing here is writing it"
+            break
+        if why is None or time.monotonic() >= deadline:
+            break
         if not said:
             print(f"[{tag}] waiting up to {chk['wait_s']:g}s for {stream}: {why}", flush=True)
             said = True
         time.sleep(0.25)
+    rows = [
+        (t, e["resonance_v3"]["residual_entropy"], e["event_type"] == vocab.ROLLBACK)
+        for t, e in evs
+    ]
+    return rows, dict(stats, now=now, span=span, newest_evt=evs[0][1] if evs else None), why
 
 
 def exporter_problem(cfg):
