@@ -115,27 +115,34 @@ def gather(cfg, args, policies, tag, now_fn=time.time):
     return rows, dict(stats, now=now, span=span, newest_evt=evs[0][1] if evs else None), why
 
 
+def _scrape(url):
+    """None if the exporter at url counts events, else the problem."""
+    import requests
+
+    try:
+        text = requests.get(url, timeout=2).text
+    except requests.RequestException as e:
+        return f"exporter.v17.serve not answering at {url} ({type(e).__name__})"
+    for line in text.splitlines():
+        if line.startswith("rmb_events_total ") and float(line.split()[1]) > 0:
+            return None
+    return f"{url} counts no events yet"
+
+
 def exporter_problem(cfg):
     """None if the fake exporter counts events; else the problem, at once when the
     exporter is not running here and nothing else runs in this session to start it."""
-    import requests
-
     host = cfg["exporter"]["host"]
     host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     url = f"http://{host}:{cfg['exporter']['port']}/metrics"
     deadline = time.monotonic() + cfg["checks"]["wait_s"]
     while True:
-        changing = alive(FAKE_EXPORTER) or session_busy()
-        try:
-            text = requests.get(url, timeout=2).text
-            for line in text.splitlines():
-                if line.startswith("rmb_events_total ") and float(line.split()[1]) > 0:
-                    return None
-            problem = f"{url} counts no events yet"
-        except requests.RequestException as e:
-            problem = f"exporter.v17.serve not answering at {url} ({type(e).__name__})"
-            if not changing:
-                return f"{problem}: it is not running here (make exporter.v17.serve starts it)"
-        if not changing or time.monotonic() >= deadline:
+        problem = _scrape(url)
+        if problem and not (alive(FAKE_EXPORTER) or session_busy()):
+            problem = _scrape(url)  # once more, after the check (as gather does)
+            if problem and "not answering" in problem:
+                problem += ": it is not running here (make exporter.v17.serve starts it)"
+            return problem
+        if problem is None or time.monotonic() >= deadline:
             return problem
         time.sleep(0.25)
