@@ -36,9 +36,21 @@ FAKE_HOST = $(word 2,$(CFG_FAKE))
 FAKE_STREAM = $(word 3,$(CFG_FAKE))
 UP_TARGETS = trackB.start safety.music.start trackD.start ure.exporter db.init db.ingest api.readonly
 N ?= 100
-# The emitter's simulated profile for make up / trackB.start (seed, steady, spike, jitter,
-# rollbacks); empty: the config's.
+# The emitter's simulated profile for make up / trackB.start / serve.rmb.emit (seed, steady,
+# spike, jitter, rollbacks); empty: the emitter's default (steady). A value that is not a
+# profile stops make (one line, status 2) before anything starts.
 PROFILE ?=
+EMITTER_PROFILES = $(shell $(PY) -c 'from lumen.simulate import PROFILES; print(*PROFILES)')
+CHECK_PROFILE = $(if $(PROFILE),$(if $(and $(filter 1,$(words $(PROFILE))),$(filter \
+	$(PROFILE),$(EMITTER_PROFILES))),,$(error PROFILE=$(PROFILE) is not a profile of the \
+	emitter ($(EMITTER_PROFILES)))))
+# make logs: NAME= one process' log (default: all of this directory's), LINES= how many of
+# each log's last lines to show first, FOLLOW=0 print them and exit instead of following.
+LINES ?= 20
+FOLLOW ?= 1
+NAME ?=
+# make validate.v17.schema: VERBOSE=1 prints each check's line, not only the summary.
+VERBOSE ?=
 ALERTMANAGER_URL ?= http://localhost:9093
 PROMETHEUS_URL ?= http://localhost:9090
 LOG_RETENTION_DAYS ?= 7
@@ -47,7 +59,7 @@ CODE_DIRS = lumen rmb exporters safety ure api tools tests bench
 SHELL := /bin/bash
 
 .DEFAULT_GOAL := help
-.PHONY: help venv up down status test bench lint fmt clean \
+.PHONY: help venv up down logs status test bench lint fmt clean \
 	trackB.start trackB.stop rmb.emit rmb.verify rmb.dev serve.rmb.emit exporter.v17.rmb \
 	validate.v17.schema rmb.bridge smoke.v17 \
 	feature.v17.init dashboards.v3.build metrics.fake.v17 exporter.v17.serve \
@@ -69,8 +81,8 @@ $(VENV)/.installed: $(ROOT)/pyproject.toml
 venv: $(VENV)/.installed ## create .venv and install Lumen with its dependencies
 
 # ---------------------------------------------------------------- the stack
-up: venv ## set up, start the stack on the default configs (under supervisord), print where to look
-	@$(PY) -m lumen.config check $(CONFIG_RMB) $(CONFIG_TRACKA) $(CONFIG_SAFETY) $(CONFIG_URE) \
+up: venv ## set up, start the stack on the default configs (under supervisord), print where to look (PROFILE=spike: the emitter's profile)
+	@$(CHECK_PROFILE)$(PY) -m lumen.config check $(CONFIG_RMB) $(CONFIG_TRACKA) $(CONFIG_SAFETY) $(CONFIG_URE) \
 		$(CONFIG_API) >/dev/null
 	@$(CTL) up -- $(MAKE) -s --no-print-directory -f $(ROOT)/Makefile $(UP_TARGETS) \
 		'CFG_RMB=$(CFG_RMB)' 'CFG_URE=$(CFG_URE)' 'CFG_API=$(CFG_API)'
@@ -85,7 +97,14 @@ up: venv ## set up, start the stack on the default configs (under supervisord), 
 	@echo "  processes make status   (supervised: crashes restart; logs in logs/proc/)   stop: make down"
 
 down: ## stop every process started here, then its supervisord (nothing running: success)
-	@if [ -x $(PY) ]; then $(CTL) stop --all; else echo "[ctl] nothing running (no $(VENV))"; fi
+	@if [ -x $(PY) ] && $(PY) -c 'import lumen.ctl' 2>/dev/null; then $(CTL) stop --all; \
+	elif [ -f run/supervisord.pid ] && kill -0 "$$(cat run/supervisord.pid)" 2>/dev/null; then \
+		echo "error: supervisord (pid $$(cat run/supervisord.pid)) runs here, but $(VENV) cannot" \
+			"run Lumen: run make venv, then make down" >&2; exit 1; \
+	else echo "[ctl] nothing running (no usable $(VENV))"; fi
+
+logs: venv ## follow this directory's process logs (logs/proc/*.log) like tail -F; NAME=rmb_exporter: one; LINES=20; FOLLOW=0: print and exit
+	@$(CTL) logs $(NAME) --lines $(LINES) $(if $(filter 0 no false,$(FOLLOW)),--no-follow)
 
 status: venv ## each process: state, pid, uptime, restarts, last exit, port, log
 	@$(CTL) status
@@ -111,11 +130,11 @@ clean: down ## stop everything and remove logs/, run/, data/ here
 	@rm -rf logs run data
 
 # ------------------------------------------------------ Track B — Resonance Memory Bridge
-validate.v17.schema: venv ## validate schemas, configs and tests/fixtures/rmb_sample.json
-	@$(PY) $(ROOT)/tools/validate_v17_schema.py
+validate.v17.schema: venv ## validate schemas, configs and tests/fixtures/rmb_sample.json (VERBOSE=1: each check)
+	@$(PY) $(ROOT)/tools/validate_v17_schema.py $(if $(filter-out 0,$(VERBOSE)),--verbose)
 
-trackB.start: validate.v17.schema ## start RMB exporter + emitter in the background
-	@echo "[trackB] starting RMB exporter + emitter"
+trackB.start: validate.v17.schema ## start RMB exporter + emitter in the background (PROFILE=spike: the emitter's profile)
+	@$(CHECK_PROFILE)echo "[trackB] starting RMB exporter + emitter"
 	@$(CTL) start rmb_exporter --port $(RMB_PORT) -- \
 		$(PY) -u $(ROOT)/exporters/rmb_exporter_v17.py --config $(CONFIG_RMB)
 	@$(CTL) start rmb_emitter -- $(PY) -u $(ROOT)/rmb/rmb_emitter.py --config $(CONFIG_RMB) \
@@ -126,8 +145,8 @@ trackB.stop: venv ## stop RMB exporter + emitter (via supervisord)
 	@$(CTL) stop rmb_emitter rmb_exporter
 	@echo "[trackB] RESULT = STOPPED"
 
-serve.rmb.emit: venv ## run the emitter in the foreground (Ctrl-C stops it)
-	$(PY) -u $(ROOT)/rmb/rmb_emitter.py --config $(CONFIG_RMB)
+serve.rmb.emit: venv ## run the emitter in the foreground (Ctrl-C stops it; PROFILE= as for up)
+	$(CHECK_PROFILE)$(PY) -u $(ROOT)/rmb/rmb_emitter.py --config $(CONFIG_RMB) $(if $(PROFILE),--profile $(PROFILE))
 
 exporter.v17.rmb: venv ## run the exporter in the foreground on :9409
 	$(PY) -u $(ROOT)/exporters/rmb_exporter_v17.py --config $(CONFIG_RMB) --port $(RMB_PORT)
@@ -162,8 +181,12 @@ exporter.v17.serve: venv ## serve the fake stream's metrics in the background (:
 		$(PY) -u $(ROOT)/exporters/rmb_exporter_v17.py --config $(CONFIG_RMB) \
 		--queue $(FAKE_STREAM) --port $(FAKE_PORT) --host $(FAKE_HOST) --name rmb_exporter_fake
 
-slo.report: venv ## SLO verdicts (RMB-ROLL-001, RMB-RES-002) over 10 min of event time
-	@$(TRACKA) slo
+# slo.report exits non-zero unless PASS (1 FAIL, 3 NO_DATA: make says Error 1/3, exit 2).
+# Asked together with trackA.exit (section 0: make slo.report kpi.snapshot trackA.exit), a
+# FAIL or NO_DATA does not stop make there: kpi.snapshot records the verdict and the gate,
+# trackA.exit, fails on it with every reason listed (a bad config still stops at once).
+slo.report: venv ## SLO verdicts (RMB-ROLL-001, RMB-RES-002) over 10 min of event time: exit 0 only on PASS
+	@$(TRACKA) slo$(if $(filter trackA.exit,$(MAKECMDGOALS)), || [ $$? -ne 2 ])
 
 kpi.snapshot: venv ## append a KPI row to logs/kpi_snapshot_v17.csv
 	@$(TRACKA) kpi
@@ -217,7 +240,9 @@ safety.dev: venv ## run the Safety Music loop in the foreground (scripts/safety.
 merge.v2: venv ## merge new RMB + Safety Music events into logs/resonance_events_v2.jsonl (once)
 	@$(PY) -u $(ROOT)/tools/merge_rmb_safety_v2.py --config $(CONFIG_URE)
 
-trackD.start: merge.v2 ## start the merge (follow mode) and the URE loop in the background
+# No one-shot merge.v2 first: the follower merges whatever is not merged yet when it starts
+# (exactly once), so `make merge.v2 && make trackD.start` (section 48) merges once, says once.
+trackD.start: venv ## start the merge (follow mode) and the URE loop in the background
 	@echo "[trackD] Unified Resonance Engine starting"
 	@$(CTL) start ure_merge -- $(PY) -u $(ROOT)/tools/merge_rmb_safety_v2.py --config $(CONFIG_URE) --follow
 	@$(CTL) start ure_loop -- $(PY) -u $(ROOT)/ure/ure_loop_v18.py --config $(CONFIG_URE)

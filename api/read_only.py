@@ -6,6 +6,12 @@ Reads configs/api_v18.yaml; serves /api/rmb:last, /api/ure:last, /api/rmb, /api/
 The endpoints, the connection pool and the errors: lumen/api/app.py.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 
 from lumen import CONFIGS, config

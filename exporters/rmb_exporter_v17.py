@@ -26,6 +26,12 @@ it validates; it binds `exporter.host` (default config: 0.0.0.0, as the blueprin
 GET/HEAD 405.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 
 from lumen import CONFIGS, config

@@ -25,6 +25,12 @@ Departure from the blueprint: it re-read the last 4 KB of the v2 log on every sc
 reported 0 for everything on any error, and showed whichever entity wrote last.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 
 from lumen import CONFIGS, config

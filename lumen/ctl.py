@@ -4,6 +4,7 @@
     python -m lumen.ctl stop NAME [NAME ...] | --all
     python -m lumen.ctl status
     python -m lumen.ctl up -- CMD ARGS...
+    python -m lumen.ctl logs [NAME] [--lines N] [--no-follow]
 
 `start` runs CMD as the program NAME of this directory's supervisord (started if needed;
 see lumen/supervise.py) and returns once it is healthy: supervisord has it up, it wrote
@@ -15,7 +16,8 @@ exits while starting is one line with the end of its log, exit 1, and is not ret
 `stop` asks supervisord to stop (SIGTERM, SIGKILL after 15 s); `stop --all` stops every
 program and supervisord itself. `status` shows each program's state, pid, uptime,
 restarts, last exit, port and log. `up` runs CMD (the Makefile's start targets) and, if it
-fails, stops every process that CMD started and says where to look.
+fails, stops every process that CMD started and says where to look. `logs` prints and
+follows the processes' logs (lumen/supervise_logs.py).
 """
 
 import argparse
@@ -28,7 +30,7 @@ import time
 import xmlrpc.client
 from pathlib import Path
 
-from . import ports
+from . import ports, supervise_logs
 from . import supervise as sv
 from .supervise import ACTIVE, LOGS, RUN, UP, SupervisorError, pid_alive, read_pid
 
@@ -344,6 +346,10 @@ def main(argv=None):
         "status", help="each process: state, pid, uptime, restarts, last exit, port, log"
     )
     sub.add_parser("up", help="run the command after --; on failure stop what it started")
+    g = sub.add_parser("logs", help="the process logs here (logs/proc/*.log), like tail -F")
+    g.add_argument("name", nargs="?", help="one process (default: every log here)")
+    g.add_argument("--lines", type=int, default=20, help="last lines of each log first (20)")
+    g.add_argument("--no-follow", action="store_true", help="print those lines and exit")
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = argv[argv.index("--") + 1 :] if "--" in argv else []
     a = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
@@ -363,6 +369,11 @@ def _run(a, cmd):
         )
     if a.action == "up":
         return up(cmd)
+    if a.action == "logs":
+        if a.lines < 0:
+            _err(f"--lines {a.lines}: a number of lines is 0 or more")
+            return 2
+        return supervise_logs.show(a.name, a.lines, follow=not a.no_follow)
     if a.action == "stop":
         if a.all:
             return stop_all(a.timeout)

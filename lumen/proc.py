@@ -3,7 +3,9 @@
 `Lifecycle(name)` writes `run/<name>.pid` once the process is ready, turns SIGTERM and
 SIGINT into a `stop` event the main loop watches (so it can flush and checkpoint), and
 removes its PID file on the way out. `cli_main` gives every entry point the same exit
-codes: bad usage or config -> one line on stderr and 2, runtime failure -> 1.
+codes: bad usage or config -> one line on stderr and 2, runtime failure -> 1; a dependency
+this Python lacks (imported late, inside main) -> one line naming it and `make venv`, 2
+(one missing when lumen is imported: lumen/__init__.py says it the same way).
 """
 
 import os
@@ -12,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import DEPENDENCIES, HINT, missing_message
 from .checkpoint import CorruptState
 from .config import ConfigError
 from .lock import Busy
@@ -52,6 +55,53 @@ class Lifecycle:
         return False
 
 
+def _proc_table():
+    """{pid: (state, ppid, session)} of every process, from Linux /proc (None elsewhere)."""
+    table = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return None
+    for d in entries:
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            table[int(d)] = (st[0], int(st[1]), int(st[3]))
+    return table
+
+
+def session_busy():
+    """Whether another command runs in this terminal session beside this process, its
+    ancestors and its descendants: a process of the same session (a shell's background
+    job, or its foreground pipeline's other commands), alive, neither. Blueprint section 0
+    starts `make metrics.fake.v17 &` beside the checks that read what it writes; alone at
+    a prompt, nothing else runs. Without /proc (not Linux): True, as it cannot tell."""
+    table = _proc_table()
+    if not table:
+        return True
+    me, sid = os.getpid(), os.getsid(0)
+    kin, p = set(), me
+    while p in table and p not in kin:  # ancestors
+        kin.add(p)
+        p = table[p][1]
+    children = {}
+    for pid, (_, ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    todo = [me]
+    while todo:  # descendants
+        for c in children.get(todo.pop(), ()):
+            if c not in kin:
+                kin.add(c)
+                todo.append(c)
+    return any(
+        s == sid and pid not in kin and state not in ("Z", "X")
+        for pid, (state, _, s) in table.items()
+    )
+
+
 def first_line(e):
     """An exception's message as one line (a server's or parser's can span several; an
     empty one is the exception's type)."""
@@ -78,6 +128,12 @@ def cli_main(main):
         return 1
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as e:  # imported late (psycopg, say): this Python lacks it
+        top = (e.name or "").split(".")[0]
+        if top not in DEPENDENCIES:
+            raise
+        print(f"error: {missing_message([top])}: {HINT}", file=sys.stderr)
+        return 2
 
 
 def run_server(name, app, host, port, banner, worker=None, **serve_kw):

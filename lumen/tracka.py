@@ -3,12 +3,15 @@ run by tools/tracka_v17.py (its --help lists the commands), one function a comma
 (COMMANDS): init, fake, slo, kpi, exit.
 
 Reads configs/trackA_v17.yaml (stream, fake stream, checks), configs/rmb_v17.yaml (KPI
-CSV path), configs/resonance_v3.policy.yaml. The stream is read from its end back to the
-start of the longest window (lumen.recent), so a check costs the same on a 1 GB log as on
-a small one. slo.report, kpi.snapshot and trackA.exit wait (up to checks.wait_s) for the
-stream to hold fresh data: section 0 starts them while the fake stream is still being
-written. slo.report exits 0 whenever it could report (trackA.exit is the gate); trackA.exit
-exits 1 on FAIL, naming each failed check.
+CSV path, the live queue), configs/resonance_v3.policy.yaml. The stream is read from its
+end back to the start of the longest window (lumen.recent), so a check costs the same on
+a 1 GB log as on a small one.
+
+slo.report, kpi.snapshot and trackA.exit first say in one line which stream they read
+and wait for it only while it can still change (lumen/tracka_stream.py). Exit status of
+slo: 0 PASS, 1 FAIL, 3 NO_DATA (no verdict: not a pass); of exit: 0 PASS, 1 FAIL (a
+NO_DATA check fails the gate); kpi records a row whatever the verdict (0). metrics.fake.v17
+never writes over the live queue.
 """
 
 import csv
@@ -19,12 +22,10 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lumen import config, events, slo, timefmt
-from lumen.recent import recent_events
-from lumen import vocab
+from lumen import DEPENDENCIES, HINT, config, slo, timefmt
+from lumen.tracka_stream import FAKE_WRITER, exporter_problem, gather, live_queue, same
 
 KPI_FIELDS_HEAD = ["ts", "stream", "window_s", "events", "rollbacks", "rmb_residual_entropy_last"]
-DEPENDENCIES = ["yaml", "jsonschema", "jsonschema_rs", "orjson", "prometheus_client", "requests"]
 
 
 def _path(p):
@@ -46,7 +47,7 @@ def cmd_init(cfg, args):
         try:
             importlib.import_module(mod)
         except ImportError:
-            problems.append(f"missing Python package {mod} (run make venv)")
+            problems.append(f"missing Python package {mod} ({HINT})")
     for d in ("logs", "logs/proc", "logs/rejects", "data", "run"):
         Path(d).mkdir(parents=True, exist_ok=True)
     print("[init] created logs/ data/ run/")
@@ -74,6 +75,11 @@ def cmd_fake(cfg, args):
 
     f = cfg["fake"]
     out = Path(cfg["stream"])
+    if same(out, live_queue(args)):
+        raise config.ConfigError(
+            f"stream {out} is the live queue (configs/rmb_v17.yaml paths.queue): "
+            "metrics.fake.v17 would replace it with fake events; unset STREAM"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     # A fresh stream each time, written aside and renamed into place: a reader sees the old
     # stream or the whole new one, never a mix of profiles or a half-written stream.
@@ -99,7 +105,7 @@ def cmd_fake(cfg, args):
             "--sim-start",
             start,
             "--name",
-            "metrics_fake",
+            FAKE_WRITER,
             "--quiet",
         ]
     )
@@ -113,44 +119,8 @@ def cmd_fake(cfg, args):
     return rc
 
 
-# --------------------------------------------------------- windows + wait
-def gather(cfg, policies, tag, now_fn=time.time):
-    """Wait (bounded) for fresh data; returns (events as (t, residual, rollback), stats, why)."""
-    chk = cfg["checks"]
-    span = max(slo.window_s(p["evaluate"]["metric"]) for p in policies)
-    validator = events.Validator.named("rmb_event_v1.json")
-    stream = cfg["stream"]
-    deadline = time.monotonic() + chk["wait_s"]
-    said = False
-    while True:
-        now = now_fn()
-        evs, stats = recent_events(stream, span, now, validator)
-        newest = stats["newest"]
-        if newest is None:
-            why = f"no events in {stream}"
-        elif now - newest > chk["freshness_s"]:
-            why = (
-                f"stream is stale: newest event {now - newest:.0f}s old "
-                f"(freshness_s {chk['freshness_s']:g})"
-            )
-        elif len(evs) < chk["min_events"]:
-            why = f"only {len(evs)} events in the last {span}s (min_events {chk['min_events']})"
-        else:
-            why = None
-        if why is None or time.monotonic() >= deadline:
-            rows = [
-                (t, e["resonance_v3"]["residual_entropy"], e["event_type"] == vocab.ROLLBACK)
-                for t, e in evs
-            ]
-            return rows, dict(stats, now=now, span=span, newest_evt=evs[0][1] if evs else None), why
-        if not said:
-            print(f"[{tag}] waiting up to {chk['wait_s']:g}s for {stream}: {why}", flush=True)
-            said = True
-        time.sleep(0.25)
-
-
-def report(cfg, policies, tag):
-    rows, stats, why = gather(cfg, policies, tag)
+def report(cfg, args, policies, tag):
+    rows, stats, why = gather(cfg, args, policies, tag)
     verdicts = slo.evaluate(policies, rows, stats["now"], cfg["checks"]["min_events"])
     if why:
         verdicts = [
@@ -163,9 +133,12 @@ def report(cfg, policies, tag):
 
 
 # -------------------------------------------------------------------- slo
+EXIT_STATUS = {"PASS": 0, "FAIL": 1, "NO_DATA": 3}  # NO_DATA: no verdict, not a pass
+
+
 def cmd_slo(cfg, args):
     policies = load_policies(cfg)
-    rows, stats, why, verdicts = report(cfg, policies, "slo")
+    rows, stats, why, verdicts = report(cfg, args, policies, "slo")
     newest = stats["newest"]
     age = f", newest {stats['now'] - newest:.0f}s ago" if newest else ""
     print(
@@ -176,14 +149,15 @@ def cmd_slo(cfg, args):
         print(f"[slo] not enough data: {why}")
     for v in verdicts:
         print(f"[slo] {v.line()}")
-    print(f"[slo] RESULT = {slo.overall(verdicts)}")
-    return 0
+    result = slo.overall(verdicts)
+    print(f"[slo] RESULT = {result}")
+    return EXIT_STATUS[result]
 
 
 # -------------------------------------------------------------------- kpi
 def cmd_kpi(cfg, args):
     policies = load_policies(cfg)
-    rows, stats, why, verdicts = report(cfg, policies, "kpi")
+    rows, stats, why, verdicts = report(cfg, args, policies, "kpi")
     kpi_path = Path(config.load(args.rmb_config, "rmb_v17")["paths"]["kpi_snapshot"])
     fields = KPI_FIELDS_HEAD + [v.metric for v in verdicts] + ["slo"]
     last = stats["newest_evt"]
@@ -221,27 +195,6 @@ def cmd_kpi(cfg, args):
 
 
 # ------------------------------------------------------------------- exit
-def _check_exporter(cfg):
-    import requests
-
-    host = cfg["exporter"]["host"]
-    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    url = f"http://{host}:{cfg['exporter']['port']}/metrics"
-    deadline = time.monotonic() + cfg["checks"]["wait_s"]
-    while True:
-        try:
-            text = requests.get(url, timeout=2).text
-            for line in text.splitlines():
-                if line.startswith("rmb_events_total ") and float(line.split()[1]) > 0:
-                    return None
-            problem = f"{url} counts no events yet"
-        except requests.RequestException as e:
-            problem = f"exporter.v17.serve not answering at {url} ({type(e).__name__})"
-        if time.monotonic() >= deadline:
-            return problem
-        time.sleep(0.25)
-
-
 def _check_kpi(cfg, args):
     path = Path(config.load(args.rmb_config, "rmb_v17")["paths"]["kpi_snapshot"])
     try:
@@ -278,7 +231,7 @@ def cmd_exit(cfg, args):
     bad = validate.run(out=lambda s: None)
     check("validate.v17.schema", "; ".join(bad) if bad else None)
     policies = load_policies(cfg)
-    _, _, why, verdicts = report(cfg, policies, "exit")
+    _, _, why, verdicts = report(cfg, args, policies, "exit")
     for v in verdicts:
         problem = None
         if v.status == "FAIL":
@@ -288,7 +241,7 @@ def cmd_exit(cfg, args):
         check(f"slo {v.id}", problem)
     check("kpi.snapshot", _check_kpi(cfg, args))
     if not args.no_exporter:
-        check("exporter.v17.serve", _check_exporter(cfg))
+        check("exporter.v17.serve", exporter_problem(cfg))
     if failed:
         print("[exit] RESULT = FAIL")
         for f in failed:

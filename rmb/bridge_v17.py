@@ -11,8 +11,13 @@ and in what order is lumen/bridge.py.
     bridge_v17.py slot SLOT_ID       the keys held in a slot
 """
 
-import json
 import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import json
 
 from lumen import config
 from lumen.bridge import (

@@ -7,6 +7,12 @@ lines and `logs/.state/<name>.json|.stats`. The core (gates, batching, disk-full
 sources) is lumen/emitter.py.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 from lumen.emitter import from_argv
 from lumen.proc import cli_main
 

@@ -6,6 +6,12 @@ rollback_ratio, final) under the bands of configs/safety_music_v17.yaml; an inpu
 `-` is undefined (no event yet). The mapping itself is lumen/safety/levels.py.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import json
 

@@ -7,6 +7,12 @@ sinks (OSC, MIDI, WAV). SIGTERM/SIGINT: flush, checkpoint, exit 0. The logic is 
 lumen/safety/ (loop.py first).
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 
 from lumen import CONFIGS

@@ -7,8 +7,13 @@ Blueprint section 13. Reads configs/safety_music_v17.yaml and the events of the 
 The work is lumen/safety/render.py.
 """
 
-import argparse
 import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import argparse
 import time
 
 from lumen import CONFIGS

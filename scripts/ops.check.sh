@@ -2,8 +2,7 @@
 # Check every ops file with the real tool that consumes it. A missing tool is reported and
 # skipped, unless LUMEN_REQUIRE_OPS_TOOLS=1 (CI), where it is a failure.
 set -uo pipefail
-ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
-PY=$ROOT/.venv/bin/python
+source "$(dirname "$(readlink -f "$0")")/python.sh"  # ROOT, PY (.venv, checked)
 cd "$ROOT"
 fail=0
 need() {

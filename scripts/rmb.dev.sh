@@ -4,8 +4,7 @@
 # background process) and `start` returns once it answers, instead of `sleep 1`; it is
 # stopped the same way when the emitter exits (Ctrl-C).
 set -euo pipefail
-ROOT=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
-PY=$ROOT/.venv/bin/python
+source "$(dirname "$(readlink -f "$0")")/python.sh"  # ROOT, PY (.venv, checked)
 CONFIG=${CONFIG_RMB:-$ROOT/configs/rmb_v17.yaml}
 port=$("$PY" -m lumen.config get "$CONFIG" exporter.port)
 "$PY" -m lumen.ctl start rmb_exporter_dev --port "$port" -- \

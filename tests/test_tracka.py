@@ -122,7 +122,7 @@ def test_stale_stream_is_no_data_not_pass(tmp_path):
         text=True,
         timeout=60,
     )
-    assert r.returncode == 0
+    assert r.returncode == 3  # NO_DATA: no verdict, not a pass
     assert "stream is stale" in r.stdout
     assert "[slo] RESULT = NO_DATA" in r.stdout
 

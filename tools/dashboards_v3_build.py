@@ -5,8 +5,13 @@ Writes ops/grafana/dashboards/*.json (--out); `--check` only compares and exits 
 committed file differs from its source. The rendering: lumen/dashboards.py.
 """
 
-import argparse
+import sys
 from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import argparse
 
 from lumen import dashboards
 

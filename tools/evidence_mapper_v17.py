@@ -8,6 +8,12 @@ The work is lumen/evidence.py.
 Departure: the blueprint re-maps the whole log on every run (duplicating every bundle).
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 
 from lumen import CONFIGS, config

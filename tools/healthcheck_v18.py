@@ -9,13 +9,19 @@ By default it repeats every `--interval` seconds until Ctrl-C (the blueprint's l
 `--once` checks once and exits 1 when any target is down.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import time
 
-import requests
-
-from lumen import CONFIGS, config
+from lumen import CONFIGS, config  # first: it says what this Python lacks, if anything
 from lumen.proc import cli_main
+
+import requests
 
 
 def _url(host, port, path):

@@ -8,6 +8,12 @@ Departure: the blueprint forgets `import os` and crashes; rows with an empty val
 skipped, not counted as 0.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import csv
 import statistics

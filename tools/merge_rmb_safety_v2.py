@@ -12,8 +12,13 @@ Departure from the blueprint: it re-read both inputs from the start on every run
 duplicating the whole v2 log each time, and dropped every error silently.
 """
 
-import argparse
 import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import argparse
 
 from lumen import CONFIGS, config, lock
 from lumen.merge import Merger, tty_progress

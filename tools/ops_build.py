@@ -8,6 +8,12 @@ from its source. `--hosts FILE`: one Prometheus for many hosts, each host's targ
 labelled `host` (the file's format: lumen/ops_build.py). The rendering: lumen/ops_build.py.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 
 from lumen import ops_build

@@ -6,10 +6,14 @@
 change, Prometheus needs a reload (`make prom.reload` once Prometheus runs under Lumen).
 """
 
-import argparse
-import re
 import sys
 from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import argparse
+import re
 
 from lumen import ROOT
 

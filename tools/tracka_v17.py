@@ -12,6 +12,12 @@ Reads configs/trackA_v17.yaml, configs/rmb_v17.yaml (KPI CSV path) and
 configs/resonance_v3.policy.yaml. The checks themselves: lumen/tracka.py.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 
 from lumen import CONFIGS, config, tracka

@@ -11,14 +11,19 @@ Prints `no-data` when the window is empty. Departure: the blueprint counts the l
 lines whatever their time, and divides rollbacks in the whole file by that window.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import time
 
-from lumen import CONFIGS, config, events
-from lumen.windows import EventWindow
-from lumen.recent import recent_events
+from lumen import CONFIGS, config, events, vocab
 from lumen.proc import cli_main
-from lumen import vocab
+from lumen.recent import recent_events
+from lumen.windows import EventWindow
 
 
 def suggestions(sd, ratio, cfg, policies):
@@ -26,8 +31,7 @@ def suggestions(sd, ratio, cfg, policies):
     th = {p["evaluate"]["metric"].rsplit("_", 1)[0]: p["evaluate"]["threshold"] for p in policies}
     sd_max = th.get("residual_entropy_last_stddev", th.get("residual_stddev", 0.03))
     ratio_max = th.get("rollback_ratio", 0.05)
-    loop, gates = cfg["loop"], cfg["safety_gates"]
-    out = []
+    loop, gates, out = cfg["loop"], cfg["safety_gates"], []
     if sd is not None and sd > sd_max:
         out.append(
             f"SUGGEST: reduce batch_size {loop['batch_size']}→"

@@ -10,6 +10,12 @@ the signal). The threshold is `slo.residual_std_10m_max` (0.03). Prints
 Departure: the blueprint takes the last 3000 lines whatever their time, its own echo included.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import time
 

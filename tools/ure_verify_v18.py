@@ -11,9 +11,14 @@ a traceback there). `make smoke.v18` appends a bounded batch of RMB events to an
 queue first, so in a fresh checkout it verifies a real merged event and URE tick.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
 import argparse
 import os
-import sys
 
 from lumen import CONFIGS, config, events
 from lumen.recent import reverse_lines

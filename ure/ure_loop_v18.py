@@ -12,8 +12,13 @@ Departure from the blueprint: it regulated on the last line of the file it write
 one tick, its own echo); see lumen/ure.py.
 """
 
-import argparse
 import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import argparse
 
 from lumen import CONFIGS, config
 from lumen.proc import Lifecycle, cli_main

@@ -9,6 +9,12 @@ lumen/ingest.py.
     ingest_tail_v18.py --once     backfill what is there, then exit
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+
 import argparse
 
 from lumen import CONFIGS, config, ingest

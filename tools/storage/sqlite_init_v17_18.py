@@ -8,6 +8,12 @@ Prints `[sqlite] init ok` (the blueprint's line), or `[postgres] init ok`, with 
 schema version.
 """
 
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[2]))
+
 import argparse
 
 from lumen import CONFIGS, config, storage

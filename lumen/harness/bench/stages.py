@@ -191,7 +191,9 @@ def windowed_tools(d, n, opts=None):
         ("tune.suggest", ["tools/tuner_v17.py"]),
     ):
         t0 = time.perf_counter()
-        subprocess.run([PY, str(ROOT / args[0]), *args[1:]], cwd=d, capture_output=True, check=True)
+        r = subprocess.run([PY, str(ROOT / args[0]), *args[1:]], cwd=d, capture_output=True)
+        if r.returncode not in (0, 1, 3):  # slo.report: 1 FAIL, 3 NO_DATA are verdicts
+            raise subprocess.CalledProcessError(r.returncode, args, r.stdout, r.stderr)
         row(
             f"{name} (10-minute window)",
             n,
