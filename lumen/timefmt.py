@@ -37,7 +37,7 @@ def _days_from_civil(y, m, d):
 # and only the seconds, fraction and zone are read (each a table lookup or a digit check).
 # Whatever it does not recognise goes to the full parser; tests/test_timefmt.py checks the
 # two give the same answer (the same float, or None) on generated and hostile text.
-_MINUTES = {}  # minute text -> Unix seconds of that minute read as UTC
+_MINUTES = {}  # minute text ("YYYY-MM-DDTHH:MM:") -> its Unix seconds read as UTC
 _MINUTES_MAX = 4096  # bounded: cleared when full
 _SECONDS = {f"{s:02d}": s for s in range(60)}  # a leap second (60) takes the full parser
 _ZONES = {"Z": 0, "z": 0}
@@ -53,11 +53,15 @@ def parse(ts):
     """Unix seconds of an RFC 3339 date-time, or None when `ts` is not one."""
     if type(ts) is not str:
         return None
-    base = _MINUTES.get(ts[:16])
-    if base is not None and ts[16:17] == ":":
+    base = _MINUTES.get(ts[:17])  # "YYYY-MM-DDTHH:MM:"
+    if base is not None:
         sec = _SECONDS.get(ts[17:19])
         if sec is not None:
             rest = ts[19:]
+            if len(rest) == 13 and rest[0] == ".":  # microseconds and +hh:mm, as Lumen writes
+                off, digits = _ZONES.get(rest[7:]), rest[1:7]
+                if off is not None and digits.isdigit() and digits.isascii():
+                    return ((base + sec - off) * 1_000_000 + int(digits)) / 1_000_000
             off = _ZONES.get(rest)
             if off is not None:
                 return float(base + sec - off)
@@ -75,10 +79,10 @@ def parse(ts):
                     us = int(digits[:6].ljust(6, "0"))  # cut to microseconds, as below
                     return ((base + sec - off) * 1_000_000 + us) / 1_000_000
     t = _parse(ts)
-    if t is not None and ts[11:13] < "24" and ts[14:16] < "60" and ts[:16] not in _MINUTES:
+    if t is not None and ts[11:13] < "24" and ts[14:16] < "60" and ts[:17] not in _MINUTES:
         if len(_MINUTES) >= _MINUTES_MAX:
             _MINUTES.clear()
-        _MINUTES[ts[:16]] = int(_parse(ts[:16] + ":00Z"))
+        _MINUTES[ts[:17]] = int(_parse(ts[:16] + ":00Z"))
     return t
 
 

@@ -16,7 +16,7 @@ SECONDS = st.one_of(
 FRACTIONS = st.one_of(
     st.just(""),
     st.text("0123456789", min_size=0, max_size=12).map(lambda d: "." + d),
-    st.sampled_from([".", ".٣", ".12a", ". 1", ".1e3", ".１２"]),
+    st.sampled_from([".", ".٣", ".12a", ". 1", ".1e3", ".１２", ".١٢٣٤٥٦", ".12345６", ".1234 5"]),
 )
 ZONES = st.one_of(
     st.sampled_from(["Z", "z", "+00:00", "-00:00", "+05:30", "-12:00", "+23:59"]),
