@@ -2,7 +2,7 @@
 (whole or incremental) and chunked framing. lumen.httpserve applies `negotiate` to every
 answer of a server started with `negotiate=True` (the API; the exporters are not).
 
-- A whole 200 body gets a weak ETag, W/"<blake2b of the body>", unless the app set one. It
+- A whole 200 body gets a weak ETag, W/"<sha256 of the body>", unless the app set one. It
   is weak because the same tag names the identity and the gzip bytes (as nginx does); an
   If-None-Match that matches it (weak comparison, or "*") turns the answer into a 304 with
   no body, keeping only ETag, Cache-Control and Vary.
@@ -23,7 +23,9 @@ import zlib
 from collections import OrderedDict
 
 MIN_GZIP = 1024  # smaller bodies are sent as they are: the gzip header and CPU are not worth it
-LEVEL = 6  # zlib's default: JSON ~8x smaller; level 1 is ~25 % faster, ~30 % bigger
+# Level 1, as nginx: on 10 000 rows of JSON (1.9 MB) 12 ms and 6.3x smaller, where
+# level 6 takes 31 ms for 7.3x; on a 100-row page 61 us against 79 us.
+LEVEL = 1
 CACHE_BYTES = 8 << 20  # compressed bodies kept, by ETag
 COMPRESSIBLE = re.compile(r"(?i)^\s*(text/|application/(json|x-ndjson|javascript)\b)")
 TAG = re.compile(r'(?:W/)?"([^"]*)"')
@@ -31,7 +33,8 @@ KEEP_ON_304 = ("etag", "cache-control", "vary", "expires")
 
 
 def etag(body):
-    return 'W/"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    # sha256 (hardware-assisted here): 11 us for a 19 KB page, blake2b 19 us, md5 25 us.
+    return 'W/"' + hashlib.sha256(body).hexdigest()[:24] + '"'
 
 
 def none_match(values, tag):
