@@ -27,6 +27,23 @@ back. A worker never waits on a client. What that guarantees:
   printed as a traceback.
 - TCP_NODELAY, HEAD, keep-alive (HTTP/1.1). A busy port raises PortInUse with the port and
   its owner in the message.
+
+Streams. An app may answer with an iterator of byte strings instead of bytes: it goes out
+chunked (HTTP/1.1; to an HTTP/1.0 client unframed, then the connection closes), one piece
+of up to PIECE bytes at a time. A worker makes a piece (pulling from the iterator) and
+sends what the socket takes at once; the selector thread sends the rest, and only once it
+has all left is the next piece made, by whichever worker is free. So a stream holds at
+most one piece in memory, no thread while the client reads, and a slow reader only slows
+its own stream. Bounds: each piece must be taken by the client within `timeout` (else the
+connection is closed, as for any unread answer), and the whole stream must end within
+`stream_timeout` (else it is cut). A stream that is cut (the deadline, or the iterator
+raised: one line on stderr) ends without its last chunk, so the client sees an incomplete
+body, never a short one taken for whole. The iterator is closed (a generator's `finally`
+runs) however the stream ends: done, cut, client gone, server closed.
+
+With `negotiate=True` (the API) every answer goes through lumen.httprep.negotiate: a weak
+ETag on whole 200 bodies and 304 on a matching If-None-Match, gzip when the client takes
+it (whole bodies and streams), `Vary: Accept-Encoding`.
 """
 
 import errno
@@ -42,7 +59,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from . import ports
+from . import httprep, ports
 
 
 # Prometheus text format 0.0.4, which generate_latest() writes.
@@ -51,6 +68,8 @@ JSON_TYPE = "application/json"
 MAX_HEAD = 64 * 1024  # request line and headers together
 MAX_DISCARD = 64 * 1024  # the largest request body read (and dropped) to keep a connection
 LINGER_S = 2.0  # after an answer that closes, input is read and dropped this long
+PIECE = 128 * 1024  # a stream's bytes made and sent at a time
+STREAM_TIMEOUT_S = 600.0  # the longest a streamed answer may take, by default
 TICK_S = 0.25  # how often deadlines are checked
 HEAD_END = re.compile(rb"\r?\n\r?\n")
 CONTENT_LENGTH = re.compile(rb"(?im)^content-length[ \t]*:([^\r\n]*)")
@@ -91,7 +110,9 @@ def _body_length(head):
 
 
 class _Conn:
-    __slots__ = ("sock", "addr", "buf", "scanned", "need", "deadline", "lingering", "out", "keep")
+    __slots__ = tuple(
+        "sock addr buf scanned need deadline lingering out keep stream stream_end".split()
+    )
 
     def __init__(self, sock, addr, deadline):
         self.sock, self.addr, self.deadline = sock, addr, deadline
@@ -99,6 +120,8 @@ class _Conn:
         self.scanned = self.need = 0
         self.lingering = self.keep = False
         self.out = None  # the unsent rest of an answer, a memoryview
+        self.stream = None  # the rest of a streamed answer: an iterator of framed bytes
+        self.stream_end = 0.0  # when the stream is cut if not done (monotonic)
 
 
 class _Input:
@@ -157,11 +180,13 @@ class _Server(HTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024  # a burst of connects waits in the backlog, not in SYN retries
 
-    def __init__(self, address, handler, timeout, max_conns, workers):
+    def __init__(self, address, handler, timeout, max_conns, workers, stream_timeout):
         self.timeout_s, self.max_conns, self.workers = timeout, max_conns, workers
+        self.stream_timeout_s = stream_timeout
         self.dropped = 0  # connections the client reset, hung up mid-request or stopped reading
         self.refused = 0  # connections answered 503 because max_conns were open
         self.timed_out = 0  # connections closed at their deadline
+        self.streams_cut = 0  # streamed answers ended early: stream_timeout, or the app raised
         self.open = 0  # open connections (waiting, in a worker, or lingering)
         self._sel = selectors.DefaultSelector()
         self._jobs = queue.SimpleQueue()  # complete requests, for the workers
@@ -308,6 +333,10 @@ class _Server(HTTPServer):
             conn.deadline = time.monotonic() + self.timeout_s
             self._sel.register(conn.sock, selectors.EVENT_WRITE, conn)
             return
+        if conn.stream is not None:  # all sent: a worker makes the stream's next piece
+            conn.keep = keep
+            self._jobs.put(conn)
+            return
         if not keep:
             return self._linger(conn)
         conn.deadline = time.monotonic() + self.timeout_s
@@ -353,8 +382,18 @@ class _Server(HTTPServer):
     def _close(self, conn):
         if conn.sock in self._sel.get_map():
             self._sel.unregister(conn.sock)
+        self._end_stream(conn)
         conn.sock.close()
         self.open -= 1
+
+    @staticmethod
+    def _end_stream(conn):
+        stream, conn.stream = conn.stream, None
+        if stream is not None:
+            try:
+                httprep.close(stream)
+            except Exception as e:  # the app's cleanup failed: say so, the connection goes anyway
+                print(f"[http] closing a stream: {type(e).__name__}: {e}", file=sys.stderr)
 
     @staticmethod
     def _send_now(sock, status, message):
@@ -379,14 +418,46 @@ class _Server(HTTPServer):
         while (conn := self._jobs.get()) is not None:
             keep = False
             try:
-                keep = not self.RequestHandlerClass(conn, conn.addr, self).close_connection
+                if conn.stream is not None:  # the next piece of a streamed answer
+                    keep = self._pump(conn)
+                else:
+                    keep = not self.RequestHandlerClass(conn, conn.addr, self).close_connection
+                    if conn.stream is not None and conn.out is None:
+                        keep = self._pump(conn, keep)
             except Exception:  # as socketserver does: handle_error tells a bug from a hang-up
+                self._end_stream(conn)
                 self.handle_error(conn.sock, conn.addr)
             self._back.append((conn, keep))
             try:
                 self._wake_w.send(b"\0")
             except OSError:  # wake-ups pending already (EAGAIN), or the server is closed
                 pass
+
+    def _pump(self, conn, keep=None):
+        """Make the stream's next piece and send what the socket takes now (the rest is
+        conn.out, for the selector). Returns whether the connection stays open after."""
+        keep = conn.keep if keep is None else keep
+        out, n = _Output(conn), 0
+        try:
+            if time.monotonic() > conn.stream_end:
+                raise TimeoutError(f"not done within stream_timeout ({self.stream_timeout_s} s)")
+            while n < PIECE:
+                piece = next(conn.stream, None)
+                if piece is None:  # done: the last chunk is out with this piece
+                    self._end_stream(conn)
+                    break
+                n += out.write(piece)
+        except Exception as e:  # cut: what is out stays out, the last chunk never comes
+            self._count("streams_cut")
+            print(
+                f"[http] stream to {conn.addr[0]} cut: {type(e).__name__}: {e}",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._end_stream(conn)
+            keep = False
+        out.flush()
+        return keep
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
@@ -420,15 +491,26 @@ class _Server(HTTPServer):
             if isinstance(key.data, _Conn):
                 self._close(key.data)
         while self._back:
-            self._back.popleft()[0].sock.close()
+            conn = self._back.popleft()[0]
+            self._end_stream(conn)
+            conn.sock.close()
+        while True:  # requests and stream pieces no worker took before stopping
+            try:
+                conn = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if conn is not None:
+                self._end_stream(conn)
+                conn.sock.close()
         self._sel.close()
         self._wake_r.close()
         self._wake_w.close()
 
 
-def make_handler(app, max_url=8192):
+def make_handler(app, max_url=8192, negotiate=False):
     class Handler(BaseHTTPRequestHandler):
-        """One request, complete in `self.request.buf`; answered in one send."""
+        """One request, complete in `self.request.buf`; answered in one send, or a stream's
+        head and first piece (the server's _pump makes the rest)."""
 
         protocol_version = "HTTP/1.1"
 
@@ -466,10 +548,27 @@ def make_handler(app, max_url=8192):
             self.send_response(status)
             for k, v in headers:
                 self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
+            if not isinstance(body, (bytes, bytearray)):
+                return self._stream(body, send_body)
+            if status != 304:  # a 304's length would be the 200's: none is said
+                self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if send_body:
                 self.wfile.write(body)
+
+        def _stream(self, body, send_body):
+            """The head of a streamed answer; its pieces are the server's (_pump) to send."""
+            if self.request_version == "HTTP/1.0":  # no chunked framing: the close ends it
+                self.close_connection = True
+                self.send_header("Connection", "close")
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
+                body = httprep.chunked(body)
+            self.end_headers()
+            if not send_body:  # HEAD
+                return httprep.close(body)
+            self.request.stream = body
+            self.request.stream_end = time.monotonic() + self.server.stream_timeout_s
 
         def _read_body(self):
             """Drop the request's body so the connection can carry the next request; False
@@ -505,15 +604,24 @@ def make_handler(app, max_url=8192):
                     errors="strict",
                     max_num_fields=100,
                 )
-            except (ValueError, UnicodeDecodeError):
+            except UnicodeDecodeError:
                 return self._send(
                     400,
                     [("Content-Type", JSON_TYPE)],
-                    _json_error(400, "malformed query string"),
+                    _json_error(400, "malformed query string: not UTF-8 once percent-decoded"),
+                    send_body,
+                )
+            except ValueError:  # over max_num_fields
+                return self._send(
+                    400,
+                    [("Content-Type", JSON_TYPE)],
+                    _json_error(400, "malformed query string: over 100 parameters"),
                     send_body,
                 )
             try:
                 status, headers, body = app(self.command, parts.path, query)
+                if negotiate:
+                    status, headers, body = httprep.negotiate(status, headers, body, self.headers)
             except Exception as e:  # a bug in the app: 500 for the client, one line for us
                 print(
                     f"[http] 500 on {self.command} {parts.path[:200]}: {type(e).__name__}: {e}",
@@ -549,17 +657,36 @@ def make_handler(app, max_url=8192):
     return Handler
 
 
-def serve(app, host, port, timeout=10, max_url=8192, max_conns=256, workers=4):
+def serve(
+    app,
+    host,
+    port,
+    timeout=10,
+    max_url=8192,
+    max_conns=256,
+    workers=4,
+    negotiate=False,
+    stream_timeout=STREAM_TIMEOUT_S,
+):
     """Bind and return the server (not yet serving); `server.server_port` is the real port.
-    `timeout`: seconds for a whole request (and for an idle keep-alive connection);
-    `max_conns`: open connections at most, more get 503; `workers`: threads answering."""
+    `timeout`: seconds for a whole request (and for an idle keep-alive connection, and for
+    a client to take each piece of an answer); `max_conns`: open connections at most, more
+    get 503; `workers`: threads answering; `negotiate`: ETag, 304 and gzip
+    (lumen.httprep); `stream_timeout`: seconds a streamed answer may take in all."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     class Server(_Server):
         address_family = family
 
     try:
-        return Server((host, port), make_handler(app, max_url), timeout, max_conns, workers)
+        return Server(
+            (host, port),
+            make_handler(app, max_url, negotiate),
+            timeout,
+            max_conns,
+            workers,
+            stream_timeout,
+        )
     except OSError as e:  # binding: a busy port, an address not of this host, a port < 1024
         if e.errno == errno.EADDRINUSE:
             raise PortInUse(ports.busy_message(host, port)) from None

@@ -15,6 +15,17 @@ takes `host=ID` for one host's rows.
     GET /                        the live page (static/), charts from the endpoints above
     GET /openapi.json            the OpenAPI 3 document of all of this
 
+Formats (lumen/api/formats.py): `_format=json` (the default), `csv` or `ndjson` on the
+lists (/api/rmb, /api/ure, /api/hosts); `_stream=on` on /api/rmb and /api/ure for every
+matching row instead of one page. A list of more rows than one batch (BATCH) is streamed:
+each batch read by its own query and written to the socket before the next is read, the
+answer chunked (no Content-Length), so an export of any size holds one batch in memory.
+
+Caching and compression (lumen/httprep.py, applied by lumen.httpserve): every answer says
+`Cache-Control: no-cache` (a client may keep it but asks again, with If-None-Match); a
+whole 200 body has a weak ETag of its bytes, and a matching If-None-Match is a 304 with no
+body; gzip when the client takes it, for whole bodies and streams.
+
 Connections are read-only and pooled (lumen/api/readers.py; opening an SQLite one costs
 ~220 us of schema parsing and WAL setup): each query runs in its own read transaction, so
 a reused connection still sees every commit made before it starts. Every parameter is
@@ -33,10 +44,12 @@ from importlib import resources
 from pathlib import Path
 
 from lumen import CONFIGS, checkpoint, config, storage
-from lumen.api import openapi, queries, readers
+from lumen.api import formats, lists, openapi, queries, readers
 from lumen.proc import first_line, run_server
 
 JSON = [("Content-Type", "application/json")]
+FRESH = ("Cache-Control", "no-cache")  # on every answer: clients revalidate (ETag) each time
+BATCH = 1000  # rows read, rendered and sent at a time by a streamed list
 # Threads answering requests: more than the exporters' 4, so a few slow queries (/api/slo,
 # a long /api/series) do not hold up the :last rows the live page polls.
 WORKERS = 8
@@ -56,7 +69,8 @@ PAGES = {
 
 
 def error(status, message):
-    return status, JSON, json.dumps({"ok": False, "error": message, "status": status}).encode()
+    body = json.dumps({"ok": False, "error": message, "status": status}).encode()
+    return status, JSON + [FRESH], body
 
 
 class Api:
@@ -72,6 +86,17 @@ class Api:
         }
         policy = CONFIGS / "resonance_v3.policy.yaml"
         self.policies = config.load(policy, "resonance_v3.policy")["policies"]
+        lim = (self.limits["default_limit"], self.limits["max_limit"])
+        self.handlers = {  # path -> handler(db, query) of the JSON answer
+            "/api/rmb:last": queries.rmb_last,
+            "/api/ure:last": queries.ure_last,
+            "/api/rmb": lambda db, q: lists.list_rows(db, "rmb", q, *lim),
+            "/api/ure": lambda db, q: lists.list_rows(db, "ure", q, *lim),
+            "/api/summary": queries.summary,
+            "/api/hosts": queries.hosts,
+            "/api/series": queries.series,
+            "/api/slo": lambda db, q: queries.slo_verdicts(db, q, self.policies, 100),
+        }
 
     def reader(self):
         return self.pool.reader()
@@ -120,7 +145,7 @@ class Api:
 
     def app(self, method, path, query):
         try:
-            return self._route(method, path, query)
+            return self._route(method, path, dict(query))
         except queries.BadRequest as e:
             return error(400, str(e))
         except FileNotFoundError:
@@ -146,34 +171,44 @@ class Api:
         if path in self.pages:
             queries.check_known(query, set())
             body, ctype = self.pages[path]
-            return 200, [("Content-Type", ctype), ("Cache-Control", "no-cache")], body
+            return 200, [("Content-Type", ctype), FRESH], body
         if path == "/openapi.json":
             queries.check_known(query, set())
-            return 200, JSON, self.doc
+            return 200, JSON + [FRESH], self.doc
         if path == "/healthz":
             queries.check_known(query, set())
             st, body = self.health()
-            return st, JSON, json.dumps(body).encode()
-        handlers = {
-            "/api/rmb:last": lambda db: queries.rmb_last(db, query),
-            "/api/ure:last": lambda db: queries.ure_last(db, query),
-            "/api/rmb": lambda db: queries.list_rows(
-                db, "rmb", query, self.limits["default_limit"], self.limits["max_limit"]
-            ),
-            "/api/ure": lambda db: queries.list_rows(
-                db, "ure", query, self.limits["default_limit"], self.limits["max_limit"]
-            ),
-            "/api/summary": lambda db: queries.summary(db, query),
-            "/api/hosts": lambda db: queries.hosts(db, query),
-            "/api/series": lambda db: queries.series(db, query),
-            "/api/slo": lambda db: queries.slo_verdicts(db, query, self.policies, 100),
-        }
-        handler = handlers.get(path)
+            return st, JSON + [FRESH], json.dumps(body).encode()
+        handler = self.handlers.get(path)
         if handler is None:
             return error(404, f"no such path: {path[:200]}")
+        fmt, stream = formats.take(query, formats.KINDS.get(path, formats.OBJECT))
+        if fmt != "json" or stream:
+            if path == "/api/hosts":
+                return self._hosts(query, fmt)
+            return self._export(path[5:], query, fmt, stream)
         with self.reader() as db:
-            out = handler(db)
-        return 200, JSON, json.dumps(out).encode()
+            out = handler(db, query)
+        return 200, JSON + [FRESH], json.dumps(out).encode()
+
+    def _export(self, table, query, fmt, stream):
+        """/api/rmb or /api/ure as CSV, NDJSON or streamed JSON: whole when one batch holds
+        every row (so it has a Content-Length and an ETag), else streamed batch by batch."""
+        lq = lists.ListQuery(table, query, self.limits["default_limit"], self.limits["max_limit"])
+        cap = None if stream and "limit" not in query else lq.limit
+        rows = lists.Rows(self.reader, lq, cap, BATCH)
+        body = formats.rows(fmt, lists.KEYS[table], rows, rows)
+        if rows.done:
+            body = b"".join(body)
+        return 200, formats.headers(fmt, table) + [FRESH], body
+
+    def _hosts(self, query, fmt):
+        """/api/hosts as CSV or NDJSON: one row per host (whole: a few rows)."""
+        with self.reader() as db:
+            hosts = queries.hosts(db, query)["hosts"]
+        columns = list(formats.flatten(queries.HOST_TEMPLATE))
+        body = formats.objects(fmt, columns, hosts)
+        return 200, formats.headers(fmt, "hosts") + [FRESH], body
 
 
 def serve(cfg, name):
@@ -190,4 +225,5 @@ def serve(cfg, name):
         timeout=a["request_timeout_s"],
         max_url=a["max_url_bytes"],
         workers=WORKERS,
+        negotiate=True,
     )

@@ -1,4 +1,6 @@
-"""The OpenAPI 3 document of the read-only API, served at /openapi.json."""
+"""The OpenAPI 3 document of the read-only API, served at /openapi.json: paths, parameters
+(`_format` and `_stream` included), the media types of each answer (CSV and NDJSON on the
+lists), the caching headers (ETag, Cache-Control, Vary, Content-Encoding) and 304."""
 
 from lumen import vocab
 
@@ -28,8 +30,43 @@ def _q(name, schema, desc):
     return {"name": name, "in": "query", "required": False, "schema": schema, "description": desc}
 
 
-def _ok(schema, desc="OK"):
-    return {"description": desc, "content": {"application/json": {"schema": schema}}}
+HEADERS = {
+    "ETag": {
+        "description": 'a weak validator of the body, W/"..."; send it back in If-None-Match '
+        "to get 304 while the answer is the same (absent on a streamed answer)",
+        "schema": STR,
+    },
+    "Cache-Control": {"description": "no-cache: keep it, but revalidate", "schema": STR},
+    "Vary": {"description": "Accept-Encoding", "schema": STR},
+    "Content-Encoding": {
+        "description": "gzip when the request's Accept-Encoding takes it (bodies of 1 KB "
+        "or more, and streams)",
+        "schema": STR,
+    },
+}
+NOT_MODIFIED = {
+    "description": "Not Modified: the request's If-None-Match matches the ETag; no body",
+    "headers": {k: HEADERS[k] for k in ("ETag", "Cache-Control", "Vary")},
+}
+TABLE = {"type": "string", "description": "CSV (RFC 4180) with a header row"}
+LINES = {"type": "string", "description": "NDJSON: one JSON object per line"}
+
+
+def _ok(schema, desc="OK", lists=False):
+    content = {"application/json": {"schema": schema}}
+    if lists:
+        content["text/csv"] = {"schema": TABLE}
+        content["application/x-ndjson"] = {"schema": LINES}
+    return {"description": desc, "headers": HEADERS, "content": content}
+
+
+def _format(kinds):
+    desc = (
+        "json (default), csv or ndjson: the rows as a CSV table or one JSON object per line"
+        if len(kinds) > 1
+        else "json only: this answer is an object (csv and ndjson are for the lists)"
+    )
+    return _q("_format", {"type": "string", "enum": list(kinds)}, desc)
 
 
 def document(max_limit):
@@ -97,6 +134,7 @@ def document(max_limit):
 
     # Every status has the same JSON body, the server's own (408, 413, 431, 503) included.
     errors = {
+        "304": NOT_MODIFIED,
         "400": _err("a parameter is missing or invalid, or a malformed request"),
         "404": _err("no such path"),
         "405": _err("only GET and HEAD"),
@@ -106,7 +144,14 @@ def document(max_limit):
         "431": _err("the request head is over 64 KB or has over 100 headers"),
         "503": _err("the database is not available, or too many open connections"),
     }
-    server = {k: errors[k] for k in ("400", "405", "408", "413", "414", "431")}
+    server = {k: errors[k] for k in ("304", "400", "405", "408", "413", "414", "431")}
+    as_json, as_list = _format(["json"]), _format(["json", "csv", "ndjson"])
+    stream = _q(
+        "_stream",
+        {"type": "string", "enum": ["on", "off"]},
+        "on: every matching row, not one page (limit, if given, still caps them), streamed "
+        "as it is read",
+    )
     last_rmb = {
         "type": "object",
         "properties": {"ts": STR, "residual": NUM, "phase": NUM, "risk": STR},
@@ -121,13 +166,16 @@ def document(max_limit):
             "title": "Lumen read-only API",
             "version": "1.8.0",
             "description": "Queries over the store: data/lumen.db, or the PostgreSQL database "
-            "many hosts share (blueprint sections 41 and 47). Read-only.",
+            "many hosts share (blueprint sections 41 and 47). Read-only. Lists also come as "
+            "CSV or NDJSON (_format), and whole (_stream=on), streamed. Every answer says "
+            "Cache-Control: no-cache; a whole answer has a weak ETag (If-None-Match: 304); "
+            "gzip on Accept-Encoding. Every error is {ok: false, error, status}.",
         },
         "paths": {
             "/api/rmb:last": {
                 "get": {
                     "summary": "newest RMB row (section 41)",
-                    "parameters": [host],
+                    "parameters": [host, as_json],
                     "responses": {
                         "200": _ok(last_rmb, "the newest row, or {} when there is none"),
                         **errors,
@@ -137,7 +185,7 @@ def document(max_limit):
             "/api/ure:last": {
                 "get": {
                     "summary": "newest URE row of an entity (default lumen.ure)",
-                    "parameters": [common[3], host],
+                    "parameters": [common[3], host, as_json],
                     "responses": {
                         "200": _ok(last_ure, "the newest row, or {} when there is none"),
                         **errors,
@@ -153,9 +201,11 @@ def document(max_limit):
                             "risk",
                             {"type": "string", "enum": list(vocab.RISK_BANDS)},
                             "only this risk band",
-                        )
+                        ),
+                        as_list,
+                        stream,
                     ],
-                    "responses": {"200": _ok(page(rmb_item)), **errors},
+                    "responses": {"200": _ok(page(rmb_item), lists=True), **errors},
                 }
             },
             "/api/ure": {
@@ -167,15 +217,17 @@ def document(max_limit):
                             "action",
                             {"type": "string", "enum": list(vocab.ACTIONS)},
                             "only this auto_reg_action",
-                        )
+                        ),
+                        as_list,
+                        stream,
                     ],
-                    "responses": {"200": _ok(page(ure_item)), **errors},
+                    "responses": {"200": _ok(page(ure_item), lists=True), **errors},
                 }
             },
             "/api/summary": {
                 "get": {
                     "summary": "counts and rollback ratio over a window",
-                    "parameters": [window, host],
+                    "parameters": [window, host, as_json],
                     "responses": {
                         "200": _ok(
                             {"type": "object", "required": ["ok", "window_s", "rmb", "ure"]}
@@ -188,9 +240,12 @@ def document(max_limit):
                 "get": {
                     "summary": "per host: RMB counts and rollback ratio over a window, the "
                     "age of its newest RMB and URE rows",
-                    "parameters": [window],
+                    "parameters": [window, as_list],
                     "responses": {
-                        "200": _ok({"type": "object", "required": ["ok", "window_s", "hosts"]}),
+                        "200": _ok(
+                            {"type": "object", "required": ["ok", "window_s", "hosts"]},
+                            lists=True,
+                        ),
                         **errors,
                     },
                 }
@@ -211,6 +266,7 @@ def document(max_limit):
                             "bucket size (default 60s); kept within 5s..24h and raised to give "
                             "at most 2000 buckets",
                         ),
+                        as_json,
                     ],
                     "responses": {
                         "200": _ok({"type": "object", "required": ["ok", "rmb", "safety", "ure"]}),
@@ -221,7 +277,7 @@ def document(max_limit):
             "/api/slo": {
                 "get": {
                     "summary": "SLO verdicts (RMB-ROLL-001, RMB-RES-002) over stored rows",
-                    "parameters": [host],
+                    "parameters": [host, as_json],
                     "responses": {
                         "200": _ok({"type": "object", "required": ["ok", "result", "verdicts"]}),
                         **errors,
@@ -234,6 +290,7 @@ def document(max_limit):
                     "responses": {
                         "200": {
                             "description": "HTML",
+                            "headers": HEADERS,
                             "content": {"text/html": {"schema": {"type": "string"}}},
                         },
                         **server,

@@ -2,8 +2,7 @@
 a lumen.api.readers.Db: the same SQL runs on SQLite and PostgreSQL).
 
 Every query parameter is checked here: a bad value raises BadRequest with a message that
-names the parameter. Lists are newest first, paged by an opaque cursor (the position of
-the last row returned), so a page costs the same wherever it starts.
+names the parameter. The row lists (/api/rmb, /api/ure) are lumen/api/lists.py.
 """
 
 import re
@@ -16,10 +15,6 @@ RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]
 WINDOW = re.compile(r"^([1-9]\d{0,5})([smhd])$")
 MAX_WINDOW_S = 30 * 86400
 UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-LIST_PARAMS = {
-    "rmb": {"limit", "since", "until", "entity", "risk", "cursor", "host"},
-    "ure": {"limit", "since", "until", "entity", "action", "cursor", "host"},
-}
 
 
 class BadRequest(Exception):
@@ -87,78 +82,11 @@ def where_sql(where):
     return (" WHERE " + " AND ".join(where)) if where else ""
 
 
-CURSOR = re.compile(r"^(-?\d{1,12}(?:\.\d{1,9})?)_(\d{1,18})$")
-
-
-def encode_cursor(t, rowid):
-    """The position of a row: its time and id, e.g. 1795513944.885805_2342."""
-    return f"{t!r}_{rowid}"  # repr round-trips the float exactly
-
-
-def parse_cursor(v):
-    if v is None:
-        return None
-    m = CURSOR.match(v)
-    if not m:
-        raise BadRequest("cursor must be a next_cursor this API returned (TIME_ID)")
-    return float(m.group(1)), int(m.group(2))
-
-
 def parse_window(v, default="10m"):
     m = WINDOW.match(v if v is not None else default)
     if not m:
         raise BadRequest("window must look like 300s, 10m, 1h or 7d")
     return min(int(m.group(1)) * UNIT[m.group(2)], MAX_WINDOW_S)  # longer: capped at 30d
-
-
-COLUMNS = {
-    "rmb": "ts, entity_id, residual, phase, risk, event_type, host, t, id",
-    "ure": "ts, entity_id, residual, harmony, coherence, action, host, t, id",
-}
-KEYS = {
-    "rmb": ("ts", "entity_id", "residual", "phase", "risk", "event_type", "host"),
-    "ure": ("ts", "entity_id", "residual", "harmony", "coherence", "action", "host"),
-}
-
-
-def list_rows(db, table, query, default_limit, max_limit):
-    check_known(query, LIST_PARAMS[table])
-    limit = parse_limit(single(query, "limit"), default_limit, max_limit)
-    since = parse_time("since", single(query, "since"))
-    until = parse_time("until", single(query, "until"))
-    entity = parse_entity(single(query, "entity"))
-    cursor = parse_cursor(single(query, "cursor"))
-    where, args = [], []
-    host_filter(query, where, args)
-    if since is not None:
-        where.append("t >= ?")
-        args.append(since)
-    if until is not None:
-        where.append("t <= ?")
-        args.append(until)
-    if entity is not None:
-        where.append("entity_id = ?")
-        args.append(entity)
-    if table == "rmb":
-        risk = parse_enum("risk", single(query, "risk"), vocab.RISK_BANDS)
-        if risk:
-            where.append("risk = ?")
-            args.append(risk)
-    else:
-        action = parse_enum("action", single(query, "action"), vocab.ACTIONS)
-        if action:
-            where.append("action = ?")
-            args.append(action)
-    if cursor is not None:
-        where.append("(t < ? OR (t = ? AND id < ?))")
-        args += [cursor[0], cursor[0], cursor[1]]
-    sql = f"SELECT {COLUMNS[table]} FROM {table}{where_sql(where)} ORDER BY t DESC, id DESC LIMIT ?"
-    rows = db.execute(sql, args + [limit + 1]).fetchall()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    items = [dict(zip(KEYS[table], r[:7])) for r in rows]
-    nxt = encode_cursor(rows[-1][7], rows[-1][8]) if more and rows else None
-    return {"ok": True, "count": len(items), "items": items, "next_cursor": nxt}
 
 
 def rmb_last(db, query):
@@ -234,30 +162,37 @@ def hosts(db, query, now=None):
             (now - window, now),
         )
     }
-    out = []
     listed = db.execute(
         "SELECT host, rmb_ts, rmb_t, ure_ts, ure_t FROM hosts ORDER BY host"
     ).fetchall()
-    for host, rmb_ts, rmb_t, ure_ts, ure_t in listed:
-        n, rb, mean = per.get(host, (0, 0, None))
-        newest = {
-            table: {"ts": ts, "age_s": None if t is None else round(now - t, 3)}
-            for table, ts, t in (("rmb", rmb_ts, rmb_t), ("ure", ure_ts, ure_t))
-        }
-        out.append(
-            {
-                "host": host,
-                "rmb": {
-                    "events": n,
-                    "rollbacks": rb,
-                    "rollback_ratio": (rb / n) if n else None,
-                    "residual_mean": mean,
-                    "newest": newest["rmb"],
-                },
-                "ure": {"newest": newest["ure"]},
-            }
-        )
+    out = [host_entry(r, per.get(r[0], (0, 0, None)), now) for r in listed]
     return {"ok": True, "window_s": window, "now": timefmt.format(now), "hosts": out}
+
+
+def host_entry(listed, counts, now):
+    """One host of /api/hosts: (host, rmb_ts, rmb_t, ure_ts, ure_t) of the hosts table and
+    (events, rollbacks, residual mean) over the window."""
+    host, rmb_ts, rmb_t, ure_ts, ure_t = listed
+    n, rb, mean = counts
+    newest = {
+        table: {"ts": ts, "age_s": None if t is None else round(now - t, 3)}
+        for table, ts, t in (("rmb", rmb_ts, rmb_t), ("ure", ure_ts, ure_t))
+    }
+    return {
+        "host": host,
+        "rmb": {
+            "events": n,
+            "rollbacks": rb,
+            "rollback_ratio": (rb / n) if n else None,
+            "residual_mean": mean,
+            "newest": newest["rmb"],
+        },
+        "ure": {"newest": newest["ure"]},
+    }
+
+
+# The shape of a host entry, for the columns of /api/hosts as CSV.
+HOST_TEMPLATE = host_entry(("", None, None, None, None), (0, 0, None), 0.0)
 
 
 STEP = re.compile(r"^([1-9]\d{0,4})([smh])$")
