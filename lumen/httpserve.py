@@ -60,6 +60,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from . import httprep, ports
+from .ports import PortInUse
 
 
 # Prometheus text format 0.0.4, which generate_latest() writes.
@@ -76,10 +77,6 @@ CONTENT_LENGTH = re.compile(rb"(?im)^content-length[ \t]*:([^\r\n]*)")
 NO_BODY_WAIT = re.compile(rb"(?im)^(?:transfer-encoding|expect)[ \t]*:")
 DIGITS = re.compile(r"\d{1,18}")
 LISTEN, WAKE = object(), object()  # selector keys' data besides connections
-
-
-class PortInUse(Exception):
-    pass
 
 
 def _json_error(status, message):

@@ -5,6 +5,10 @@ import os
 import socket
 
 
+class PortInUse(Exception):
+    """A server could not listen: the message names the port and, if known, its owner."""
+
+
 def _listening_inodes(port):
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):

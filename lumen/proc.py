@@ -18,7 +18,7 @@ from . import DEPENDENCIES, HINT, missing_message
 from .checkpoint import CorruptState
 from .config import ConfigError
 from .lock import Busy
-from .httpserve import PortInUse
+from .ports import PortInUse
 
 
 class Lifecycle:
