@@ -3,8 +3,8 @@ processes cleaned up by the PIDs the test started (never by name); the RMB emitt
 tests run it (`run_emitter`, `emit`); private make stacks (`private_stack`, `stop_stack`)."""
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +15,9 @@ import pytest
 from lumen import harness
 
 ROOT = Path(__file__).resolve().parent.parent
+# make's own last line when a recipe fails: "make: ***" or, under an outer make
+# (make test), "make[1]: ***"
+MAKE_FAILED = re.compile(r"make(\[\d+\])?: \*\*\* ")
 PY = sys.executable
 # The processes `make up` starts (their PID files in run/, their supervisord programs).
 STACK = frozenset(
@@ -81,10 +84,7 @@ def merged_env(env=None):
     return e
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+free_port = harness.free_port  # a port this test session was not given before
 
 
 @pytest.fixture

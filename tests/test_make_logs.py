@@ -10,7 +10,7 @@ import re
 import signal
 import threading
 
-from conftest import ROOT, hermetic_env, merged_env, pids_in, run_make, wait_until
+from conftest import MAKE_FAILED, ROOT, hermetic_env, merged_env, pids_in, run_make, wait_until
 
 MAKE = ["make", "-s", "--no-print-directory", "-f", str(ROOT / "Makefile")]
 
@@ -45,7 +45,7 @@ def test_make_logs_bounded(workdir):
     assert r.stdout.splitlines() == [f"x{i}" for i in range(11, 31)]
     r = run_make(workdir, "logs", "FOLLOW=0", "NAME=rmb_emitter", env=env)
     assert r.returncode != 0
-    err = [ln for ln in r.stderr.splitlines() if not ln.startswith("make: ***")]
+    err = [ln for ln in r.stderr.splitlines() if not MAKE_FAILED.match(ln)]
     assert err == ["error: no log logs/proc/rmb_emitter.log (the logs here: api, rmb_exporter)"]
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PY, ROOT, emit, hermetic_env, merged_env, run_make, wait_until
+from conftest import MAKE_FAILED, PY, ROOT, emit, hermetic_env, merged_env, run_make, wait_until
 from lumen import DEPENDENCIES, HINT, proc
 
 MAKE = ["make", "-s", "--no-print-directory", "-f", str(ROOT / "Makefile")]
@@ -65,7 +65,7 @@ def fresh_clone(dst):
 def one_error_line(r, *words):
     """The run's stderr is one line that holds every word (make's own `make: ***` line
     aside); returns it."""
-    lines = [ln for ln in r.stderr.strip().splitlines() if not ln.startswith("make: ***")]
+    lines = [ln for ln in r.stderr.strip().splitlines() if not MAKE_FAILED.match(ln)]
     assert len(lines) == 1, r.stderr
     for w in words:
         assert w in lines[0], (w, lines[0])

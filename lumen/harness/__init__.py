@@ -21,11 +21,21 @@ import subprocess
 from lumen import ROOT
 
 
+_handed_out = set()  # the ports free_port gave this process
+
+
 def free_port():
-    """A TCP port nothing listens on now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port nothing listens on now (the OS picks it), never one this process was given
+    before: the OS hands a port it just released out again, and two servers of one private
+    stack on the same port fail its start."""
+    for _ in range(1000):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise OSError("no free TCP port left that this process was not given before")
 
 
 def make(cwd, env, *targets, timeout=180):
