@@ -68,7 +68,7 @@ SHELL := /bin/bash
 	safety.music.start safety.music.stop safety.music.render safety.dev \
 	merge.v2 trackD.start trackD.stop ure.exporter ure.exporter.stop ure.verify tune.v18 \
 	smoke.v18 rollback.v17 switch.v18 db.init db.ingest db.ingest.stop db.backfill \
-	api.readonly api.stop health ops.build ops.check alert.reload prom.reload soak
+	api.readonly api.stop health ops.build ops.check alert.reload prom.reload soak docs.shot
 
 help: ## list every target with a one-line description
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-22s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -210,6 +210,10 @@ restore.pack: venv ## write today's SESSION_RESTORE_<date>_v1_7_DELTA.env here
 restore.sanity: ## check the restore env and both event schemas
 	@bash $(ROOT)/scripts/restore.sanity.sh
 
+SHOT_MINUTES ?= 3
+docs.shot: venv ## the README's screenshot: a private stack for SHOT_MINUTES (3), the live page in headless Chromium -> docs/live_page.png
+	@$(PY) -u $(ROOT)/tools/live_page_shot.py --minutes $(SHOT_MINUTES)
+
 pkg.v17: ## package schemas, configs, code, ops, docs into release/lumen_v17_<stamp>.tar.gz
 	@bash $(ROOT)/scripts/pkg.v17.sh
 
@@ -264,7 +268,7 @@ ure.verify: venv ## validate the newest v2 event and the last 100: [ure.verify] 
 tune.v18: venv ## residual stddev of the last 10 min of the v2 log, with a suggestion
 	@$(PY) -u $(ROOT)/tools/tuner_v18.py --config $(CONFIG_URE)
 
-smoke.v18: venv ## merge, loop, exporter, verify in one go (scripts/smoke.v18.sh)
+smoke.v18: venv ## merge, loop, exporter, verify in one go (20 events first if the queue is empty; scripts/smoke.v18.sh)
 	@bash $(ROOT)/scripts/smoke.v18.sh
 
 rollback.v17: venv ## 37.10: stop v1.8, turn off the ure_v18 scrape job, Track B + C back up
