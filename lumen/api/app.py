@@ -62,6 +62,7 @@ STATIC = resources.files("lumen.api") / "static"
 PAGES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/sound.js": ("sound.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
     "/static/uPlot.iife.min.js": (
         "vendor/uplot-1.6.31/uPlot.iife.min.js",
