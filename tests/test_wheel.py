@@ -234,6 +234,11 @@ def test_api_serves_an_ingested_db(run_in):
     status, ctype, body = get(port, "/")  # the live page: package data of lumen.api
     assert status == 200 and ctype.startswith("text/html") and b"<html" in body.lower()
     assert json.loads(get(port, "/api/slo")[2])  # the shipped SLO policy
+    # The page's sound: its script and the shipped sound map (api.sound_map, configs/...).
+    assert get(port, "/static/sound.js")[0] == 200
+    shipped = json.loads((ROOT / "configs/midi_map_v18.json").read_text())["levels"]
+    served = json.loads(get(port, "/api/sound")[2])["levels"]
+    assert {k: v["notes"] for k, v in served.items()} == {k: v["notes"] for k, v in shipped.items()}
     stop(p)
 
 

@@ -12,6 +12,7 @@ takes `host=ID` for one host's rows.
     GET /healthz                 database reachable, schema version, ingest lag
     GET /api/series              per-step buckets for charts (window, step)
     GET /api/slo                 slo.report's verdicts over the stored rows
+    GET /api/sound               the Safety Music sound map the live page plays (api.sound_map)
     GET /                        the live page (static/), charts from the endpoints above
     GET /openapi.json            the OpenAPI 3 document of all of this
 
@@ -45,6 +46,7 @@ from pathlib import Path
 
 from lumen import CONFIGS, checkpoint, config, storage
 from lumen.api import formats, lists, openapi, queries, readers
+from lumen.safety import sound
 from lumen.proc import first_line, run_server
 
 JSON = [("Content-Type", "application/json")]
@@ -53,12 +55,14 @@ BATCH = 1000  # rows read, rendered and sent at a time by a streamed list
 # Threads answering requests: more than the exporters' 4, so a few slow queries (/api/slo,
 # a long /api/series) do not hold up the :last rows the live page polls.
 WORKERS = 8
+SOUND_MAP = "configs/midi_map_v18.json"  # api.sound_map's default, the loop's map
 # The live page: package data of lumen.api (pyproject.toml), read through importlib.resources.
 STATIC = resources.files("lumen.api") / "static"
 # The only files served besides the API: nothing outside this list is reachable.
 PAGES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/static/sound.js": ("sound.js", "text/javascript; charset=utf-8"),
     "/static/style.css": ("style.css", "text/css; charset=utf-8"),
     "/static/uPlot.iife.min.js": (
         "vendor/uplot-1.6.31/uPlot.iife.min.js",
@@ -80,10 +84,14 @@ class Api:
         self.offsets_dir = Path(offsets_dir)
         self.host = storage.host_id(cfg, offsets_dir)
         self.pool = readers.pool(cfg, self.limits["request_timeout_s"])
-        self.doc = json.dumps(openapi.document(self.limits["max_limit"])).encode()
+        doc = json.dumps(openapi.document(self.limits["max_limit"])).encode()
         self.pages = {
             path: ((STATIC / f).read_bytes(), ctype) for path, (f, ctype) in PAGES.items()
         }
+        # The Safety Music map, read and checked once: a bad one stops the API (exit 2).
+        smap = sound.load_map(config.shipped(self.limits.get("sound_map", SOUND_MAP)))
+        # The answers that never change while the API runs.
+        self.fixed = {"/openapi.json": doc, "/api/sound": json.dumps(sound.for_page(smap)).encode()}
         policy = CONFIGS / "resonance_v3.policy.yaml"
         self.policies = config.load(policy, "resonance_v3.policy")["policies"]
         lim = (self.limits["default_limit"], self.limits["max_limit"])
@@ -172,9 +180,9 @@ class Api:
             queries.check_known(query, set())
             body, ctype = self.pages[path]
             return 200, [("Content-Type", ctype), FRESH], body
-        if path == "/openapi.json":
+        if path in self.fixed:
             queries.check_known(query, set())
-            return 200, JSON + [FRESH], self.doc
+            return 200, JSON + [FRESH], self.fixed[path]
         if path == "/healthz":
             queries.check_known(query, set())
             st, body = self.health()

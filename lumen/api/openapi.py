@@ -17,6 +17,42 @@ ERROR = {
 }
 NUM = {"type": "number"}
 STR = {"type": "string"}
+MIDI = {"type": "integer", "minimum": 0, "maximum": 127}
+SOUND_LEVEL = {
+    "type": "object",
+    "required": ["notes", "tempo_bpm", "velocity", "program"],
+    "additionalProperties": False,
+    "properties": {
+        "notes": {"type": "array", "items": MIDI, "description": "MIDI notes of the chord"},
+        "tempo_bpm": {"type": "number", "minimum": 4, "maximum": 1000},
+        "velocity": MIDI,
+        "program": dict(MIDI, description="General MIDI program (0 = piano)"),
+        "instrument": STR,
+    },
+}
+SOUND_MAP = {
+    "type": "object",
+    "required": ["ok", "levels", "render"],
+    "additionalProperties": False,
+    "properties": {
+        "ok": {"type": "boolean"},
+        "levels": {
+            "type": "object",
+            "required": list(vocab.LEVELS),
+            "additionalProperties": False,
+            "properties": {level: SOUND_LEVEL for level in vocab.LEVELS},
+        },
+        "render": {
+            "type": "object",
+            "required": ["gate", "sample_rate"],
+            "additionalProperties": False,
+            "properties": {
+                "gate": {"type": "number", "minimum": 0.01, "maximum": 1},
+                "sample_rate": {"type": "integer", "minimum": 8000, "maximum": 192000},
+            },
+        },
+    },
+}
 
 
 def _err(desc):
@@ -282,6 +318,14 @@ def document(max_limit):
                         "200": _ok({"type": "object", "required": ["ok", "result", "verdicts"]}),
                         **errors,
                     },
+                }
+            },
+            "/api/sound": {
+                "get": {
+                    "summary": "the Safety Music sound map the live page plays (api.sound_map, "
+                    "configs/midi_map_v18.json by default): per level its notes, tempo, "
+                    "velocity and General MIDI program; read once when the API starts",
+                    "responses": {"200": _ok(SOUND_MAP), **server},
                 }
             },
             "/": {

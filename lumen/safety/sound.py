@@ -8,6 +8,7 @@ diminished triad / cluster with a tritone), in tempo and in loudness; UNDEFINED 
 - `load_map(path)`, `config_map(cfg)`: the map, from a path or as a loop config names it;
   a map that cannot be played (a level missing, a tempo, note, velocity or program out of
   MIDI's range) is a ConfigError naming the key.
+- `for_page(smap)`: the map as the API serves it to the live page (GET /api/sound).
 - `segments(events, tick_s)`: (level, seconds) pieces from safety music events.
 - `plan(segments, smap)`: the one score both renders follow (a `Plan`): a section per
   segment with the level's tempo as a MIDI Set Tempo value (whole microseconds per beat),
@@ -75,6 +76,21 @@ def load_map(path):
         raise config.ConfigError(f"{path}: sound bridge map not readable: {e}") from None
     _check_map(path, smap)
     return smap
+
+
+def for_page(smap):
+    """The map as the live page plays it (GET /api/sound, lumen/api/static/sound.js): each
+    level's notes, tempo_bpm, velocity, program and instrument name, and the render's gate
+    and sample rate with their defaults filled in; comments and unknown keys left out."""
+    levels = {}
+    for level in vocab.LEVELS:
+        spec = smap["levels"][level]
+        levels[level] = {k: spec[k] for k in ("notes", "tempo_bpm", "velocity", "program")}
+        if type(spec.get("instrument")) is str:
+            levels[level]["instrument"] = spec["instrument"]
+    r = smap.get("render", {})
+    render = {"gate": r.get("gate", 0.6), "sample_rate": r.get("sample_rate", 22050)}
+    return {"ok": True, "levels": levels, "render": render}
 
 
 def config_map(cfg):

@@ -122,6 +122,14 @@ function drawStrip(rows, lo, hi, step) {
     first: rows.length ? rows[0].t : null };
 }
 
+// The level Safety Music plays on the page (sound.js): the newest bucket's (the worst level
+// in it so far), or UNDEFINED, silence, when the newest bucket ended more than two steps
+// ago (the loop or ingest has stopped: no data is not a calm system).
+function soundLevel(s, now) {
+  const b = s.safety[s.safety.length - 1];
+  return b && b.t + 3 * s.step_s + SETTLE_S >= now ? b.level : "UNDEFINED";
+}
+
 async function getJSON(path) {
   const r = await fetch(path, { cache: "no-store" });
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
@@ -193,6 +201,7 @@ async function refresh() {
     draw("events", [t, r.map(b => b.events), r.map(b => b.rollbacks), r.map(b => b.ratio)]);
     draw("ure", [tu, u.map(b => b.harmony), u.map(b => b.coherence), u.map(b => b.hz), u.map(b => b.actions || null)]);
     drawStrip(lv, xRange[0], xRange[1], s.step_s);
+    if (window.LumenSound) window.LumenSound.setLevel(soundLevel(s, now));
     document.querySelector("#slo tbody").innerHTML = slo.body.verdicts.map(v =>
       `<tr><td>${v.id}</td><td>${v.metric}</td><td>${fmt(v.value, 4)} / ${v.threshold}</td><td class="${v.status}">${v.status}</td></tr>`).join("")
       + `<tr><td colspan="3">overall</td><td class="${slo.body.result}">${slo.body.result}</td></tr>`;
