@@ -100,7 +100,8 @@ class Receiver:
         self.osc = None
         if o["enabled"]:
             self.osc = OscOut(o["host"], o["port"], o["address_firing"], o["address_resolved"])
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # a notification's dedupe, write and counters
+        self._bad_lock = threading.Lock()  # never held long: the selector thread counts too
         self.payloads = self.duplicates = self.write_errors = 0
         self.lines = dict.fromkeys(vocab.ALERT_STATUSES, 0)
         self.bad = dict.fromkeys(alerts.BAD_REASONS, 0)
@@ -113,7 +114,7 @@ class Receiver:
 
     # ---------------------------------------------------------------- HTTP
     def _count_bad(self, reason):
-        with self.lock:
+        with self._bad_lock:
             self.bad[reason] += 1
 
     def on_error(self, status):
@@ -178,8 +179,10 @@ class Receiver:
 
     # ---------------------------------------------------------------- metrics
     def collect(self):
+        with self._bad_lock:
+            bad = dict(self.bad)
         with self.lock:
-            lines, bad = dict(self.lines), dict(self.bad)
+            lines = dict(self.lines)
             plain = (
                 ("payloads", "Valid Alertmanager notifications received.", self.payloads),
                 ("duplicates", "Alerts skipped: their line was written already.", self.duplicates),
