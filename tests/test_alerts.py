@@ -7,6 +7,7 @@ is a clean exit, and the deduplication survives a restart (rebuilt from the log'
 bounded). End to end with the real Prometheus and Alertmanager: tests/test_ops.py."""
 
 import json
+import re
 import select
 import signal
 import socket
@@ -26,6 +27,9 @@ from conftest import (
     free_port,
     hermetic_env,
     merged_env,
+    pid_alive,
+    pids_in,
+    run_make,
     unlabelled_samples,
     wait_until,
 )
@@ -612,3 +616,20 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path, procs):
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
     r = subprocess.run([PY, str(RECEIVER), "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "Alertmanager" in r.stdout and "--config" in r.stdout
+
+
+def test_make_targets_start_and_stop_it_under_supervision(workdir, private_stack):
+    env = private_stack(ports=("ALERT_RECEIVER_PORT",), **hermetic_env())
+    r = run_make(workdir, "alerts.receiver", env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    port = env["ALERT_RECEIVER_PORT"]
+    r = requests.post(f"http://127.0.0.1:{port}/alerts", data=body(payload(A0)), timeout=10)
+    assert r.status_code == 200 and r.json()["written"] == 1
+    assert [alerts.key(e) for e in lines(workdir / "logs/alerts.jsonl")] == [("A", "firing", T0)]
+    status = run_make(workdir, "status", env=env).stdout
+    row = r"^alert_receiver\s+(STARTING|RUNNING)\s.*\s%s\s+logs/proc/alert_receiver.log$" % port
+    assert re.search(row, status, re.M), status
+    pid = pids_in(workdir / "run")["alert_receiver"]
+    r = run_make(workdir, "alerts.receiver.stop", env=env)
+    assert r.returncode == 0 and "alert_receiver stopped" in r.stdout
+    assert not pid_alive(pid)
