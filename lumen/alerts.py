@@ -8,7 +8,9 @@ tail of the log it is given.
   message)) with a reason of `BAD_REASONS`; never raises. A payload is Alertmanager's
   webhook JSON, version 4 (schemas/alertmanager_webhook_v4.json): `version`, `groupKey`,
   `status`, `receiver`, `alerts` [{status, labels, annotations, startsAt, endsAt,
-  generatorURL, fingerprint}], and the group's labels and annotations.
+  generatorURL, fingerprint}], and the group's labels and annotations. A body nested
+  deeper than MAX_DEPTH (Alertmanager's is 4 deep) is a `json` reject before anything
+  walks it.
 - `to_events(payload, ts)`: one event per alert (schemas/alert_event_v1.json, the contract
   of logs/alerts.jsonl): {ts, status, alertname, severity, summary, fingerprint, starts_at,
   ends_at, labels, receiver, group_key}. `alertname` and `severity` are those labels,
