@@ -12,6 +12,7 @@ CONFIG_SAFETY ?= $(ROOT)/configs/safety_music_v17.yaml
 CONFIG_URE ?= $(ROOT)/configs/ure_v18.yaml
 SCRAPE_FILE ?= $(ROOT)/ops/prometheus/scrape.yml
 CONFIG_API ?= $(ROOT)/configs/api_v18.yaml
+CONFIG_ALERTS ?= $(ROOT)/configs/alert_receiver_v18.yaml
 MINUTES ?= 2
 TRACKA = $(PY) $(ROOT)/tools/tracka_v17.py --config $(CONFIG_TRACKA) --rmb-config $(CONFIG_RMB)
 # Ports and hosts resolved from the configs (env overrides such as RMB_EXPORTER_PORT
@@ -31,10 +32,16 @@ RMB_PORT = $(CFG_RMB)
 URE_PORT = $(CFG_URE)
 API_LISTEN_PORT = $(word 1,$(CFG_API))
 API_LISTEN_HOST = $(word 2,$(CFG_API))
+CFG_ALERTS = $(call lookup_once,CFG_ALERTS,$(GET) $(CONFIG_ALERTS) receiver.port && \
+	$(GET) $(CONFIG_ALERTS) receiver.host && $(GET) $(CONFIG_ALERTS) receiver.path)
+ALERTS_PORT = $(word 1,$(CFG_ALERTS))
+ALERTS_HOST = $(word 2,$(CFG_ALERTS))
+ALERTS_PATH = $(word 3,$(CFG_ALERTS))
 FAKE_PORT = $(word 1,$(CFG_FAKE))
 FAKE_HOST = $(word 2,$(CFG_FAKE))
 FAKE_STREAM = $(word 3,$(CFG_FAKE))
 UP_TARGETS = trackB.start safety.music.start trackD.start ure.exporter db.init db.ingest api.readonly
+UP_TARGETS += alerts.receiver
 N ?= 100
 # The emitter's simulated profile for make up / trackB.start / serve.rmb.emit (seed, steady,
 # spike, jitter, rollbacks); empty: the emitter's default (steady). A value that is not a
@@ -94,6 +101,7 @@ up: venv ## set up, start the stack on the default configs (under supervisord), 
 	@echo "  URE       http://127.0.0.1:$(URE_PORT)/metrics_ure   (v2 log: logs/resonance_events_v2.jsonl)"
 	@echo "  live page http://$(API_LISTEN_HOST):$(API_LISTEN_PORT)/   (charts, SLO verdicts, newest events)"
 	@echo "  API       http://$(API_LISTEN_HOST):$(API_LISTEN_PORT)/api/rmb:last   (OpenAPI: /openapi.json, store: $(if $(LUMEN_DB_URL),PostgreSQL at LUMEN_DB_URL as $(or $(LUMEN_HOST_ID),this host),data/lumen.db))"
+	@echo "  alerts    http://$(ALERTS_HOST):$(ALERTS_PORT)$(ALERTS_PATH)   (Alertmanager's webhook; log: logs/alerts.jsonl)"
 	@echo "  processes make status   (supervised: crashes restart; logs in logs/proc/)   stop: make down"
 
 down: ## stop every process started here, then its supervisord (nothing running: success)
@@ -303,6 +311,15 @@ api.readonly: venv ## start the read-only API (:8088) in the background
 
 api.stop: venv ## stop the read-only API
 	@$(CTL) stop api
+
+# ------------------------------------------------------------ alerts you can hear (issue 17)
+.PHONY: alerts.receiver alerts.receiver.stop
+alerts.receiver: venv ## start the alert receiver (Alertmanager's webhook, :9411 /alerts -> logs/alerts.jsonl, OSC)
+	@$(CTL) start alert_receiver --port $(ALERTS_PORT) --host $(ALERTS_HOST) -- \
+		$(PY) -u $(ROOT)/tools/alert_receiver.py --config $(CONFIG_ALERTS)
+
+alerts.receiver.stop: venv ## stop the alert receiver
+	@$(CTL) stop alert_receiver
 
 health: venv ## check the exporters and the API once per line (ONCE=1: once, exit 1 if down)
 	@$(PY) -u $(ROOT)/tools/healthcheck_v18.py $(if $(ONCE),--once,)

@@ -90,3 +90,7 @@ def tune_v17():
 
 def tune_v18():
     return run("lumen.tools.tuner_v18")
+
+
+def alert_receiver():
+    return run("lumen.tools.alert_receiver")

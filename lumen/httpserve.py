@@ -16,13 +16,18 @@ back. A worker never waits on a client. What that guarantees:
 - Every error is JSON, {"ok": false, "error": ..., "status": N} with Content-Type
   application/json, the stdlib's own too (400 malformed request line, 414 a request line
   over 64 KB, 431 a head over 64 KB or over 100 headers): never its HTML page. Other
-  methods than GET/HEAD get 405 with `Allow`; an app that raises gets 500 with no stack
-  trace in the body and one line on stderr.
+  methods than GET/HEAD (and POST, below) get 405 with `Allow`; an app that raises gets 500
+  with no stack trace in the body and one line on stderr. `on_error(status)`, if given, is
+  called for each of these answers the server gives itself (the app's own are its own).
 - Request framing is checked: a bad Content-Length (not a number, negative, or given twice
   with different values) is 400; a body of up to 64 KB (a GET should carry none) is read
   and dropped, a larger one is 413; a chunked body closes the connection after the answer.
   An answer that closes the connection reads and drops input for LINGER_S first, so unread
   input does not turn the close into a reset that destroys the answer.
+- POST only for a server given a `post` handler (the alert receiver): the body, up to
+  `max_body` bytes, is collected by the selector within the same deadline and handed to
+  `post(path, query, body)`; a larger one is 413, a chunked one 411. A client that sends
+  `Expect: 100-continue` gets its 100 from the selector.
 - A client that resets, hangs up or stops reading is counted in `server.dropped`, never
   printed as a traceback.
 - TCP_NODELAY, HEAD, keep-alive (HTTP/1.1). A busy port raises PortInUse with the port and
@@ -74,7 +79,9 @@ STREAM_TIMEOUT_S = 600.0  # the longest a streamed answer may take, by default
 TICK_S = 0.25  # how often deadlines are checked
 HEAD_END = re.compile(rb"\r?\n\r?\n")
 CONTENT_LENGTH = re.compile(rb"(?im)^content-length[ \t]*:([^\r\n]*)")
-NO_BODY_WAIT = re.compile(rb"(?im)^(?:transfer-encoding|expect)[ \t]*:")
+CHUNKED = re.compile(rb"(?im)^transfer-encoding[ \t]*:")
+EXPECT = re.compile(rb"(?im)^expect[ \t]*:")
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 DIGITS = re.compile(r"\d{1,18}")
 LISTEN, WAKE = object(), object()  # selector keys' data besides connections
 
@@ -93,15 +100,17 @@ def _error_bytes(status, message):
     ).encode() + body
 
 
-def _body_length(head):
+def _body_length(head, limit=None):
     """Body bytes to collect before a worker gets the request: the declared length when it
-    is one small number, else 0 (the handler answers 400 or 413, or closes after answering)."""
-    if NO_BODY_WAIT.search(head):
+    is one number up to `limit` (None: MAX_DISCARD, and a body behind `Expect:` is not
+    waited for), else 0 (the handler answers 400 or 413, or closes after answering)."""
+    if CHUNKED.search(head) or (limit is None and EXPECT.search(head)):
         return 0
+    limit = MAX_DISCARD if limit is None else limit
     values = {v.strip() for v in CONTENT_LENGTH.findall(head)}
     if len(values) == 1:
         v = values.pop()
-        if v.isdigit() and int(v) <= MAX_DISCARD:
+        if v.isdigit() and int(v) <= limit:
             return int(v)
     return 0
 
@@ -177,9 +186,21 @@ class _Server(HTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024  # a burst of connects waits in the backlog, not in SYN retries
 
-    def __init__(self, address, handler, timeout, max_conns, workers, stream_timeout):
+    def __init__(
+        self,
+        address,
+        handler,
+        timeout,
+        max_conns,
+        workers,
+        stream_timeout,
+        max_body=None,
+        on_error=None,
+    ):
         self.timeout_s, self.max_conns, self.workers = timeout, max_conns, workers
         self.stream_timeout_s = stream_timeout
+        self.max_body = max_body  # None: no POST (bodies up to MAX_DISCARD, dropped)
+        self.on_error = on_error
         self.dropped = 0  # connections the client reset, hung up mid-request or stopped reading
         self.refused = 0  # connections answered 503 because max_conns were open
         self.timed_out = 0  # connections closed at their deadline
@@ -254,6 +275,7 @@ class _Server(HTTPServer):
                 return  # ECONNABORTED and the like: the client gave up before the accept
             if self.open >= self.max_conns:
                 self._count("refused")
+                self.told(503)
                 self._send_now(sock, 503, "too many open connections; retry shortly")
                 self._drain(sock)
                 self.shutdown_request(sock)
@@ -305,7 +327,10 @@ class _Server(HTTPServer):
                     else:
                         self._reject(conn, 431, "request head over 64 KB")
                 return
-            conn.need = m.end() + _body_length(bytes(buf[: m.end()]))
+            head = bytes(buf[: m.end()])
+            conn.need = m.end() + _body_length(head, self.max_body)
+            if conn.need > len(buf) and self.max_body is not None and EXPECT.search(head):
+                self._send_raw(conn.sock, CONTINUE)  # the client waits for it to send the body
         if len(buf) >= conn.need:
             self._sel.unregister(conn.sock)
             self._jobs.put(conn)
@@ -360,6 +385,7 @@ class _Server(HTTPServer):
                     self._close(conn)
 
     def _reject(self, conn, status, message):
+        self.told(status)
         self._send_now(conn.sock, status, message)
         self._linger(conn)
 
@@ -394,8 +420,12 @@ class _Server(HTTPServer):
 
     @staticmethod
     def _send_now(sock, status, message):
+        _Server._send_raw(sock, _error_bytes(status, message))
+
+    @staticmethod
+    def _send_raw(sock, data):
         try:
-            sock.send(_error_bytes(status, message), socket.MSG_DONTWAIT)
+            sock.send(data, socket.MSG_DONTWAIT)
         except OSError:  # the client is gone or not reading: nothing more to tell it
             pass
 
@@ -469,6 +499,14 @@ class _Server(HTTPServer):
         )
 
     # ------------------------------------------------------------ any thread
+    def told(self, status):
+        """An error answer the server gave itself: tell `on_error`, which must not fail."""
+        if self.on_error is not None:
+            try:
+                self.on_error(status)
+            except Exception as e:  # noqa: BLE001 - a counter's bug must not stop the server
+                print(f"[http] on_error({status}) failed: {e!r}", file=sys.stderr, flush=True)
+
     def _count(self, name):
         with self._lock:
             setattr(self, name, getattr(self, name) + 1)
@@ -504,7 +542,10 @@ class _Server(HTTPServer):
         self._wake_w.close()
 
 
-def make_handler(app, max_url=8192, negotiate=False):
+def make_handler(app, max_url=8192, negotiate=False, post=None, max_body=None):
+    """`post(path, query, body) -> (status, headers, body)` answers POST (else 405)."""
+    allow = "GET, HEAD, POST" if post else "GET, HEAD"
+
     class Handler(BaseHTTPRequestHandler):
         """One request, complete in `self.request.buf`; answered in one send, or a stream's
         head and first piece (the server's _pump makes the rest)."""
@@ -534,6 +575,7 @@ def make_handler(app, max_url=8192, negotiate=False):
             if self.request_version == "HTTP/0.9":  # a garbled request line: answer in 1.1
                 self.request_version = "HTTP/1.1"
             self.close_connection = True
+            self.server.told(code)
             self._send(
                 code,
                 [("Content-Type", JSON_TYPE), ("Connection", "close")],
@@ -567,28 +609,30 @@ def make_handler(app, max_url=8192, negotiate=False):
             self.request.stream = body
             self.request.stream_end = time.monotonic() + self.server.stream_timeout_s
 
-        def _read_body(self):
-            """Drop the request's body so the connection can carry the next request; False
-            when the request is answered already (400, 413)."""
+        def _read_body(self, limit=MAX_DISCARD):
+            """Read the request's body (so the connection can carry the next request): the
+            bytes, or None when the request is answered already (400, 413)."""
             lengths = self.headers.get_all("Content-Length") or []
             if self.headers.get("Transfer-Encoding"):
                 self.close_connection = True  # a chunked body is not read: nothing can follow
-                return True
+                return b""
             if not lengths:
-                return True
+                return b""
             if len(set(lengths)) != 1 or not DIGITS.fullmatch(lengths[0].strip()):
                 self.send_error(400, "bad Content-Length: expected one non-negative integer")
-                return False
+                return None
             n = int(lengths[0])
-            if n > MAX_DISCARD:
-                self.send_error(413, f"request body over {MAX_DISCARD} bytes")
-                return False
-            if len(self.rfile.read(n)) < n:
+            if n > limit:
+                self.send_error(413, f"request body over {limit} bytes")
+                return None
+            body = self.rfile.read(n)
+            if len(body) < n:
                 self.close_connection = True  # not all here (Expect: 100-continue): answer, close
-            return True
+            return body
 
-        def _respond(self, send_body):
-            if not self._read_body():
+        def _respond(self, send_body, handler=None):
+            body = self._read_body(max_body if handler else MAX_DISCARD)
+            if body is None:
                 return
             if len(self.path) > max_url:
                 return self.send_error(414, f"URL longer than {max_url} bytes")
@@ -616,7 +660,10 @@ def make_handler(app, max_url=8192, negotiate=False):
                     send_body,
                 )
             try:
-                status, headers, body = app(self.command, parts.path, query)
+                if handler is None:
+                    status, headers, body = app(self.command, parts.path, query)
+                else:
+                    status, headers, body = handler(parts.path, query, body)
                 if negotiate:
                     status, headers, body = httprep.negotiate(status, headers, body, self.headers)
             except Exception as e:  # a bug in the app: 500 for the client, one line for us
@@ -634,12 +681,19 @@ def make_handler(app, max_url=8192, negotiate=False):
         def do_HEAD(self):
             self._respond(False)
 
+        def do_POST(self):
+            if post is None:
+                return self._not_allowed()
+            if self.headers.get("Transfer-Encoding"):  # the selector collected no body
+                return self.send_error(411, "a POST needs a Content-Length (no chunked body)")
+            self._respond(True, post)
+
         def _not_allowed(self):
-            if self._read_body():
+            if self._read_body() is not None:
                 self._send(
                     405,
-                    [("Allow", "GET, HEAD"), ("Content-Type", JSON_TYPE)],
-                    _json_error(405, "method not allowed: use GET"),
+                    [("Allow", allow), ("Content-Type", JSON_TYPE)],
+                    _json_error(405, f"method not allowed: use {allow.replace(', HEAD', '')}"),
                 )
 
         def __getattr__(self, name):
@@ -664,25 +718,28 @@ def serve(
     workers=4,
     negotiate=False,
     stream_timeout=STREAM_TIMEOUT_S,
+    post=None,
+    max_body=None,
+    on_error=None,
 ):
     """Bind and return the server (not yet serving); `server.server_port` is the real port.
     `timeout`: seconds for a whole request (and for an idle keep-alive connection, and for
     a client to take each piece of an answer); `max_conns`: open connections at most, more
     get 503; `workers`: threads answering; `negotiate`: ETag, 304 and gzip
-    (lumen.httprep); `stream_timeout`: seconds a streamed answer may take in all."""
+    (lumen.httprep); `stream_timeout`: seconds a streamed answer may take in all;
+    `post(path, query, body)`: answers POST, whose body may be up to `max_body` bytes
+    (default 64 KB); without it POST is 405; `on_error(status)`: told of each error answer
+    the server gives itself (408, 413, ...), say to count them."""
+    max_body = None if post is None else max_body or MAX_DISCARD
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     class Server(_Server):
         address_family = family
 
     try:
+        handler = make_handler(app, max_url, negotiate, post, max_body)
         return Server(
-            (host, port),
-            make_handler(app, max_url, negotiate),
-            timeout,
-            max_conns,
-            workers,
-            stream_timeout,
+            (host, port), handler, timeout, max_conns, workers, stream_timeout, max_body, on_error
         )
     except OSError as e:  # binding: a busy port, an address not of this host, a port < 1024
         if e.errno == errno.EADDRINUSE:

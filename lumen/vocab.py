@@ -1,10 +1,10 @@
 """The schemas' vocabulary: every enum of schemas/*.json, read from the schemas themselves.
 
-Event types, groups, bands, memory-bridge ops, Safety Music levels and sources, and the URE
-regulation actions are named here once, as the JSON Schemas define them; code elsewhere
-imports these names instead of spelling the strings (tests/test_vocab.py checks that no
-other module repeats an enum literal). A schema that loses a member this module names
-fails at import, not in the middle of a run.
+Event types, groups, bands, memory-bridge ops, Safety Music levels and sources, the URE
+regulation actions and the alert statuses are named here once, as the JSON Schemas define
+them; code elsewhere imports these names instead of spelling the strings
+(tests/test_vocab.py checks that no other module repeats an enum literal). A schema that
+loses a member this module names fails at import, not in the middle of a run.
 
 Safety Music levels have one encoding: `SEVERITY` (UNDEFINED -1 < CALM 0 < TENSE 1 <
 ALERT 2), the value of the `*_level` gauges and the order of "worst of".
@@ -59,3 +59,9 @@ NO_ACTION, LOWER_HZ, RAISE_HZ, REDUCE_BATCH, INCREASE_BATCH, DOWNGRADE_OBSERVE =
     _member(ACTIONS, n)
     for n in ("NONE", "LOWER_HZ", "RAISE_HZ", "REDUCE_BATCH", "INCREASE_BATCH", "DOWNGRADE_OBSERVE")
 )
+
+# alert_event_v1.json (logs/alerts.jsonl) and Alertmanager's webhook: an alert's status
+ALERT_STATUSES = _enum("alert_event_v1.json", "status")
+FIRING, RESOLVED = (_member(ALERT_STATUSES, n) for n in ("firing", "resolved"))
+if _enum("alertmanager_webhook_v4.json", "status") != ALERT_STATUSES:
+    raise ImportError("lumen.vocab: the alert statuses of schemas/ disagree")

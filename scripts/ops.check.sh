@@ -23,6 +23,7 @@ if need promtool; then
 fi
 if need amtool; then
   run "amtool check-config" amtool check-config ops/alertmanager/alertmanager.yml
+  run "amtool check-config (compose)" amtool check-config ops/alertmanager/alertmanager.compose.yml
 fi
 if need docker-compose; then
   # The compose file requires GRAFANA_ADMIN_PASSWORD (no default); a placeholder renders it.

@@ -30,6 +30,7 @@ STACK = frozenset(
         "ure_exporter",
         "ingest",
         "api",
+        "alert_receiver",
     }
 )
 CONFIG_RMB = ROOT / "configs" / "rmb_v17.yaml"
@@ -187,7 +188,7 @@ def emit(cwd, n, *extra, queue=None, timeout=120):
 
 
 # ------------------------------------------------------------------ private make stacks
-STACK_PORTS = ("RMB_EXPORTER_PORT", "URE_EXPORTER_PORT", "API_PORT")
+STACK_PORTS = ("RMB_EXPORTER_PORT", "URE_EXPORTER_PORT", "API_PORT", "ALERT_RECEIVER_PORT")
 
 
 def stop_stack(cwd, env=None, target="down"):

@@ -353,3 +353,51 @@ def test_api_reuses_read_only_connections_and_sees_new_rows(workdir):
     insert(7)
     assert last_ts() == "2026-01-01T00:00:07Z"
     w.close()
+
+
+def test_post_bodies_only_where_a_handler_takes_them(start):
+    """A server given `post` gets whole bodies up to max_body (the alert receiver); the
+    HTTP layer's own error answers are told to on_error; other servers still say 405."""
+    got, told = [], []
+
+    def post(path, query, body):
+        got.append((path, body))
+        return 200, [("Content-Type", "application/json")], b'{"ok": true}'
+
+    srv = httpserve.serve(
+        app, "127.0.0.1", 0, post=post, max_body=200_000, on_error=told.append, timeout=5
+    )
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        big = b"x" * 150_000  # over the 64 KB a GET server reads and drops
+        head = b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % len(big)
+        assert request(srv, head + b"\r\n" + big)[0] == 200
+        with connect(srv) as s:  # Expect: 100-continue: the 100 first, then the body
+            s.sendall(head + b"Expect: 100-continue\r\n\r\n")
+            assert s.recv(64) == b"HTTP/1.1 100 Continue\r\n\r\n"
+            s.sendall(big)
+            assert read_response(s)[0] == 200
+        assert got == [("/in", big), ("/in", big)]
+        status, headers, body = request(
+            srv, b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 200001\r\n\r\n"
+        )
+        assert_json_error(status, headers, body, 413)
+        status, headers, body = request(
+            srv, b"POST /in HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )
+        assert_json_error(status, headers, body, 411)
+        status, headers, body = request(srv, b"PUT /in HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert_json_error(status, headers, body, 405)
+        assert headers["allow"] == "GET, HEAD, POST"
+        assert len(got) == 2 and told == [413, 411]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    plain = start()  # no post handler: POST is 405, a body over 64 KB is 413, as before
+    status, headers, body = request(plain, head + b"\r\n" + big)
+    assert_json_error(status, headers, body, 413)
+    status, headers, body = request(
+        plain, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    assert_json_error(status, headers, body, 405)
+    assert headers["allow"] == "GET, HEAD"

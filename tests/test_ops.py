@@ -8,15 +8,19 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
+from typing import NamedTuple
 
 import pytest
 import requests
 import yaml
 
-from conftest import CONFIG_RMB, PY, ROOT, free_port, wait_until
+from conftest import CONFIG_RMB, PY, ROOT, free_port, unlabelled_samples, wait_until
+from lumen import timefmt, vocab
+from test_alerts import lines, osc_listener, osc_messages, start_receiver
 
 OPS = ROOT / "ops"
 
@@ -81,11 +85,32 @@ def test_prometheus_rule_resources_match_the_plain_rules():
     assert "rmb_safety_gate_residual_entropy_max" in exprs["RMBResidualHigh"]
 
 
-def test_alertmanager_config_and_routing():
+def routes(amtool, cfg, labels):
+    """The receivers `amtool config routes test` names for `labels`, in order."""
+    r = run(amtool, "config", "routes", "test", f"--config.file={cfg}", *labels)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout.strip().split(",")
+
+
+def alert_label_sets():
+    """alertname and labels of every alerting rule of the project, and an alert of no rule
+    with no severity."""
+    out = [["alertname=SomethingElse"], ["alertname=Odd", "severity=info"]]
+    for f in sorted((OPS / "prometheus/rules").glob("*.rules.yml")):
+        for g in yaml.safe_load(f.read_text())["groups"]:
+            for rule in g["rules"]:
+                if "alert" in rule:
+                    labels = {"alertname": rule["alert"], **rule.get("labels", {})}
+                    out.append([f"{k}={v}" for k, v in labels.items()])
+    return out
+
+
+def test_alertmanager_config_and_routing(tmp_path):
     amtool = tool("amtool")
     cfg = OPS / "alertmanager/alertmanager.yml"
-    r = run(amtool, "check-config", cfg)
-    assert r.returncode == 0, r.stdout + r.stderr
+    for f in (cfg, OPS / "alertmanager/alertmanager.compose.yml"):
+        r = run(amtool, "check-config", f)
+        assert r.returncode == 0, r.stdout + r.stderr
     text = cfg.read_text()
     body = "\n".join(x for x in text.splitlines() if not x.lstrip().startswith("#"))
     assert "${" not in body and "hooks.slack.com" not in body  # no secrets, no env syntax
@@ -93,10 +118,29 @@ def test_alertmanager_config_and_routing():
         (["severity=critical", "alertname=RMBRollbackSpike"], "pagerduty"),
         (["severity=warning", "alertname=RMBResidualHigh"], "team-slack"),
     ):
-        r = run(amtool, "config", "routes", "test", f"--config.file={cfg}", *labels)
-        assert r.stdout.strip() == receiver, r.stdout + r.stderr
+        assert routes(amtool, cfg, labels) == ["lumen", receiver]
     am = yaml.safe_load(text)
     assert am["inhibit_rules"][0]["source_matchers"] == ['severity="critical"']
+    # Every alert reaches Lumen's alert receiver AND the receiver it reached before the
+    # `lumen` route: the same routing with that route taken out.
+    lumen = am["route"]["routes"][0]
+    assert lumen["receiver"] == "lumen" and lumen["continue"] is True and "matchers" not in lumen
+    before = dict(am, route=dict(am["route"], routes=am["route"]["routes"][1:]))
+    (tmp_path / "before.yml").write_text(yaml.safe_dump(before))
+    for labels in alert_label_sets():
+        old = routes(amtool, tmp_path / "before.yml", labels)
+        assert "lumen" not in old and routes(amtool, cfg, labels) == ["lumen", *old], labels
+    (hook,) = next(r for r in am["receivers"] if r["name"] == "lumen")["webhook_configs"]
+    assert hook == {"url": "http://127.0.0.1:9411/alerts", "send_resolved": True}
+    receiver_cfg = yaml.safe_load((ROOT / "configs/alert_receiver_v18.yaml").read_text())
+    assert (
+        receiver_cfg["receiver"]["port"] == 9411 and receiver_cfg["receiver"]["path"] == "/alerts"
+    )
+    # The compose stack's Alertmanager reaches the receiver by its service name.
+    compose_am = yaml.safe_load((OPS / "alertmanager/alertmanager.compose.yml").read_text())
+    (hook,) = next(r for r in compose_am["receivers"] if r["name"] == "lumen")["webhook_configs"]
+    assert hook["url"] == "http://alert-receiver:9411/alerts"
+    assert dict(compose_am, receivers=None) == dict(am, receivers=None)
 
 
 def compose_config(tmp_path, *overrides, **env):
@@ -141,9 +185,18 @@ def published_ports(service):
 
 def test_docker_compose_config_is_accepted(tmp_path):
     services = compose_services(tmp_path, GRAFANA_ADMIN_PASSWORD="pw")
-    assert {"lumen-exporters", "lumen-api", "prometheus", "alertmanager", "grafana"} <= set(
-        services
-    )
+    assert {
+        "lumen-exporters",
+        "lumen-api",
+        "alert-receiver",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    } <= set(services)
+    mounts = services["alertmanager"]["volumes"]
+    (am,) = [m for m in mounts if "/etc/alertmanager/alertmanager.yml" in str(m)]
+    source = am["source"] if isinstance(am, dict) else am.split(":")[0]
+    assert source.endswith("ops/alertmanager/alertmanager.compose.yml"), am
     assert published_ports(services["lumen-exporters"]) == [("127.0.0.1", "9409")]
 
 
@@ -154,6 +207,7 @@ def test_compose_publishes_every_port_on_loopback_unless_lumen_bind(tmp_path):
         "9409",
         "9410",
         "8088",
+        "9411",
         "9090",
         "9093",
         "3000",
@@ -285,7 +339,18 @@ class Sink(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _e2e(tmp_path, procs, profile):
+class E2E(NamedTuple):
+    sink: http.server.HTTPServer  # every receiver but `lumen`
+    prom: str  # base URLs
+    am: str
+    receiver: str  # Lumen's alert receiver, a real process (logs/alerts.jsonl in procs.cwd)
+    emitter: subprocess.Popen
+
+
+def _e2e(tmp_path, procs, profile, osc_port=None, alert_window=None):
+    """The stack: RMB exporter and emitter (`profile`), the alert receiver (OSC to
+    `osc_port` if given), Alertmanager, Prometheus. `alert_window`: the alert rules'
+    window instead of 5m, so an alert can resolve within a test."""
     prom_bin, am_bin = tool("prometheus"), tool("alertmanager", "prometheus-alertmanager")
     Sink.got = []
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
@@ -303,7 +368,7 @@ def _e2e(tmp_path, procs, profile):
         "--host",
         "127.0.0.1",
     )
-    procs.start(
+    emitter = procs.start(
         ROOT / "rmb/rmb_emitter.py",
         "--config",
         CONFIG_RMB,
@@ -314,14 +379,24 @@ def _e2e(tmp_path, procs, profile):
         "--seed",
         1,
     )
-    # The project's routing with the real receivers swapped for a local webhook (no
-    # network), and group_wait shortened so the test is quick.
+    osc = {"ALERT_OSC": "true", "ALERT_OSC_PORT": osc_port} if osc_port else {}
+    _, receiver = start_receiver(procs, **osc)
+    # The project's routing with the paging receivers swapped for a local webhook (no
+    # network), `lumen` kept and pointed at the real receiver, and the waits shortened so
+    # the test is quick; `lumen` repeats every 2 s, which the receiver must not log again.
     am = yaml.safe_load((OPS / "alertmanager/alertmanager.yml").read_text())
+    am["global"]["resolve_timeout"] = "10s"
     am["route"]["group_wait"] = "1s"
+    for route in am["route"]["routes"]:
+        if route["receiver"] == "lumen":
+            route.update(group_wait="1s", group_interval="1s", repeat_interval="2s")
+    sink_url = f"http://127.0.0.1:{sink.server_address[1]}"
     am["receivers"] = [
         {
             "name": r["name"],
-            "webhook_configs": [{"url": f"http://127.0.0.1:{sink.server_address[1]}/{r['name']}"}],
+            "webhook_configs": [
+                {"url": f"{receiver}/alerts" if r["name"] == "lumen" else f"{sink_url}/{r['name']}"}
+            ],
         }
         for r in am["receivers"]
     ]
@@ -331,9 +406,10 @@ def _e2e(tmp_path, procs, profile):
     rules_dir = tmp_path / "rules"
     rules_dir.mkdir()
     for f in (OPS / "prometheus/rules").glob("*.rules.yml"):
-        (rules_dir / f.name).write_text(
-            f.read_text().replace("for: 2m", "for: 3s").replace("for: 3m", "for: 3s")
-        )
+        text = f.read_text().replace("for: 2m", "for: 3s").replace("for: 3m", "for: 3s")
+        if alert_window and f.name == "rmb_v17.rules.yml":
+            text = text.replace("[5m]", f"[{alert_window}]")
+        (rules_dir / f.name).write_text(text)
     prom = yaml.safe_load((OPS / "prometheus/prometheus.yml").read_text())
     prom["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
     prom["rule_files"] = [str(rules_dir / "*.rules.yml")]
@@ -361,7 +437,9 @@ def _e2e(tmp_path, procs, profile):
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
         )
         procs.started.append(p)
-    return sink, f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}"
+    return E2E(
+        sink, f"http://127.0.0.1:{prom_port}", f"http://127.0.0.1:{am_port}", receiver, emitter
+    )
 
 
 def _query(prom, q):
@@ -373,7 +451,7 @@ def _query(prom, q):
 
 
 def test_spike_alert_reaches_alertmanager_and_recording_rules_compute(tmp_path, procs):
-    sink, prom, am = _e2e(tmp_path, procs, "spike")
+    sink, prom, am, _, _ = _e2e(tmp_path, procs, "spike")
     try:
 
         def alert_in_am():
@@ -402,7 +480,7 @@ def test_spike_alert_reaches_alertmanager_and_recording_rules_compute(tmp_path, 
 
 
 def test_steady_stream_fires_no_alert(tmp_path, procs):
-    sink, prom, am = _e2e(tmp_path, procs, "steady")
+    sink, prom, am, receiver, _ = _e2e(tmp_path, procs, "steady")
     try:
         # Wait until the rules have had data for longer than the shortened `for:`.
         wait_until(
@@ -416,5 +494,61 @@ def test_steady_stream_fires_no_alert(tmp_path, procs):
         assert _query(prom, "ALERTS") == []
         assert requests.get(f"{am}/api/v2/alerts", timeout=5).json() == []
         assert float(_query(prom, "rollback_ratio_5m")[0]["value"][1]) < 0.05
+        assert not (procs.cwd / "logs/alerts.jsonl").exists()  # nothing to hear
     finally:
         sink.shutdown()
+
+
+def test_spike_alert_is_logged_and_heard_then_its_resolution(tmp_path, procs):
+    """Issue 17: RMBRollbackSpike fires -> one `firing` line in logs/alerts.jsonl and one
+    OSC message; it resolves (the emitter stops; the rule's window is 10 s here) -> one
+    `resolved` line and its OSC message. Alertmanager's repeats are not logged again."""
+    sock = osc_listener()
+    e = _e2e(tmp_path, procs, "spike", osc_port=sock.getsockname()[1], alert_window="10s")
+    log, got = procs.cwd / "logs/alerts.jsonl", []
+    try:
+
+        def spike(status):
+            evs = lines(log) if log.exists() else []  # each one checked against the schema
+            return [
+                ev for ev in evs if ev["alertname"] == "RMBRollbackSpike" and ev["status"] == status
+            ]
+
+        def heard(address):
+            osc_messages(sock, got)
+            return [m for m in got if m[0] == address and m[1][0] == "RMBRollbackSpike"]
+
+        wait_until(lambda: spike(vocab.FIRING), timeout=120, interval=0.5, what="a firing line")
+        (firing,) = wait_until(lambda: heard("/lumen/alert/firing"), timeout=30, what="OSC firing")
+        assert firing[1] == ["RMBRollbackSpike", "critical", "RMB rollback ratio >= 10% (5m)"]
+        wait_until(
+            lambda: any(r == "pagerduty" for r, _ in Sink.got),
+            timeout=30,
+            what="the alert at its old receiver too",
+        )
+        wait_until(
+            lambda: (
+                unlabelled_samples(requests.get(f"{e.receiver}/metrics", timeout=5).text)[
+                    "alert_receiver_duplicates_total"
+                ]
+                >= 1
+            ),
+            timeout=60,
+            interval=0.5,
+            what="Alertmanager to repeat the notification (repeat_interval 2s)",
+        )
+        (f,) = spike(vocab.FIRING)  # one line, whatever Alertmanager repeated
+        assert f["severity"] == "critical" and f["receiver"] == "lumen" and f["ends_at"] is None
+        assert f["labels"]["job"] == "rmb_v17" and f["summary"] == firing[1][2]
+
+        e.emitter.send_signal(signal.SIGTERM)  # no more events: the ratio falls to 0
+        assert e.emitter.wait(timeout=30) == 0
+        (r,) = wait_until(lambda: spike(vocab.RESOLVED), timeout=120, interval=0.5, what="resolved")
+        (res,) = wait_until(lambda: heard("/lumen/alert/resolved"), timeout=30, what="OSC resolved")
+        assert res[1] == firing[1]
+        assert (r["fingerprint"], r["starts_at"]) == (f["fingerprint"], f["starts_at"])
+        assert r["ends_at"] and timefmt.parse(r["ends_at"]) >= timefmt.parse(r["starts_at"])
+        assert len(spike(vocab.FIRING)) == 1 and len(heard("/lumen/alert/firing")) == 1
+    finally:
+        e.sink.shutdown()
+        sock.close()

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """ops.build: generate the ops files that have another file as their source.
 
-Reads ops/prometheus/scrape.yml and rules/*.rules.yml; writes ops/prometheus/prometheus.yml
-(--prometheus-out), prometheus.compose.yml and the PrometheusRule resources (blueprint
-sections 14 and 38). `--check` only compares and exits 1 when a committed file differs
-from its source. `--hosts FILE`: one Prometheus for many hosts, each host's targets
-labelled `host` (the file's format: lumen/ops_build.py). The rendering: lumen/ops_build.py.
+Reads ops/prometheus/scrape.yml, rules/*.rules.yml and ops/alertmanager/alertmanager.yml;
+writes ops/prometheus/prometheus.yml (--prometheus-out), prometheus.compose.yml, the
+PrometheusRule resources (blueprint sections 14 and 38) and alertmanager.compose.yml.
+`--check` only compares and exits 1 when a committed file differs from its source.
+`--hosts FILE`: one Prometheus for many hosts, each host's targets labelled `host` (the
+file's format: lumen/ops_build.py). The rendering: lumen/ops_build.py.
 """
 
 import sys

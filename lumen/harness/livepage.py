@@ -42,7 +42,7 @@ LAUNCH_ARGS = [
 VIEWPORT = {"width": 1280, "height": 1100}
 # The page has drawn every chart with data, twice (the second from a later poll).
 READY = "window.lumen && window.lumen.ready && window.lumen.renders >= 2"
-PORTS = ("RMB_EXPORTER_PORT", "URE_EXPORTER_PORT", "API_PORT")
+PORTS = ("RMB_EXPORTER_PORT", "URE_EXPORTER_PORT", "API_PORT", "ALERT_RECEIVER_PORT")
 
 
 class Failed(Exception):

@@ -112,7 +112,8 @@ def _run(args):
     cwd.mkdir(parents=True, exist_ok=True)
     os.chdir(cwd)
     rng = random.Random(args.seed)
-    ports = {k: free_port() for k in ("RMB_EXPORTER_PORT", "URE_EXPORTER_PORT", "API_PORT")}
+    names = ("RMB_EXPORTER_PORT", "URE_EXPORTER_PORT", "API_PORT", "ALERT_RECEIVER_PORT")
+    ports = {k: free_port() for k in names}
     env = dict(os.environ, **{k: str(v) for k, v in ports.items()})
     print(
         f"[soak] {args.events} events at {args.rate}/s in {cwd}"
