@@ -137,16 +137,15 @@ def run_sim(em, args, cfg, stop, start_iter):
         room = em.batch_size - len(em.writer)
         if room > 0:
             k = min(k, room)  # a chunk ends where the batch does
-        stamps = [ts_of(m) for m in range(n, n + k)]
         lines = []
-        for ts in stamps:
-            evt = make(i, ts)
+        for m in range(n, n + k):
+            evt = make(i, ts_of(m))  # stamped as it is made: wall-clock stamps keep apart
             if gate(evt, gates):
                 em.gated += 1
             lines.append(dumps(evt, option=nl))
             i += 1
         if t_of is not None and t_of(n + k - 1) > time.time() + events.MAX_FUTURE_S - 1.0:
-            lines = em.reject_future(lines, stamps, time.time())
+            lines = em.reject_future(lines, time.time())
         em.take(lines)
         n += k
         next_t += period

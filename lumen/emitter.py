@@ -42,6 +42,8 @@ import os
 import sys
 import time
 
+import orjson
+
 from . import CONFIGS, checkpoint, config, events, timefmt
 from .emit_sources import run_lines, run_sim
 from .gates import gate
@@ -145,11 +147,12 @@ class Emitter:
                 self.flush()
         return n
 
-    def reject_future(self, lines, stamps, now):
-        """The lines (with their `ts` texts) a reader at `now` would take, the others
-        quarantined as ts_future rejects: a simulated clock can run ahead of the wall."""
+    def reject_future(self, lines, now):
+        """The lines a reader at `now` would take, the others quarantined as ts_future
+        rejects: a simulated clock can run ahead of the wall."""
         keep = []
-        for line, ts in zip(lines, stamps):
+        for line in lines:
+            ts = orjson.loads(line)["ts"]
             err = events.judge_future(timefmt.parse(ts), now, events.MAX_FUTURE_S)
             if err:
                 self.rejects.add(err[0], err[1], "emitter", -1, line[:-1])
