@@ -150,6 +150,7 @@ class PgStore(storage.Store):
     # Connection lost, server shutting down, disk full (class 53), too many connections:
     # all OperationalError. The batch stays pending and is tried again.
     RETRY = (psycopg.OperationalError,)
+    FILTERS = True  # text with a NUL character is unstorable
 
     def __init__(self, url, host):
         self.url, self.host = url, host

@@ -15,6 +15,8 @@ harmless to run again. WAL mode.
 
 import contextlib
 import json
+from itertools import chain
+from operator import itemgetter
 import re
 import socket
 import sqlite3
@@ -100,6 +102,7 @@ MIGRATIONS = [
     + NEWEST_BACKFILL,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+PER_STATEMENT = 50  # rows of one INSERT (under SQLite's 999 bound variables: 50 * 11)
 
 
 class OffsetStore:
@@ -265,7 +268,8 @@ class Store:
     - `insert(table, rows) -> (added, differ)`: rows (COLUMNS order) whose identity is new
       are added; `differ` is the set of (src_fp, src_offset) of the others whose stored row
       is not the same (a conflict; the same row again is a harmless replay);
-    - `unstorable(table, row)`: why the store cannot hold this row (None: it can);
+    - `unstorable(table, row)`: why the store cannot hold this row (None: it can); only
+      asked when `FILTERS` is true (a store that can hold every row skips the call);
     - `note_newest(table, rows)`: the host's newest row in `hosts`, if these are newer;
     - `offsets(consumer, legacy_json)`: that consumer's checkpoint store;
     - `RETRY`: the errors after which the same batch is tried again later (a full disk, a
@@ -274,6 +278,7 @@ class Store:
     """
 
     RETRY = ()
+    FILTERS = False  # True: some rows are unstorable, ask `unstorable` for each
     NEWEST = ("rmb", "ure")  # tables whose newest row the hosts table keeps
 
     def unstorable(self, table, row):
@@ -283,7 +288,7 @@ class Store:
         if table not in self.NEWEST or not rows:
             return
         t, ts = COLUMNS[table].index("t"), COLUMNS[table].index("ts")
-        newest = max(rows, key=lambda r: r[t])
+        newest = max(rows, key=itemgetter(t))
         self._execute(
             f"UPDATE hosts SET {table}_t = ?, {table}_ts = ? "
             f"WHERE host = ? AND ({table}_t IS NULL OR {table}_t < ?)",
@@ -307,11 +312,15 @@ class SqliteStore(Store):
         except BaseException:
             self.db.close()
             raise
-        self._sql = {
-            table: f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}, host) "
-            f"VALUES ({', '.join('?' * (len(cols) + 1))})"
-            for table, cols in COLUMNS.items()
-        }
+        # The host is a literal of the statements (one host per file), so a row is bound
+        # as built; rows go PER_STATEMENT to a statement (one VALUES list each), which
+        # halves SQLite's work per row against a statement per row.
+        host = "'" + host.replace("'", "''") + "'"
+        self._sql = {}
+        for table, cols in COLUMNS.items():
+            one = f"({', '.join('?' * len(cols))}, {host})"
+            head = f"INSERT OR IGNORE INTO {table} ({', '.join(cols)}, host) VALUES "
+            self._sql[table] = (head + one, head + ", ".join([one] * PER_STATEMENT))
 
     def __str__(self):
         return self.name
@@ -323,19 +332,38 @@ class SqliteStore(Store):
 
     def insert(self, table, rows):
         before = self.db.total_changes
-        host = (self.host,)
-        self.db.executemany(self._sql[table], [r + host for r in rows])
+        one, many = self._sql[table]
+        k = PER_STATEMENT
+        whole = len(rows) - len(rows) % k
+        if whole:
+            flat = list(chain.from_iterable(rows[:whole] if whole < len(rows) else rows))
+            n = k * len(COLUMNS[table])
+            self.db.executemany(many, [flat[i : i + n] for i in range(0, len(flat), n)])
+        if whole < len(rows):
+            self.db.executemany(one, rows[whole:])
         added = self.db.total_changes - before
-        differ = set()
-        if added < len(rows):  # some identities were stored already: same rows, or not?
-            cols = ", ".join(COLUMNS[table])
-            q = f"SELECT {cols} FROM {table} WHERE src_fp = ? AND src_offset = ?"
-            fp, off = COLUMNS[table].index("src_fp"), COLUMNS[table].index("src_offset")
-            for r in rows:
-                have = self.db.execute(q, (r[fp], r[off])).fetchone()
-                if have is not None and tuple(have) != tuple(r):
-                    differ.add((r[fp], r[off]))
+        differ = self._differ(table, rows) if added < len(rows) else set()
         return added, differ
+
+    def _differ(self, table, rows):
+        """The identities of `rows` stored with another payload: some identities were
+        stored already (a replay) and each is compared with the stored row, one range
+        query per source file."""
+        cols = COLUMNS[table]
+        fp, off = cols.index("src_fp"), cols.index("src_offset")
+        by_fp = {}
+        for r in rows:
+            by_fp.setdefault(r[fp], []).append(r)
+        q = f"SELECT {', '.join(cols)} FROM {table} WHERE src_fp = ? AND src_offset BETWEEN ? AND ?"
+        differ = set()
+        for f, mine in by_fp.items():
+            offs = [r[off] for r in mine]
+            have = {r[off]: r for r in self.db.execute(q, (f, min(offs), max(offs)))}
+            for r in mine:
+                h = have.get(r[off])
+                if h is not None and h != tuple(r):
+                    differ.add((f, r[off]))
+        return differ
 
     def _execute(self, sql, args):
         self.db.execute(sql, args)
