@@ -293,3 +293,24 @@ def test_a_simulated_clock_past_the_future_bound_is_quarantined(workdir):
 def test_next_iter_from_the_state_file(state, want, said, capsys):
     assert next_iter(state) == want
     assert ("not an iteration number" in capsys.readouterr().err) == said
+
+
+def test_lines_held_in_memory_take_their_own_size(workdir):
+    """While a batch waits (a full disk keeps up to max_pending lines), each line costs
+    its bytes, not an encoder's buffer (orjson's own bytes keep ~4 KB each)."""
+    import tracemalloc
+
+    gates = config.load(CONFIG_RMB, env={})["safety_gates"]
+    cfg = _cfg(workdir / "q.jsonl", 5, 10**6, gates, "rmb/v17", "sha256")
+    args = build_parser().parse_args(["--count", "3000", "--seed", "1", "--unthrottled"])
+    em = Emitter(cfg)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        run_sim(em, args, cfg, threading.Event(), 0)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(em.writer) == 3000 and not (workdir / "q.jsonl").exists()
+    size = sum(map(len, em.writer._buf))
+    assert held < 1.5 * size, (held, size)
