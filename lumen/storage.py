@@ -401,20 +401,27 @@ def rmb_row(e, pos):
 
 
 def ure_row(e, pos):
-    loop = e.get("loop") or {}
+    loop = e.get("loop")  # outside the v2 schema: any JSON value, or none
+    if type(loop) is dict:
+        hz, batch = _number(loop.get("hz"), float), _number(loop.get("batch_size"), int)
+    else:
+        hz = batch = None
     return (
         e["ts"],
         e["phase_field"]["residual_entropy"],
         e["harmony_index"],
         e["coherence_level"],
-        e.get("auto_reg_action", vocab.NO_ACTION),
+        e.get("auto_reg_action", NO_ACTION),
         e["entity_id"],
         pos.t,
         pos.fp,
         pos.offset,
-        _number(loop.get("hz"), float),
-        _number(loop.get("batch_size"), int),
+        hz,
+        batch,
     )
+
+
+NO_ACTION = vocab.NO_ACTION
 
 
 INT64 = 1 << 63
@@ -426,7 +433,7 @@ FREE_TEXT = {"rmb": ("entity_id",), "ure": ("entity_id",), "safety": ()}
 def _number(v, kind):
     """`loop` is outside the v2 schema (any writer may put anything there): a finite number
     of the column's kind, else NULL, so every store can hold the row."""
-    if type(v) not in (int, float) or v != v or v in (float("inf"), float("-inf")):
+    if type(v) not in (int, float) or v - v != 0:  # not a number, NaN or infinite
         return None
     if kind is int:
         return int(v) if v == int(v) and -INT64 <= v < INT64 else None

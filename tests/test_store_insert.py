@@ -180,3 +180,54 @@ def test_numbers_and_nulls_keep_their_columns_types(kind):
     assert got == rows
     assert [type(v) for v in got[0][1:4]] == [float, float, float]
     assert type(got[1][9]) is float and type(got[1][10]) is int
+
+
+# `loop` is outside the v2 schema: a writer may put any JSON value there.
+LOOPS = [
+    ({"hz": 4.5, "batch_size": 12}, 4.5, 12),
+    ({"hz": 5, "batch_size": 20.0}, 5.0, 20),
+    ({"hz": "fast", "batch_size": 2.5}, None, None),
+    ({"hz": 1e308, "batch_size": 2**63}, 1e308, None),
+    ({}, None, None),
+    (5, None, None),
+    ([1, 2], None, None),
+    ("loop", None, None),
+    (None, None, None),
+    (True, None, None),
+]
+
+
+def test_any_loop_value_of_a_v2_line_is_stored_not_a_crash(workdir):
+    """A v2 event's `loop` that is not an object (a number, a list, text) once stopped the
+    ingester with a traceback on that line; its rate and batch are NULL instead."""
+    import json
+    import subprocess
+
+    from conftest import PY, ROOT
+
+    logs = workdir / "logs"
+    logs.mkdir()
+    with open(logs / "resonance_events_v2.jsonl", "w") as f:
+        for i, (loop, _, _) in enumerate(LOOPS):
+            ev = {
+                "ts": f"2026-01-01T00:00:{i:02d}Z",
+                "entity_id": "lumen.ure",
+                "phase_field": {"phase_diff": 0.0, "residual_entropy": 0.4, "risk_band": "SAFE"},
+                "harmony_index": 0.9,
+                "coherence_level": 0.8,
+                "trace": {"loop_id": "ure.v18", "iter": i, "host": "h", "ver": "v1.8"},
+                "loop": loop,
+            }
+            f.write(json.dumps(ev) + "\n")
+    r = subprocess.run(
+        [PY, str(ROOT / "tools/storage/ingest_tail_v18.py"), "--once"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    db = sqlite3.connect(workdir / "data/lumen.db")
+    got = db.execute("SELECT hz, batch_size FROM ure ORDER BY ts").fetchall()
+    db.close()
+    assert got == [(hz, batch) for _, hz, batch in LOOPS]
