@@ -87,6 +87,26 @@ def wall_clock():
     return ts_of
 
 
+MAX_ITER = 1 << 63  # trace.iter stays a 64-bit integer, as every reader decodes it
+
+
+def next_iter(state):
+    """The iteration to continue from, kept in the state file; a value that is not one
+    (the file edited by hand) is said once and iterations start again from 0: the
+    simulated events are written unvalidated, valid by construction only from a valid
+    start."""
+    i = state.get("next_iter", 0) if isinstance(state, dict) else None
+    if type(i) is int and 0 <= i < MAX_ITER:
+        return i
+    print(
+        f"[rmb] warning: next_iter {i!r} in the state file is not an iteration number: "
+        "starting from 0",
+        file=sys.stderr,
+        flush=True,
+    )
+    return 0
+
+
 def run_sim(em, args, cfg, stop, start_iter):
     """Build, gate and hand simulated events to the emitter at `loop.hz` (or flat out, in
     chunks) until count/duration/stop; returns the next iteration number."""

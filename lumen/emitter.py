@@ -45,7 +45,7 @@ import time
 import orjson
 
 from . import CONFIGS, checkpoint, config, events, timefmt
-from .emit_sources import run_lines, run_sim
+from .emit_sources import next_iter, run_lines, run_sim
 from .gates import gate
 from .jsonl import JsonlWriter, dumps
 from .proc import Lifecycle
@@ -230,26 +230,6 @@ class Emitter:
                 flush=True,
             )
         return 1
-
-
-MAX_ITER = 1 << 63  # trace.iter stays a 64-bit integer, as every reader decodes it
-
-
-def next_iter(state):
-    """The iteration to continue from, kept in the state file; a value that is not one
-    (the file edited by hand) is said once and iterations start again from 0: the
-    simulated events are written unvalidated, valid by construction only from a valid
-    start."""
-    i = state.get("next_iter", 0) if isinstance(state, dict) else None
-    if type(i) is int and 0 <= i < MAX_ITER:
-        return i
-    print(
-        f"[rmb] warning: next_iter {i!r} in the state file is not an iteration number: "
-        "starting from 0",
-        file=sys.stderr,
-        flush=True,
-    )
-    return 0
 
 
 def run(args, cfg):

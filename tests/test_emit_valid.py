@@ -21,8 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lumen import config, vocab
-from lumen.emit_sources import FLAT_OUT_BATCH, run_sim, sim_clock, stamper, wall_clock
-from lumen.emitter import Emitter, build_parser, next_iter
+from lumen.emit_sources import (
+    FLAT_OUT_BATCH,
+    next_iter,
+    run_sim,
+    sim_clock,
+    stamper,
+    wall_clock,
+)
+from lumen.emitter import Emitter, build_parser
 from lumen.events import MAX_FUTURE_S, Classifier, Validator
 from lumen.simulate import PROFILES, sampler
 from lumen.timefmt import parse as parse_ts
