@@ -11,8 +11,12 @@ Sources (`--source`, lumen.emit_sources):
   stdin   one JSON event per line from standard input (a real producer feeding the bridge)
   replay  the events of `--replay FILE`, in order, as fast as they can be validated
 Every event passes the safety gates (lumen.gates: an out-of-band event becomes a
-`rollback`) and is validated against schemas/rmb_event_v1.json before it is written; an
-input line that is not a valid event is quarantined and counted, never written to the queue.
+`rollback`). Events from stdin and replay (outside data) are classified as every reader
+will classify them (schemas/rmb_event_v1.json, ts_future) before they are written; an
+input line that is not a valid event is quarantined and counted, never written to the
+queue. Simulated events are valid by construction (tests/test_emit_valid.py proves it
+over the profiles, seeds, gates and clocks) and are not classified again; those a
+simulated clock stamps past the readers' future bound are quarantined as `ts_future`.
 
 Writes are batched: a batch is appended (one locked write) when it holds `loop.batch_size`
 events or its oldest event is `loop.flush_ms` old. When the queue cannot be written (disk
@@ -21,7 +25,8 @@ wait in memory and are written when space returns; beyond that new events are dr
 counted. Its counters (emitted, dropped, write errors, pending) are kept in
 `logs/.state/<name>.stats`, a fixed-size file rewritten in place (no new disk space
 needed), which the RMB exporter serves as `rmb_emitter_*`. `--count`/`--duration` bound a run;
-`--unthrottled` drops the `hz` pacing (benchmarks); `--sim-start TS` stamps events on a
+`--unthrottled` drops the `hz` pacing (benchmarks) and writes batches of at least 1000
+events (`flush_ms` still bounds an event's wait); `--sim-start TS` stamps events on a
 simulated clock (TS + i/hz) instead of the wall clock, so ten minutes of stream can be
 produced in a second. SIGTERM/SIGINT flush the batch and exit 0. At exit, events that could
 not be written go to `<queue>.unwritten.<pid>` and the exit status is 1.
@@ -37,8 +42,10 @@ import os
 import sys
 import time
 
+import orjson
+
 from . import CONFIGS, checkpoint, config, events, timefmt
-from .emit_sources import run_lines, run_sim
+from .emit_sources import next_iter, run_lines, run_sim
 from .gates import gate
 from .jsonl import JsonlWriter, dumps
 from .proc import Lifecycle
@@ -58,7 +65,11 @@ def build_parser(description=None):
     ap.add_argument("--seed", type=int, help="seed of the simulated source (default: random)")
     ap.add_argument("--count", type=int, help="stop after this many events")
     ap.add_argument("--duration", type=float, help="stop after this many seconds")
-    ap.add_argument("--unthrottled", action="store_true", help="ignore loop.hz: emit flat out")
+    ap.add_argument(
+        "--unthrottled",
+        action="store_true",
+        help="ignore loop.hz: emit flat out, in batches of at least 1000 events",
+    )
     ap.add_argument(
         "--sim-start", metavar="TS", help="simulated clock: event i is stamped TS + i/hz (RFC 3339)"
     )
@@ -109,7 +120,8 @@ class Emitter:
         self.stats = stats or StatsFile(None)
 
     def offer(self, evt):
-        """Gate, validate and buffer one event; False if it was rejected instead."""
+        """Gate, validate and buffer one event from outside (stdin, replay); False if it
+        was rejected instead."""
         if gate(evt, self.gates):
             self.gated += 1
         line = dumps(evt)
@@ -119,14 +131,34 @@ class Emitter:
         if err:
             self.rejects.add(err[0], err[1], "emitter", -1, line[:-1])
             return False
-        if not self.writer.add_line(line):
-            return False  # memory full while the queue cannot be written: counted as dropped
-        if self._first_at is None:
-            self._first_at = self.clock()
-        self.emitted += 1
-        if len(self.writer) >= self.batch_size:
-            self.flush()
-        return True
+        return self.take([line]) == 1
+
+    def take(self, lines):
+        """Buffer encoded lines that are valid events (checked by `offer`, or built valid
+        by the simulator: tests/test_emit_valid.py proves it), flushing the batch when it
+        is full. Lines beyond the memory bound are dropped and counted while the queue
+        cannot be written. Returns how many were taken."""
+        n = self.writer.add_lines(lines)
+        if n:
+            if self._first_at is None:
+                self._first_at = self.clock()
+            self.emitted += n
+            if len(self.writer) >= self.batch_size:
+                self.flush()
+        return n
+
+    def reject_future(self, lines, now):
+        """The lines a reader at `now` would take, the others quarantined as ts_future
+        rejects: a simulated clock can run ahead of the wall."""
+        keep = []
+        for line in lines:
+            ts = orjson.loads(line)["ts"]
+            err = events.judge_future(timefmt.parse(ts), now, events.MAX_FUTURE_S)
+            if err:
+                self.rejects.add(err[0], err[1], "emitter", -1, line[:-1])
+            else:
+                keep.append(line)
+        return keep
 
     def due(self):
         """Seconds until the pending batch must be flushed (None when nothing is pending)."""
@@ -222,7 +254,7 @@ def run(args, cfg):
         t0 = time.monotonic()
         try:
             if args.source == "sim":
-                state["next_iter"] = run_sim(em, args, cfg, life.stop, state.get("next_iter", 0))
+                state["next_iter"] = run_sim(em, args, cfg, life.stop, next_iter(state))
             elif args.source == "stdin":
                 run_lines(em, args, sys.stdin.buffer, life.stop, "stdin")
             else:

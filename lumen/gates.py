@@ -2,10 +2,11 @@
 
 Pure functions, no I/O. `risk_band` and `creative_band` derive an event's bands from its
 residual entropy (section 5, and section 7's dashboard: SAFE <= 0.55, WATCH <= 0.85, RISK
-above); the simulated source (lumen.simulate) and the v1 -> v2 mapping (ure/mapping.py)
-use them. `gate` applies the config's `safety_gates` to one event: an out-of-band event
-becomes a rollback, in place. Every emitter source (simulated, stdin, replay) passes
-through `gate` (lumen.emitter); nothing else here decides what is written.
+above); the v1 -> v2 mapping (lumen.v2map) uses them, the simulated source (lumen.simulate)
+applies their thresholds, the constants below, inline. `gate` applies the config's
+`safety_gates` to one event: an out-of-band event becomes a rollback, in place. Every
+emitter source (simulated, stdin, replay) passes through `gate` (lumen.emitter,
+lumen.emit_sources); nothing else here decides what is written.
 """
 
 from . import vocab
@@ -23,8 +24,15 @@ def risk_band(residual):
     )
 
 
+CREATIVE_HIGH_BELOW, CREATIVE_MID_BELOW = 0.25, 0.6
+
+
 def creative_band(residual):
-    return vocab.HIGH if residual < 0.25 else (vocab.MID if residual < 0.6 else vocab.LOW)
+    return (
+        vocab.HIGH
+        if residual < CREATIVE_HIGH_BELOW
+        else (vocab.MID if residual < CREATIVE_MID_BELOW else vocab.LOW)
+    )
 
 
 def gate(evt, gates):

@@ -18,7 +18,7 @@ import sys
 import time
 
 from lumen import lock, storage
-from lumen.consumer import Consumer
+from lumen.consumer import Consumer, Pos
 from lumen.proc import Lifecycle, first_line, warn_retry
 
 CONSUMERS = (
@@ -99,27 +99,34 @@ class Ingester:
     def _collector(self, table, consumer, to_row, rows):
         """on_event for a poll: the event's row, or a quarantined reject when the store
         cannot hold it (PostgreSQL text has no NUL character)."""
+        append = rows.append
+        if not self.store.FILTERS:  # SQLite holds every row
+
+            def add(e, pos):
+                append(to_row(e, pos))
+
+            return add
         unstorable = self.store.unstorable
 
-        def add(e, pos):
+        def check(e, pos):
             row = to_row(e, pos)
             why = unstorable(table, row)
             if why is None:
-                rows.append((row, pos))
+                append(row)
             else:
                 self.unstorable += 1
                 consumer.reject("unstorable", f"{table}: {why}", pos, repr(row).encode())
 
-        return add
+        return check
 
     def _store(self, table, consumer, rows):
         """The rows and the consumer's position past them, in one transaction."""
         try:
             with self.store.transaction():
-                added, differ = self.store.insert(table, [r for r, _ in rows]) if rows else (0, ())
+                added, differ = self.store.insert(table, rows) if rows else (0, ())
                 if differ:
                     self._conflicts(table, consumer, rows, differ)
-                self.store.note_newest(table, [r for r, _ in rows])  # a conflict is not newest
+                self.store.note_newest(table, rows)  # a conflict is not newest
                 if not consumer.commit():
                     raise _NotCommitted("rejects not written")
             self.inserted += added  # counted once the transaction has committed
@@ -134,18 +141,20 @@ class Ingester:
         counted and quarantined, never silently dropped (the same row again is fine). The
         quarantined rows leave the pending batch at once: if this transaction fails, the
         retry must not quarantine them a second time (their rejects are the consumer's)."""
+        cols = storage.COLUMNS[table]
+        fp, off, t = cols.index("src_fp"), cols.index("src_offset"), cols.index("t")
         keep = []
-        for row, pos in rows:
-            if (pos.fp, pos.offset) in differ:
+        for row in rows:
+            if (row[fp], row[off]) in differ:
                 self.conflicts += 1
                 consumer.reject(
                     "conflict",
-                    f"{table}: a different row is stored at ({pos.fp}, {pos.offset})",
-                    pos,
+                    f"{table}: a different row is stored at ({row[fp]}, {row[off]})",
+                    Pos(row[fp], row[off], row[t]),
                     repr(row).encode(),
                 )
             else:
-                keep.append((row, pos))
+                keep.append(row)
         self.rows[table] += len(rows) - len(keep)  # read, and dealt with
         rows[:] = keep
 

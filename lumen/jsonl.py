@@ -163,6 +163,18 @@ class JsonlWriter:
         self._buf.append(line if line.endswith(b"\n") else line + b"\n")
         return True
 
+    def add_lines(self, lines) -> int:
+        """Buffer encoded lines, each already ending in b"\\n" (the caller built them so);
+        those beyond `max_pending` are refused and counted in `dropped`. Returns how many
+        of the first lines were taken."""
+        room = self.max_pending - len(self._buf)
+        if room < len(lines):
+            room = max(room, 0)
+            self.dropped += len(lines) - room
+            lines = lines[:room]
+        self._buf += lines
+        return len(lines)
+
     def __len__(self):
         return len(self._buf)
 

@@ -150,14 +150,18 @@ class PgStore(storage.Store):
     # Connection lost, server shutting down, disk full (class 53), too many connections:
     # all OperationalError. The batch stays pending and is tried again.
     RETRY = (psycopg.OperationalError,)
+    FILTERS = True  # text with a NUL character is unstorable
 
     def __init__(self, url, host):
         self.url, self.host = url, host
         self.conn = None
         self._connect()
         cols = storage.COLUMNS
-        self._direct = {t: f"COPY {t} ({', '.join(c)}, host) FROM STDIN" for t, c in cols.items()}
-        self._copy = {t: f"COPY stage_{t} ({', '.join(c)}) FROM STDIN" for t, c in cols.items()}
+        # Binary COPY: the rows are built to their columns' types (storage), sent as they
+        # are in memory; the server parses no text (about 4x less client time per row).
+        binary = "FROM STDIN (FORMAT BINARY)"
+        self._direct = {t: f"COPY {t} ({', '.join(c)}, host) {binary}" for t, c in cols.items()}
+        self._copy = {t: f"COPY stage_{t} ({', '.join(c)}) {binary}" for t, c in cols.items()}
         self._insert = {
             t: f"INSERT INTO {t} (host, {', '.join(c)}) SELECT %s, {', '.join(c)} "
             f"FROM stage_{t} ON CONFLICT (host, src_fp, src_offset) DO NOTHING"
@@ -194,6 +198,18 @@ class PgStore(storage.Store):
                         f"CREATE TEMP TABLE IF NOT EXISTS stage_{t} ON COMMIT DELETE ROWS AS "
                         f"SELECT {', '.join(c)} FROM {t} WITH NO DATA"
                     )
+            # The columns' types, for binary COPY (the staging tables' are the same).
+            self._types = {}
+            for t, c in storage.COLUMNS.items():
+                oid = dict(
+                    conn.execute(
+                        "SELECT attname, atttypid FROM pg_attribute WHERE attrelid = %s::regclass "
+                        "AND attnum > 0 AND NOT attisdropped",
+                        (t,),
+                    ).fetchall()
+                )
+                self._types[t] = [oid[n] for n in c]
+                self._types[t + "+host"] = self._types[t] + [oid["host"]]
         except BaseException:
             conn.close()
             raise
@@ -214,13 +230,16 @@ class PgStore(storage.Store):
         try:
             with self.conn.transaction(), self.conn.cursor() as cur:
                 with cur.copy(self._direct[table]) as copy:
+                    copy.set_types(self._types[table + "+host"])
+                    host = (self.host,)
                     for r in rows:
-                        copy.write_row(r + (self.host,))
+                        copy.write_row(r + host)
             return len(rows), set()
         except psycopg.errors.UniqueViolation:
             pass
         with self.conn.cursor() as cur:
             with cur.copy(self._copy[table]) as copy:
+                copy.set_types(self._types[table])
                 for r in rows:
                     copy.write_row(r)
             cur.execute(self._insert[table], (self.host,))
