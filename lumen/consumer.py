@@ -102,7 +102,9 @@ class Consumer:
     def poll(self, on_event, max_polls=1, now=None):
         """Read up to `max_polls` batches; `on_event(event, pos)` for each valid event.
         `now` is the reader's clock for the `ts_future` bound (default: the consumer's
-        clock, read once per batch). Returns the number of lines read (0: nothing new)."""
+        clock, read once per batch). Returns the number of lines read (0: nothing new).
+        An `on_event` that raises on a line makes it an `internal` reject (counted,
+        quarantined with the error) and reading goes on."""
         classify = self.classifier.classify
         n = 0
         for _ in range(max_polls):
@@ -117,8 +119,15 @@ class Consumer:
                 nbytes += len(raw)
                 ev, t, err = classify(raw, t_now)
                 if err is None:
-                    valid += 1
-                    on_event(ev, Pos(fp, off, t))
+                    try:
+                        on_event(ev, Pos(fp, off, t))
+                        valid += 1
+                    except Exception as e:  # noqa: BLE001 - what a stage cannot take of a valid
+                        # line (a bug, or a field outside the schema it trusted) is that line's
+                        # reject, counted and quarantined: never a crash loop on one line
+                        self.rejected["internal"] += 1
+                        detail = f"{self.name}: {type(e).__name__}: {e}"[:500]
+                        self.rejects.add("internal", detail, fp, off, raw)
                 elif raw.strip():  # a blank line is neither an event nor an error
                     self.rejected[err[0]] += 1
                     self.rejects.add(err[0], err[1], fp, off, raw)

@@ -25,6 +25,7 @@ Each stats class carries its counters across restarts: `to_state()` is saved wit
 consumer's checkpoint and `Stats(consumer.state)` resumes from it.
 """
 
+import math
 import time
 from collections import Counter
 
@@ -35,10 +36,17 @@ from .ure import LOOP_ID
 
 
 NAN = float("nan")
+MAX_ENTITIES = 1000  # distinct entity_id labels of ure_v2_events_total; the rest count as:
+OTHER_ENTITIES = "(other)"
 
 
 def ts_seconds(ts):
     return timefmt.parse(ts) or 0.0
+
+
+def _number(v):
+    """A finite number, or None (a gauge without a value) for anything else."""
+    return v if type(v) in (int, float) and math.isfinite(v) else None
 
 
 def _value(v):
@@ -119,6 +127,8 @@ class UreStats:
     """The v2 log: every event counted by entity; the URE loop's own ticks (trace.loop_id
     LOOP_ID) also give the newest figures and the actions taken."""
 
+    _known_actions = frozenset(vocab.ACTIONS)
+
     def __init__(self, st=None):
         st = st or {}
         self.last = st.get("last")  # fields of the newest loop event
@@ -126,19 +136,30 @@ class UreStats:
         self.entities = Counter(st.get("entities", {}))
 
     def add(self, ev, pos=None):
-        self.entities[ev["entity_id"]] += 1
+        entity = ev["entity_id"]
+        if entity not in self.entities and len(self.entities) >= MAX_ENTITIES:
+            entity = OTHER_ENTITIES  # a label per entity, but not without bound
+        self.entities[entity] += 1
         if ev["trace"]["loop_id"] != LOOP_ID:
             return
-        for a in ev.get("actions") or [ev.get("auto_reg_action", vocab.NO_ACTION)]:
-            self.actions[a] += 1
-        loop = ev.get("loop") or {}
+        # `actions`, `loop` and `self_regulation_score` are the URE loop's own fields, outside
+        # the v2 schema: any other writer claiming the loop's id may put any JSON there.
+        actions = ev.get("actions")
+        if type(actions) is not list:
+            actions = [ev.get("auto_reg_action", vocab.NO_ACTION)]
+        for a in actions:
+            if type(a) is str and a in self._known_actions:
+                self.actions[a] += 1
+        loop = ev.get("loop")
+        if type(loop) is not dict:
+            loop = {}
         self.last = {
             "residual": ev["phase_field"]["residual_entropy"],
             "harmony": ev["harmony_index"],
             "coherence": ev["coherence_level"],
-            "score": ev.get("self_regulation_score"),
-            "hz": loop.get("hz"),
-            "batch": loop.get("batch_size"),
+            "score": _number(ev.get("self_regulation_score")),
+            "hz": _number(loop.get("hz")),
+            "batch": _number(loop.get("batch_size")),
             "ts": ev["ts"],
         }
 
