@@ -82,10 +82,12 @@ class PartialWrite(OSError):
         self.lines = lines
 
 
-def append_lines(path, lines, fsync=False) -> int:
+def append_lines(path, lines, fsync=False, hold=None) -> int:
     """Append already-encoded lines (each ending in b"\\n") as one write; returns bytes
     written. On an OSError the file keeps only whole lines: a line cut short is removed,
-    and PartialWrite says how many lines of the batch did land."""
+    and PartialWrite says how many lines of the batch did land. With a list `hold` (and
+    no `fsync`), the file's descriptor is unlocked and kept open there instead of closed,
+    for the caller to fsync later (the very file written, even if it is renamed since)."""
     data = b"".join(lines)
     if not data:
         return 0
@@ -115,9 +117,30 @@ def append_lines(path, lines, fsync=False) -> int:
             if landed:
                 raise PartialWrite(e, landed) from None
             raise
+        if hold is not None and not fsync:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # other writers may go on; the fd stays for fsync
+            hold.append(fd)
+            fd = None
     finally:
-        os.close(fd)  # closing releases the lock
+        if fd is not None:
+            os.close(fd)  # closing releases the lock
     return len(data)
+
+
+def sync_held(hold):
+    """fsync and close every descriptor `append_lines` held; the first OSError is raised
+    after all are closed (what was written is then not known to be durable)."""
+    error = None
+    while hold:
+        fd = hold.pop()
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            error = error or e
+        finally:
+            os.close(fd)
+    if error is not None:
+        raise error
 
 
 def _cut_back(fd, size):
@@ -137,6 +160,8 @@ class JsonlWriter:
     `write_errors`, waits at least `retry_s` before trying again, and returns False."""
 
     def __init__(self, path, fsync=False, max_pending=100_000, retry_s=0.5):
+        """`fsync`: False, True (every flush is durable before it returns) or "later"
+        (flushes write; `sync()` makes all of them durable at once, before a checkpoint)."""
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +177,7 @@ class JsonlWriter:
         self.last_error = None
         self._said = None
         self._retry_at = 0.0
+        self._held = [] if fsync == "later" else None
 
     def add(self, obj) -> bool:
         return self.add_line(dumps(obj))
@@ -184,7 +210,7 @@ class JsonlWriter:
         n = len(self._buf)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            append_lines(self.path, self._buf, self.fsync)
+            append_lines(self.path, self._buf, self.fsync is True, self._held)
         except PartialWrite as e:  # what landed is written; the rest stays for next time
             del self._buf[: e.lines]
             self.lines_written += e.lines
@@ -194,6 +220,16 @@ class JsonlWriter:
         self.batches_written += 1
         self.last_error = None
         return n
+
+    def sync(self):
+        """With fsync="later": make every flush since the last sync durable (OSError if not)."""
+        if self._held:
+            sync_held(self._held)
+
+    def close(self):
+        """Let go of descriptors held for a sync that will not come (nothing is flushed)."""
+        while self._held:
+            os.close(self._held.pop())
 
     def try_flush(self, tag=None) -> bool:
         """Flush unless the last failure was under `retry_s` ago; False while it fails.

@@ -308,3 +308,52 @@ def test_append_releases_the_lock(log):
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise if still held
     finally:
         os.close(fd)
+
+
+def test_a_writer_that_syncs_later_holds_each_file_written_unlocked(tmp_path, monkeypatch):
+    """fsync="later": each flush writes and keeps the file's descriptor (not its lock), so
+    other writers go on; sync() fsyncs the very files written (a renamed one too) and lets
+    them go; a failing fsync is raised after every descriptor is closed."""
+    import errno
+    import fcntl
+    import os
+
+    from lumen.jsonl import JsonlWriter
+
+    path = tmp_path / "out.jsonl"
+    w = JsonlWriter(path, fsync="later")
+    w.add({"a": 1})
+    assert w.flush() == 1 and path.read_bytes() == b'{"a":1}\n'
+    fd = os.open(path, os.O_WRONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # not held by the writer any more
+    os.close(fd)
+    first = path.stat().st_ino
+    path.rename(tmp_path / "out.jsonl.1")  # a rotation between a flush and the sync
+    w.add({"a": 2})
+    w.flush()
+    held = list(w._held)
+    inodes = sorted(os.fstat(x).st_ino for x in held)
+    assert inodes == sorted([first, path.stat().st_ino])
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda f: synced.append(os.fstat(f).st_ino) or real_fsync(f))
+    w.sync()
+    assert sorted(synced) == inodes  # the files written, the renamed one included
+    assert w._held == []
+    for x in held:  # closed
+        with pytest.raises(OSError):
+            os.fstat(x)
+    # A failing fsync: raised once all are closed; nothing is held after.
+    w.add({"a": 3})
+    w.flush()
+    held = list(w._held)
+
+    def eio(f):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(os, "fsync", eio)
+    with pytest.raises(OSError):
+        w.sync()
+    assert w._held == []
+    with pytest.raises(OSError):
+        os.fstat(held[0])
