@@ -41,12 +41,20 @@ raised: one line on stderr) ends without its last chunk, so the client sees an i
 body, never a short one taken for whole. The iterator is closed (a generator's `finally`
 runs) however the stream ends: done, cut, client gone, server closed.
 
+Waiting streams (server-sent events). Instead of bytes the iterator may yield a `Wait`:
+nothing to send now. What the piece holds goes out, then the connection is parked: no
+piece is made and no thread is held until the app calls the wake function the Wait was
+armed with (from any thread), or the client hangs up (noticed by the selector, which
+closes the stream), or `stream_timeout` passes (cut). A wake that comes before the park
+is kept, so none is lost; one more than needed only makes a piece that yields Wait again.
+
 With `negotiate=True` (the API) every answer goes through lumen.httprep.negotiate: a weak
 ETag on whole 200 bodies and 304 on a matching If-None-Match, gzip when the client takes
 it (whole bodies and streams), `Vary: Accept-Encoding`.
 """
 
 import errno
+import functools
 import json
 import queue
 import re
@@ -82,6 +90,17 @@ class PortInUse(Exception):
     pass
 
 
+class Wait:
+    """Yielded by a stream's iterator instead of bytes: nothing to send until woken. The
+    server calls `arm(wake)` once with the connection's wake function, which any thread
+    may call, any number of times, to have the next piece made."""
+
+    __slots__ = ("arm",)
+
+    def __init__(self, arm):
+        self.arm = arm
+
+
 def _json_error(status, message):
     return json.dumps({"ok": False, "error": message, "status": status}).encode()
 
@@ -111,7 +130,8 @@ def _body_length(head):
 
 class _Conn:
     __slots__ = tuple(
-        "sock addr buf scanned need deadline lingering out keep stream stream_end".split()
+        "sock addr buf scanned need deadline lingering out keep stream stream_end "
+        "waiting woken parked wake".split()
     )
 
     def __init__(self, sock, addr, deadline):
@@ -122,6 +142,10 @@ class _Conn:
         self.out = None  # the unsent rest of an answer, a memoryview
         self.stream = None  # the rest of a streamed answer: an iterator of framed bytes
         self.stream_end = 0.0  # when the stream is cut if not done (monotonic)
+        self.waiting = False  # the stream's last piece ended with a Wait
+        self.woken = False  # woken while not parked: make the next piece at once
+        self.parked = False  # waiting in the selector for a wake (no thread)
+        self.wake = None  # the Wait's wake function, made once
 
 
 class _Input:
@@ -191,6 +215,7 @@ class _Server(HTTPServer):
         self._sel = selectors.DefaultSelector()
         self._jobs = queue.SimpleQueue()  # complete requests, for the workers
         self._back = deque()  # (conn, keep open) from the workers
+        self._resumes = deque()  # parked streams woken by the app (any thread)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -228,6 +253,8 @@ class _Server(HTTPServer):
                         self._read(key.data)
                 while self._back:
                     self._returned(*self._back.popleft())
+                while self._resumes:
+                    self._resumed(self._resumes.popleft())
                 now = time.monotonic()
                 if now >= next_tick:
                     self._expire(now)
@@ -287,6 +314,14 @@ class _Server(HTTPServer):
             if not data:
                 self._close(conn)
             return  # input after an answer that closes: dropped
+        if conn.parked:  # a waiting stream: a hang-up ends it; a next request waits its turn
+            if data is None:
+                self._count("dropped")
+            if not data or len(conn.buf) + len(data) > MAX_HEAD:
+                self._close(conn)
+            else:
+                conn.buf += data
+            return
         if not data:
             if data is None or conn.buf:  # a reset, or a hang-up mid-request
                 self._count("dropped")
@@ -335,6 +370,12 @@ class _Server(HTTPServer):
             return
         if conn.stream is not None:  # all sent: a worker makes the stream's next piece
             conn.keep = keep
+            if conn.waiting and not conn.woken:  # ... once woken: parked until then
+                conn.parked = True
+                conn.deadline = conn.stream_end
+                self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+                return
+            conn.waiting = conn.woken = False
             self._jobs.put(conn)
             return
         if not keep:
@@ -345,6 +386,15 @@ class _Server(HTTPServer):
         if conn.buf:  # a pipelined request may be complete already
             self._check(conn)
 
+    def _resumed(self, conn):
+        """A wake of the app (see Wait), in the selector thread."""
+        if conn.parked:
+            conn.parked = conn.waiting = False
+            self._sel.unregister(conn.sock)
+            self._jobs.put(conn)
+        elif conn.stream is not None:  # in a worker or sending: no park for the next Wait
+            conn.woken = True
+
     def _expire(self, now):
         if self._accept_paused_until is not None and now >= self._accept_paused_until:
             self._accept_paused_until = None
@@ -352,6 +402,16 @@ class _Server(HTTPServer):
         for key in list(self._sel.get_map().values()):
             conn = key.data
             if isinstance(conn, _Conn) and conn.deadline <= now:
+                if conn.parked:  # a waiting stream at stream_timeout: cut
+                    self._count("streams_cut")
+                    print(
+                        f"[http] stream to {conn.addr[0]} cut: waiting past stream_timeout "
+                        f"({self.stream_timeout_s} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    self._close(conn)
+                    continue
                 if not conn.lingering:
                     self._count("timed_out")
                 if conn.lingering or conn.out is not None:  # nothing more to say: close
@@ -382,6 +442,7 @@ class _Server(HTTPServer):
     def _close(self, conn):
         if conn.sock in self._sel.get_map():
             self._sel.unregister(conn.sock)
+        conn.parked = False
         self._end_stream(conn)
         conn.sock.close()
         self.open -= 1
@@ -446,6 +507,12 @@ class _Server(HTTPServer):
                 if piece is None:  # done: the last chunk is out with this piece
                     self._end_stream(conn)
                     break
+                if isinstance(piece, Wait):  # nothing more now: park once this is sent
+                    conn.waiting = True
+                    if conn.wake is None:
+                        conn.wake = functools.partial(self._resume, conn)
+                    piece.arm(conn.wake)
+                    break
                 n += out.write(piece)
         except Exception as e:  # cut: what is out stays out, the last chunk never comes
             self._count("streams_cut")
@@ -472,6 +539,14 @@ class _Server(HTTPServer):
         )
 
     # ------------------------------------------------------------ any thread
+    def _resume(self, conn):
+        """The wake function of a waiting stream (see Wait)."""
+        self._resumes.append(conn)
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # wake-ups pending already (EAGAIN), or the server is closed
+            pass
+
     def _count(self, name):
         with self._lock:
             setattr(self, name, getattr(self, name) + 1)
@@ -507,7 +582,7 @@ class _Server(HTTPServer):
         self._wake_w.close()
 
 
-def make_handler(app, max_url=8192, negotiate=False):
+def make_handler(app, max_url=8192, negotiate=False, request_headers=False):
     class Handler(BaseHTTPRequestHandler):
         """One request, complete in `self.request.buf`; answered in one send, or a stream's
         head and first piece (the server's _pump makes the rest)."""
@@ -619,7 +694,10 @@ def make_handler(app, max_url=8192, negotiate=False):
                     send_body,
                 )
             try:
-                status, headers, body = app(self.command, parts.path, query)
+                if request_headers:  # the app also reads headers (Last-Event-ID, say)
+                    status, headers, body = app(self.command, parts.path, query, self.headers)
+                else:
+                    status, headers, body = app(self.command, parts.path, query)
                 if negotiate:
                     status, headers, body = httprep.negotiate(status, headers, body, self.headers)
             except Exception as e:  # a bug in the app: 500 for the client, one line for us
@@ -667,12 +745,15 @@ def serve(
     workers=4,
     negotiate=False,
     stream_timeout=STREAM_TIMEOUT_S,
+    request_headers=False,
 ):
     """Bind and return the server (not yet serving); `server.server_port` is the real port.
     `timeout`: seconds for a whole request (and for an idle keep-alive connection, and for
     a client to take each piece of an answer); `max_conns`: open connections at most, more
     get 503; `workers`: threads answering; `negotiate`: ETag, 304 and gzip
-    (lumen.httprep); `stream_timeout`: seconds a streamed answer may take in all."""
+    (lumen.httprep); `stream_timeout`: seconds a streamed answer may take in all;
+    `request_headers`: the app is called app(method, path, query, headers), `headers`
+    the request's (an email.message.Message)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
     class Server(_Server):
@@ -681,7 +762,7 @@ def serve(
     try:
         return Server(
             (host, port),
-            make_handler(app, max_url, negotiate),
+            make_handler(app, max_url, negotiate, request_headers),
             timeout,
             max_conns,
             workers,
