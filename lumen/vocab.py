@@ -59,3 +59,7 @@ NO_ACTION, LOWER_HZ, RAISE_HZ, REDUCE_BATCH, INCREASE_BATCH, DOWNGRADE_OBSERVE =
     _member(ACTIONS, n)
     for n in ("NONE", "LOWER_HZ", "RAISE_HZ", "REDUCE_BATCH", "INCREASE_BATCH", "DOWNGRADE_OBSERVE")
 )
+
+# alert_event_v1.json: an Alertmanager alert as the webhook receiver wrote it
+ALERT_STATUSES = _enum("alert_event_v1.json", "status")
+FIRING, RESOLVED = (_member(ALERT_STATUSES, n) for n in ("firing", "resolved"))
