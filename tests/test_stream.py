@@ -75,8 +75,8 @@ class Live:
             assert r.returncode == 0, r.stderr
         self.port = self.start_api(self.config)
 
-    def start_api(self, config, name="api"):
-        port = free_port()
+    def start_api(self, config, name="api", port=None):
+        port = port or free_port()
         p = self.procs.start(API, "--config", config, "--port", port, "--name", name, env=ENV)
         pid = self.workdir / f"run/{name}.pid"
         wait_until(lambda: pid.exists() or p.poll() is not None, timeout=30, what="the API")
