@@ -548,3 +548,72 @@ def test_the_poller_is_idle_without_streams(workdir):
     st, hd, body = api.app("HEAD", "/api/stream", {})
     body.close()
     assert api.hub.open_count() == 0
+
+
+def frames(body):
+    """[(event, id, data)] a stream (lumen.api.stream.Stream) has to send now."""
+    from lumen import httpserve
+
+    out = []
+    while not isinstance(piece := next(body), httpserve.Wait):
+        for block in piece.decode().split("\n\n"):
+            f = dict(x.split(": ", 1) for x in block.split("\n") if ": " in x)
+            if "event" in f:
+                out.append((f["event"], f["id"], json.loads(f["data"])))
+    return out
+
+
+def test_a_stream_behind_the_hub_replays_from_the_store_or_resets(workdir):
+    """The hub keeps RING events: a stream that has not taken them (a slow reader) reads
+    the rest from the store, each row once, in order; a backlog over replay_max (a bulk
+    backfill) is skipped, and the streams are told to reset."""
+    from lumen import config, storage, timefmt
+    from lumen.api import hub
+    from lumen.api.app import Api
+
+    store = storage.SqliteStore(str(workdir / "data/lumen.db"), "h1")
+    offsets = iter(range(10**7))
+
+    def add(n):
+        t = time.time()
+        rows = [
+            (timefmt.format(t), "e", 0.2, 0.1, "SAFE", t, "fp", next(offsets), "observe")
+            for _ in range(n)
+        ]
+        with store.transaction():
+            store.insert("rmb", rows)
+
+    def api(replay_max):
+        cfg = config.load(
+            CONFIG_API,
+            env={"LUMEN_DB": str(workdir / "data/lumen.db")},
+            overrides={"api.stream.replay_max": replay_max},
+        )
+        return Api(cfg)
+
+    try:
+        slow = api(10000)
+        st, _, body = slow.app("GET", "/api/stream", {})
+        frames(body)
+        add(hub.RING + 904)  # two ticks' worth: the second pushes the first 904 out
+        slow.hub.tick()
+        slow.hub.tick()
+        assert slow.hub.floor[0] == 904 and len(slow.hub.ring) == hub.RING
+        got = frames(body)
+        assert [int(i.split(".")[0]) for _, i, _ in got] == list(range(1, hub.RING + 905))
+        body.close()
+
+        fast = api(100)
+        st, _, body = fast.app("GET", "/api/stream", {})
+        frames(body)
+        add(5000)  # more than a ring and than replay_max in one look: skipped
+        fast.hub.tick()
+        got = frames(body)
+        assert [(e, d["reason"]) for e, _, d in got] == [("reset", "more than 100 rows missed")]
+        assert got[0][1] == f"{hub.RING + 5904}.0.0"
+        add(3)
+        fast.hub.tick()
+        assert [i for _, i, _ in frames(body)] == [f"{hub.RING + 5904 + k}.0.0" for k in (1, 2, 3)]
+        body.close()
+    finally:
+        store.close()

@@ -115,7 +115,7 @@ class Stream:
         self.cursor = self.sent_id = None
         self.seq = self.epoch = 0
         self.prev = {}  # a replay's last level of each host
-        self.replayed = 0
+        self.replaying, self.replayed = False, 0  # reading from the store, behind the hub
         self.started = self.closed = False
         self.resumed = False
         self.reset = None  # why a reset event is due
@@ -141,7 +141,7 @@ class Stream:
                     budget -= hubs.count_after(db, table, c, t, budget + 1)
                     if budget < 0:
                         return self._reset(f"more than {limit} rows missed", top)
-        self.cursor, self.seq, self.resumed = cursor, 0, True
+        self.cursor, self.seq, self.resumed, self.replaying = cursor, 0, True, True
 
     def _reset(self, reason, top=None):
         """Go on from the newest rows (`top`, else the hub's position); say so first."""
@@ -217,7 +217,11 @@ class Stream:
                     return []
             behind = [i for i in range(len(hubs.TABLES)) if self.cursor[i] < floor[i]]
             if not behind:
+                self.replaying = False
                 break
+            if not self.replaying and not self._may_replay(floor):
+                self._reset(f"more than {self.limits['replay_max']} rows missed")
+                return []
             out = self._replay(behind[0], floor[behind[0]])
             if out or self.reset is not None:
                 return out
@@ -230,6 +234,19 @@ class Stream:
                 out.append(self._frame(e.name, e.data))
         self.seq, self.cursor = seq, hubs.later(self.cursor, pos)  # rows passed silently too
         return out
+
+    def _may_replay(self, floor):
+        """Fell behind the hub's memory (a slow reader, a skipped backlog): whether what
+        lies between the cursor and the floor is within replay_max rows."""
+        budget = self.limits["replay_max"]
+        with self.hub.reader() as db:
+            for table, c, f in zip(hubs.TABLES, self.cursor, floor):
+                if c < f:
+                    budget -= hubs.count_after(db, table, c, f, budget + 1)
+                    if budget < 0:
+                        return False
+        self.replaying, self.replayed = True, 0
+        return True
 
     def _replay(self, ti, upto):
         """One batch of table TABLES[ti]'s rows after the cursor, up to `upto`, from the store."""
@@ -245,7 +262,7 @@ class Stream:
         cur[ti] = (rows[-1][0] if ti == 1 else rows[-1][-1]) if len(rows) == REPLAY_BATCH else upto
         self.cursor = tuple(cur)
         self.replayed += len(rows)
-        if self.replayed > 2 * self.limits["replay_max"] + hubs.RING:  # the ring runs away
+        if self.replayed > self.limits["replay_max"] + hubs.RING:  # the floor runs away
             self._reset(f"more than {self.limits['replay_max']} rows missed")
         return out
 
