@@ -2,9 +2,10 @@
 """Read-only HTTP API over data/lumen.db (blueprint sections 41 and 47), on 127.0.0.1:8088.
 
 Reads configs/api_v18.yaml; serves /api/rmb:last, /api/ure:last, /api/rmb, /api/ure,
-/api/summary, /api/hosts, /api/series, /api/slo, /healthz, /openapi.json and the live page
-(/); the lists also as CSV or NDJSON, streamed (docs/api.md). The endpoints, the
-connection pool and the errors: lumen/api/app.py.
+/api/alerts, /api/summary, /api/hosts, /api/series, /api/slo, /api/stream (server-sent
+events), /healthz, /openapi.json and the live page (/); the lists also as CSV or NDJSON,
+streamed (docs/api.md). The endpoints, the connection pool and the errors:
+lumen/api/app.py.
 """
 
 import sys

@@ -46,12 +46,20 @@ raised: one line on stderr) ends without its last chunk, so the client sees an i
 body, never a short one taken for whole. The iterator is closed (a generator's `finally`
 runs) however the stream ends: done, cut, client gone, server closed.
 
+Waiting streams (server-sent events). Instead of bytes the iterator may yield a `Wait`:
+nothing to send now. What the piece holds goes out, then the connection is parked: no
+piece is made and no thread is held until the app calls the wake function the Wait was
+armed with (from any thread), or the client hangs up (noticed by the selector, which
+closes the stream), or `stream_timeout` passes (cut). A wake that comes before the park
+is kept, so none is lost; one more than needed only makes a piece that yields Wait again.
+
 With `negotiate=True` (the API) every answer goes through lumen.httprep.negotiate: a weak
 ETag on whole 200 bodies and 304 on a matching If-None-Match, gzip when the client takes
 it (whole bodies and streams), `Vary: Accept-Encoding`.
 """
 
 import errno
+import functools
 import json
 import queue
 import re
@@ -86,6 +94,17 @@ DIGITS = re.compile(r"\d{1,18}")
 LISTEN, WAKE = object(), object()  # selector keys' data besides connections
 
 
+class Wait:
+    """Yielded by a stream's iterator instead of bytes: nothing to send until woken. The
+    server calls `arm(wake)` once with the connection's wake function, which any thread
+    may call, any number of times, to have the next piece made."""
+
+    __slots__ = ("arm",)
+
+    def __init__(self, arm):
+        self.arm = arm
+
+
 def _json_error(status, message):
     return json.dumps({"ok": False, "error": message, "status": status}).encode()
 
@@ -117,7 +136,8 @@ def _body_length(head, limit=None):
 
 class _Conn:
     __slots__ = tuple(
-        "sock addr buf scanned need deadline lingering out keep stream stream_end".split()
+        "sock addr buf scanned need deadline lingering out keep stream stream_end "
+        "waiting woken parked wake".split()
     )
 
     def __init__(self, sock, addr, deadline):
@@ -128,6 +148,10 @@ class _Conn:
         self.out = None  # the unsent rest of an answer, a memoryview
         self.stream = None  # the rest of a streamed answer: an iterator of framed bytes
         self.stream_end = 0.0  # when the stream is cut if not done (monotonic)
+        self.waiting = False  # the stream's last piece ended with a Wait
+        self.woken = False  # woken while not parked: make the next piece at once
+        self.parked = False  # waiting in the selector for a wake (no thread)
+        self.wake = None  # the Wait's wake function, made once
 
 
 class _Input:
@@ -209,6 +233,7 @@ class _Server(HTTPServer):
         self._sel = selectors.DefaultSelector()
         self._jobs = queue.SimpleQueue()  # complete requests, for the workers
         self._back = deque()  # (conn, keep open) from the workers
+        self._resumes = deque()  # parked streams woken by the app (any thread)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -246,6 +271,8 @@ class _Server(HTTPServer):
                         self._read(key.data)
                 while self._back:
                     self._returned(*self._back.popleft())
+                while self._resumes:
+                    self._resumed(self._resumes.popleft())
                 now = time.monotonic()
                 if now >= next_tick:
                     self._expire(now)
@@ -306,6 +333,14 @@ class _Server(HTTPServer):
             if not data:
                 self._close(conn)
             return  # input after an answer that closes: dropped
+        if conn.parked:  # a waiting stream: a hang-up ends it; a next request waits its turn
+            if data is None:
+                self._count("dropped")
+            if not data or len(conn.buf) + len(data) > MAX_HEAD:
+                self._close(conn)
+            else:
+                conn.buf += data
+            return
         if not data:
             if data is None or conn.buf:  # a reset, or a hang-up mid-request
                 self._count("dropped")
@@ -357,6 +392,12 @@ class _Server(HTTPServer):
             return
         if conn.stream is not None:  # all sent: a worker makes the stream's next piece
             conn.keep = keep
+            if conn.waiting and not conn.woken:  # ... once woken: parked until then
+                conn.parked = True
+                conn.deadline = conn.stream_end
+                self._sel.register(conn.sock, selectors.EVENT_READ, conn)
+                return
+            conn.waiting = conn.woken = False
             self._jobs.put(conn)
             return
         if not keep:
@@ -367,6 +408,15 @@ class _Server(HTTPServer):
         if conn.buf:  # a pipelined request may be complete already
             self._check(conn)
 
+    def _resumed(self, conn):
+        """A wake of the app (see Wait), in the selector thread."""
+        if conn.parked:
+            conn.parked = conn.waiting = False
+            self._sel.unregister(conn.sock)
+            self._jobs.put(conn)
+        elif conn.stream is not None:  # in a worker or sending: no park for the next Wait
+            conn.woken = True
+
     def _expire(self, now):
         if self._accept_paused_until is not None and now >= self._accept_paused_until:
             self._accept_paused_until = None
@@ -374,6 +424,16 @@ class _Server(HTTPServer):
         for key in list(self._sel.get_map().values()):
             conn = key.data
             if isinstance(conn, _Conn) and conn.deadline <= now:
+                if conn.parked:  # a waiting stream at stream_timeout: cut
+                    self._count("streams_cut")
+                    print(
+                        f"[http] stream to {conn.addr[0]} cut: waiting past stream_timeout "
+                        f"({self.stream_timeout_s} s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    self._close(conn)
+                    continue
                 if not conn.lingering:
                     self._count("timed_out")
                 if conn.lingering or conn.out is not None:  # nothing more to say: close
@@ -405,6 +465,7 @@ class _Server(HTTPServer):
     def _close(self, conn):
         if conn.sock in self._sel.get_map():
             self._sel.unregister(conn.sock)
+        conn.parked = False
         self._end_stream(conn)
         conn.sock.close()
         self.open -= 1
@@ -473,6 +534,12 @@ class _Server(HTTPServer):
                 if piece is None:  # done: the last chunk is out with this piece
                     self._end_stream(conn)
                     break
+                if isinstance(piece, Wait):  # nothing more now: park once this is sent
+                    conn.waiting = True
+                    if conn.wake is None:
+                        conn.wake = functools.partial(self._resume, conn)
+                    piece.arm(conn.wake)
+                    break
                 n += out.write(piece)
         except Exception as e:  # cut: what is out stays out, the last chunk never comes
             self._count("streams_cut")
@@ -506,6 +573,14 @@ class _Server(HTTPServer):
                 self.on_error(status)
             except Exception as e:  # noqa: BLE001 - a counter's bug must not stop the server
                 print(f"[http] on_error({status}) failed: {e!r}", file=sys.stderr, flush=True)
+
+    def _resume(self, conn):
+        """The wake function of a waiting stream (see Wait)."""
+        self._resumes.append(conn)
+        try:
+            self._wake_w.send(b"\0")
+        except OSError:  # wake-ups pending already (EAGAIN), or the server is closed
+            pass
 
     def _count(self, name):
         with self._lock:
@@ -542,8 +617,11 @@ class _Server(HTTPServer):
         self._wake_w.close()
 
 
-def make_handler(app, max_url=8192, negotiate=False, post=None, max_body=None):
-    """`post(path, query, body) -> (status, headers, body)` answers POST (else 405)."""
+def make_handler(
+    app, max_url=8192, negotiate=False, post=None, max_body=None, request_headers=False
+):
+    """`post(path, query, body) -> (status, headers, body)` answers POST (else 405);
+    `request_headers`: GET/HEAD call app(method, path, query, headers)."""
     allow = "GET, HEAD, POST" if post else "GET, HEAD"
 
     class Handler(BaseHTTPRequestHandler):
@@ -660,10 +738,12 @@ def make_handler(app, max_url=8192, negotiate=False, post=None, max_body=None):
                     send_body,
                 )
             try:
-                if handler is None:
-                    status, headers, body = app(self.command, parts.path, query)
-                else:
+                if handler is not None:
                     status, headers, body = handler(parts.path, query, body)
+                elif request_headers:  # the app also reads headers (Last-Event-ID, say)
+                    status, headers, body = app(self.command, parts.path, query, self.headers)
+                else:
+                    status, headers, body = app(self.command, parts.path, query)
                 if negotiate:
                     status, headers, body = httprep.negotiate(status, headers, body, self.headers)
             except Exception as e:  # a bug in the app: 500 for the client, one line for us
@@ -721,6 +801,7 @@ def serve(
     post=None,
     max_body=None,
     on_error=None,
+    request_headers=False,
 ):
     """Bind and return the server (not yet serving); `server.server_port` is the real port.
     `timeout`: seconds for a whole request (and for an idle keep-alive connection, and for
@@ -729,7 +810,9 @@ def serve(
     (lumen.httprep); `stream_timeout`: seconds a streamed answer may take in all;
     `post(path, query, body)`: answers POST, whose body may be up to `max_body` bytes
     (default 64 KB); without it POST is 405; `on_error(status)`: told of each error answer
-    the server gives itself (408, 413, ...), say to count them."""
+    the server gives itself (408, 413, ...), say to count them; `request_headers`: the app
+    is called app(method, path, query, headers), `headers` the request's (an
+    email.message.Message)."""
     max_body = None if post is None else max_body or MAX_DISCARD
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
 
@@ -737,7 +820,7 @@ def serve(
         address_family = family
 
     try:
-        handler = make_handler(app, max_url, negotiate, post, max_body)
+        handler = make_handler(app, max_url, negotiate, post, max_body, request_headers)
         return Server(
             (host, port), handler, timeout, max_conns, workers, stream_timeout, max_body, on_error
         )

@@ -1,5 +1,6 @@
 """Ingest (blueprint section 40): store rmb_events.jsonl and resonance_events_v2.jsonl (and
-safety_music_events.jsonl, for the live page) in SQLite, exactly once; run by
+safety_music_events.jsonl, for the live page, and alerts.jsonl, Alertmanager's alerts as
+the webhook receiver wrote them) in SQLite, exactly once; run by
 tools/storage/ingest_tail_v18.py (make db.ingest).
 
 Both logs are read through the shared consumer (consumers `ingest_rmb`, `ingest_ure`)
@@ -31,6 +32,7 @@ CONSUMERS = (
         "safety_music_events",
         storage.safety_row,
     ),
+    ("alerts", "ingest_alerts", "alert_event_v1.json", "alerts", storage.alert_row),
 )
 
 
@@ -50,6 +52,7 @@ class Ingester:
             "rmb": cfg["ingest"]["rmb_log"],
             "ure": cfg["ingest"]["v2_log"],
             "safety": cfg["ingest"].get("safety_log", "logs/safety_music_events.jsonl"),
+            "alerts": cfg["ingest"].get("alerts_log", "logs/alerts.jsonl"),
         }
         self.parts = []
         try:
@@ -70,7 +73,7 @@ class Ingester:
         except BaseException:
             self.close()
             raise
-        self.rows = {"rmb": 0, "ure": 0, "safety": 0}
+        self.rows = {"rmb": 0, "ure": 0, "safety": 0, "alerts": 0}
         self.inserted = 0
         self.conflicts = 0
         self.unstorable = 0

@@ -65,9 +65,26 @@ MIGRATIONS = [
       ADD COLUMN IF NOT EXISTS ure_ts TEXT;
     """
     + storage.NEWEST_BACKFILL,
+    # 3: Alertmanager's alerts (SQLite schema v8), and a level's previous by (host, id)
+    f"""
+    CREATE TABLE IF NOT EXISTS alerts ({ID},
+      ts TEXT NOT NULL, t DOUBLE PRECISION NOT NULL, status TEXT NOT NULL,
+      alertname TEXT NOT NULL, severity TEXT NOT NULL, summary TEXT NOT NULL,
+      fingerprint TEXT NOT NULL, starts_at TEXT NOT NULL, ends_at TEXT, labels TEXT NOT NULL,
+      receiver TEXT NOT NULL, group_key TEXT NOT NULL, {KEY}, UNIQUE (host, src_fp, src_offset));
+    CREATE INDEX IF NOT EXISTS alerts_t ON alerts (t, id);
+    CREATE INDEX IF NOT EXISTS alerts_host_t ON alerts (host, t, id);
+    CREATE INDEX IF NOT EXISTS alerts_status_t ON alerts (status, t, id);
+    CREATE INDEX IF NOT EXISTS safety_host_id ON safety (host, id)
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATE_LOCK = 0x4C554D45  # "LUME": pg_advisory_xact_lock key of `migrate`
+# The tables /api/stream follows by id: their inserts take this lock (key MIGRATE_LOCK, n)
+# until commit, so ids are given out in commit order and a reader that has seen id N
+# never sees a smaller one commit later (identity values of concurrent transactions
+# otherwise commit out of order).
+STREAMED = {"rmb": 1, "safety": 2, "alerts": 3}
 CONNECT_TIMEOUT_S = 10
 
 
@@ -223,6 +240,10 @@ class PgStore(storage.Store):
             yield
 
     def insert(self, table, rows):
+        if table in STREAMED:
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)", (MIGRATE_LOCK, STREAMED[table])
+            )
         # Most batches are new lines: COPY them straight in, inside a savepoint. A batch
         # that brings identities again (a replay) fails on the UNIQUE key as a whole; it
         # goes through the staging table instead, which skips what is stored and finds, in
@@ -251,7 +272,7 @@ class PgStore(storage.Store):
         """What PostgreSQL refuses of a row built to the columns' types: a NUL character
         in text (only the free text columns can hold one)."""
         for i in self._free[table]:
-            if "\x00" in row[i]:
+            if row[i] is not None and "\x00" in row[i]:
                 return f"{storage.COLUMNS[table][i]} holds a NUL character (PostgreSQL text cannot)"
         return None
 

@@ -102,6 +102,21 @@ MIGRATIONS = [
     INSERT OR IGNORE INTO hosts (host, first_seen) SELECT host, MIN(t) FROM rmb GROUP BY host;
     """
     + NEWEST_BACKFILL,
+    # 8: Alertmanager's alerts (logs/alerts.jsonl), for /api/alerts and /api/stream; the
+    # stream finds new rows by id (the primary key) and a level's previous by (host, id)
+    """
+    CREATE TABLE IF NOT EXISTS alerts (
+      id INTEGER PRIMARY KEY,
+      ts TEXT NOT NULL, t REAL NOT NULL, status TEXT NOT NULL, alertname TEXT NOT NULL,
+      severity TEXT NOT NULL, summary TEXT NOT NULL, fingerprint TEXT NOT NULL,
+      starts_at TEXT NOT NULL, ends_at TEXT, labels TEXT NOT NULL, receiver TEXT NOT NULL,
+      group_key TEXT NOT NULL, host TEXT NOT NULL DEFAULT '',
+      src_fp TEXT NOT NULL, src_offset INTEGER NOT NULL,
+      UNIQUE (src_fp, src_offset));
+    CREATE INDEX IF NOT EXISTS alerts_t ON alerts (t, id);
+    CREATE INDEX IF NOT EXISTS alerts_status_t ON alerts (status, t, id);
+    CREATE INDEX IF NOT EXISTS safety_host_id ON safety (host, id);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 WAL_PAGES = 4000  # SqliteStore's wal_autocheckpoint (see there)
@@ -427,7 +442,21 @@ NO_ACTION = vocab.NO_ACTION
 INT64 = 1 << 63
 # The text columns a writer fills freely; the others are schema enums, checked timestamps,
 # fingerprints and numbers built to their column's type (`_number`).
-FREE_TEXT = {"rmb": ("entity_id",), "ure": ("entity_id",), "safety": ()}
+FREE_TEXT = {
+    "rmb": ("entity_id",),
+    "ure": ("entity_id",),
+    "safety": (),
+    "alerts": (
+        "alertname",
+        "severity",
+        "summary",
+        "fingerprint",
+        "starts_at",
+        "ends_at",
+        "receiver",
+        "group_key",
+    ),
+}
 
 
 def _number(v, kind):
@@ -450,6 +479,27 @@ def safety_row(e, pos):
         lv["rollback_ratio"],
         inp.get("residual_entropy"),
         inp.get("rollback_ratio"),
+        pos.fp,
+        pos.offset,
+    )
+
+
+def alert_row(e, pos):
+    """An alert of logs/alerts.jsonl (schemas/alert_event_v1.json); its labels as JSON
+    text, keys sorted, so the same line always makes the same row."""
+    return (
+        e["ts"],
+        pos.t,
+        e["status"],
+        e["alertname"],
+        e["severity"],
+        e["summary"],
+        e["fingerprint"],
+        e["starts_at"],
+        e["ends_at"],
+        json.dumps(e["labels"], sort_keys=True, separators=(",", ":")),
+        e["receiver"],
+        e["group_key"],
         pos.fp,
         pos.offset,
     )
@@ -491,6 +541,22 @@ COLUMNS = {
         "ratio_level",
         "residual",
         "ratio",
+        "src_fp",
+        "src_offset",
+    ),
+    "alerts": (
+        "ts",
+        "t",
+        "status",
+        "alertname",
+        "severity",
+        "summary",
+        "fingerprint",
+        "starts_at",
+        "ends_at",
+        "labels",
+        "receiver",
+        "group_key",
         "src_fp",
         "src_offset",
     ),

@@ -1,7 +1,9 @@
 """lumen.httpserve's streamed answers and lumen.httprep's negotiation, over real sockets:
 chunked framing, one piece in memory at a time, a reader that stops or leaves, a stream
 that fails or outlasts its deadline, HTTP/1.0 and HEAD; ETag and 304, gzip of whole
-bodies and of streams."""
+bodies and of streams. Waiting streams (httpserve.Wait, for server-sent events): parked
+without a thread, woken from another thread, no wake lost, closed when the client leaves,
+cut at stream_timeout."""
 
 import gzip
 import json
@@ -9,6 +11,7 @@ import select
 import socket
 import threading
 import zlib
+from collections import deque
 from email.message import Message
 
 import pytest
@@ -41,6 +44,44 @@ class Source:
             self.closed.set()
 
 
+class Waiter:
+    """A stream that waits for items pushed from another thread (None ends it). With
+    `echo`, each arm pushes the next item itself, before the server has parked it."""
+
+    def __init__(self, echo=0):
+        self.items, self.lock, self.wake = deque(), threading.Lock(), None
+        self.closed = threading.Event()
+        self.echo = echo
+
+    def __iter__(self):
+        try:
+            yield b"start\n"
+            while True:
+                with self.lock:
+                    item = self.items.popleft() if self.items else False
+                if item is None:
+                    return
+                yield httpserve.Wait(self._arm) if item is False else item
+        finally:
+            self.closed.set()
+
+    def _arm(self, wake):
+        with self.lock:
+            self.wake, pending = wake, bool(self.items)
+        if self.echo:  # a wake before the park: it must not be lost
+            self.echo -= 1
+            self.push(b"echo %d\n" % self.echo)
+        elif pending:
+            wake()
+
+    def push(self, item):
+        with self.lock:
+            self.items.append(item)
+            wake = self.wake
+        if wake:
+            wake()
+
+
 sources = {}
 
 
@@ -50,6 +91,9 @@ def app(method, path, query):
         fail = int(query["fail"][0]) if "fail" in query else None
         src = sources[query.get("id", ["x"])[0]] = Source(n, fail)
         return 200, [("Content-Type", "text/csv; charset=utf-8")], iter(src)
+    if path == "/wait":
+        src = sources[query["id"][0]] = Waiter(int(query.get("echo", ["0"])[0]))
+        return 200, [("Content-Type", "application/x-ndjson")], iter(src)
     if path == "/json":
         return 200, [("Content-Type", "application/json")], BODY
     if path == "/tiny":
@@ -311,3 +355,80 @@ def test_negotiation_helpers():
     req = Message()
     req["If-None-Match"] = "*"
     assert httprep.negotiate(404, [], b"x", req) == (404, [], b"x")
+
+
+def chunks(r):
+    """The head of a chunked answer on Reader `r`, then its chunks as they come (b"" last)."""
+    head = r._take(b"\r\n\r\n").decode("latin-1")
+    assert "transfer-encoding: chunked" in head.lower(), head
+    while True:
+        data = r._exactly(int(r._take(b"\r\n"), 16))
+        assert r._exactly(2) == b"\r\n"
+        yield data
+        if not data:
+            return
+
+
+def test_waiting_streams_hold_no_thread_and_wake_from_another(start):
+    srv = start(workers=1)
+    socks = [connect(srv) for _ in range(3)]
+    streams = []
+    for i, s in enumerate(socks):
+        s.sendall(b"GET /wait?id=w%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+        streams.append(chunks(Reader(s)))
+        assert next(streams[-1]) == b"start\n"
+    # Three streams wait; the one worker still answers.
+    assert get(srv, "/tiny")[2] == b'{"ok": true}'
+    for i in (2, 0, 1):
+        sources[f"w{i}"].push(b"item %d\n" % i)
+        assert next(streams[i]) == b"item %d\n" % i
+    # A request pipelined behind a waiting stream is answered once the stream ends.
+    socks[0].sendall(b"GET /tiny HTTP/1.1\r\nHost: x\r\n\r\n")
+    sources["w0"].push(b"last\n")
+    sources["w0"].push(None)
+    assert list(streams[0]) == [b"last\n", b""]
+    assert Reader(socks[0]).response()[2] == b'{"ok": true}'
+    assert sources["w0"].closed.is_set()
+    for s in socks:
+        s.close()
+    wait_until(lambda: all(src.closed.is_set() for src in sources.values()), what="streams closed")
+    wait_until(lambda: srv.open == 0, what="connections released")
+    assert srv.streams_cut == 0
+
+
+def test_a_wake_before_the_park_is_not_lost(start):
+    """Each arm wakes at once (the app has something before the server parked it): every
+    item arrives, none waits for a later wake."""
+    srv = start()
+    with connect(srv) as s:
+        s.sendall(b"GET /wait?id=e&echo=200 HTTP/1.1\r\nHost: x\r\n\r\n")
+        got, it = [], chunks(Reader(s))
+        assert next(it) == b"start\n"
+        while len(got) < 200:
+            got += next(it).splitlines()
+        assert got == [b"echo %d" % i for i in reversed(range(200))]
+
+
+def test_a_client_that_leaves_a_waiting_stream_closes_it(start):
+    srv = start()
+    s = connect(srv)
+    s.sendall(b"GET /wait?id=l HTTP/1.1\r\nHost: x\r\nAccept-Encoding: gzip\r\n\r\n")
+    it = chunks(Reader(s))
+    d = zlib.decompressobj(31)
+    assert d.decompress(next(it)) == b"start\n"  # gzip passes the Wait through, each piece flushed
+    sources["l"].push(b"more\n")
+    assert d.decompress(next(it)) == b"more\n"
+    s.close()
+    wait_until(sources["l"].closed.is_set, what="the stream closed")
+    wait_until(lambda: srv.open == 0, what="the connection released")
+
+
+def test_a_waiting_stream_is_cut_at_stream_timeout(start, capfd):
+    srv = start(stream_timeout=0.5)
+    with connect(srv) as s:
+        s.sendall(b"GET /wait?id=t HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, _, body, complete = Reader(s).response()
+        assert status == 200 and body == b"start\n" and not complete
+    wait_until(sources["t"].closed.is_set, what="the stream closed")
+    assert srv.streams_cut == 1
+    assert "stream_timeout" in capfd.readouterr().err

@@ -1,18 +1,20 @@
 """The PostgreSQL store, against a real private server (lumen/harness/pgserver.py): db.init
 on many hosts at once, the API's answers equal to SQLite's, exactly-once ingest through a
 crash inside the transaction and a server that goes away, rows PostgreSQL cannot hold
-quarantined. Many hosts with one Prometheus: tests/test_hosts.py."""
+quarantined; the event stream (/api/stream) the same from either store, and every row of
+hosts ingesting at once seen once. Many hosts with one Prometheus: tests/test_hosts.py."""
 
 import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
 
 from conftest import PY, ROOT, emit, wait_until
-from lumen import config, pgstore, timefmt
+from lumen import config, httpserve, pgstore, timefmt
 from lumen.harness import pgserver
 
 INGEST = ROOT / "tools/storage/ingest_tail_v18.py"
@@ -210,6 +212,76 @@ def test_api_answers_the_same_from_either_store(db_url, workdir):
 
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             db.execute("DELETE FROM rmb")
+    # The event stream: a reconnect after h1's 1980th row replays its last 20 rows (h2's
+    # stored after them are not h1's), the same from either store.
+    replays = []
+    for api in (lite, pgapi):
+        q = {"host": ["h1"], "last_event_id": ["1980.0.0"]}
+        st, _, body = api.app("GET", "/api/stream", q)
+        assert st == 200
+        replays.append([d for name, d in drain(body) if name == "rmb"])
+        body.close()
+    last20 = json.loads(lite.app("GET", "/api/rmb", {"limit": ["20"]})[2])["items"][::-1]
+    assert replays[0] == replays[1] == last20
+
+
+def drain(body):
+    """[(event name, data)] a stream (lumen.api.stream.Stream) has to send now."""
+    out = []
+    while not isinstance(piece := next(body), httpserve.Wait):
+        for block in piece.decode().split("\n\n"):
+            fields = dict(x.split(": ", 1) for x in block.split("\n") if ": " in x)
+            if "event" in fields:
+                out.append((fields["event"], json.loads(fields["data"])))
+    return out
+
+
+def test_the_stream_sees_each_row_of_hosts_ingesting_at_once(db_url, workdir):
+    """Three hosts' ingesters commit at once (batches of 300); the stream follows the rmb
+    table by id as they go and gets each row once: ids are given out in commit order
+    (lumen/pgstore.py STREAMED), so no smaller id commits after a larger one was read."""
+    from lumen.api.app import Api
+
+    assert run(workdir, DB_INIT, url=db_url).returncode == 0
+    cfg = workdir / "api.yaml"
+    cfg.write_text(CONFIG_API.read_text().replace("batch_lines: 5000", "batch_lines: 300"))
+    hosts = ("h1", "h2", "h3")
+    for h in hosts:
+        (workdir / h).mkdir()
+        emit(workdir / h, 2000)
+    api = Api(config.load(cfg, env={"LUMEN_DB_URL": db_url}))
+    st, _, body = api.app("GET", "/api/stream", {})
+    assert st == 200
+    seen, done = [], threading.Event()
+
+    def follow():  # the hub's polls, as fast as they go, while the ingesters write
+        while not done.is_set():
+            api.hub.tick()
+            seen.extend((d["host"], d["ts"]) for name, d in drain(body) if name == "rmb")
+
+    t = threading.Thread(target=follow)
+    t.start()
+    try:
+        procs = [
+            subprocess.Popen(
+                [PY, str(INGEST), "--config", str(cfg), "--once"],
+                cwd=workdir / h,
+                env=env(db_url, h),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+            for h in hosts
+        ]
+        assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+        wait_until(lambda: len(seen) >= 6000, timeout=60, what="every row in the stream")
+    finally:
+        done.set()
+        t.join(timeout=30)
+        body.close()
+    assert len(seen) == len(set(seen)) == 6000
+    for h in hosts:
+        ts = [e[1] for e in log_lines(workdir / h / "logs/rmb_events.jsonl")]
+        assert [x for host, x in seen if host == h] == ts, h
 
 
 CRASH_IN_TRANSACTION = """

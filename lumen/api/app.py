@@ -7,6 +7,10 @@ takes `host=ID` for one host's rows.
     GET /api/ure:last            newest URE row: {ts, residual, harmony, coherence, action}
     GET /api/rmb, /api/ure       rows newest first: limit, since, until, entity, risk|action,
                                  cursor (next page)
+    GET /api/alerts              Alertmanager's alerts newest first: limit, since, until,
+                                 status, cursor
+    GET /api/stream              server-sent events: new rows, level changes, SLO verdicts,
+                                 alerts (lumen/api/stream.py, one poller: lumen/api/hub.py)
     GET /api/summary?window=10m  counts, rollbacks and rollback ratio over a window
     GET /api/hosts?window=10m    per host: counts and ratio over a window, newest rows
     GET /healthz                 database reachable, schema version, ingest lag
@@ -17,7 +21,7 @@ takes `host=ID` for one host's rows.
     GET /openapi.json            the OpenAPI 3 document of all of this
 
 Formats (lumen/api/formats.py): `_format=json` (the default), `csv` or `ndjson` on the
-lists (/api/rmb, /api/ure, /api/hosts); `_stream=on` on /api/rmb and /api/ure for every
+lists (/api/rmb, /api/ure, /api/alerts, /api/hosts); `_stream=on` on the row lists for every
 matching row instead of one page. A list of more rows than one batch (BATCH) is streamed:
 each batch read by its own query and written to the socket before the next is read, the
 answer chunked (no Content-Length), so an export of any size holds one batch in memory.
@@ -44,8 +48,9 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from lumen import CONFIGS, checkpoint, config, storage
-from lumen.api import formats, lists, openapi, queries, readers
+from lumen import CONFIGS, checkpoint, config, httpserve, storage
+from lumen.api import formats, hub, lists, openapi, queries, readers
+from lumen.api import stream as sse
 from lumen.safety import sound
 from lumen.proc import first_line, run_server
 
@@ -94,12 +99,15 @@ class Api:
         self.fixed = {"/openapi.json": doc, "/api/sound": json.dumps(sound.for_page(smap)).encode()}
         policy = CONFIGS / "resonance_v3.policy.yaml"
         self.policies = config.load(policy, "resonance_v3.policy")["policies"]
+        self.stream_limits = sse.limits(self.limits)
+        self.hub = hub.Hub(self.reader, self.pool.ERRORS, self._slo, self.stream_limits)
         lim = (self.limits["default_limit"], self.limits["max_limit"])
         self.handlers = {  # path -> handler(db, query) of the JSON answer
             "/api/rmb:last": queries.rmb_last,
             "/api/ure:last": queries.ure_last,
             "/api/rmb": lambda db, q: lists.list_rows(db, "rmb", q, *lim),
             "/api/ure": lambda db, q: lists.list_rows(db, "ure", q, *lim),
+            "/api/alerts": lambda db, q: lists.list_rows(db, "alerts", q, *lim),
             "/api/summary": queries.summary,
             "/api/hosts": queries.hosts,
             "/api/series": queries.series,
@@ -108,6 +116,10 @@ class Api:
 
     def reader(self):
         return self.pool.reader()
+
+    def _slo(self, db, host):
+        """The /api/slo answer for one host (None: all of them), for the stream's hub."""
+        return queries.slo_verdicts(db, {"host": [host]} if host else {}, self.policies, 100)
 
     def health(self):
         out = {"ok": True, "host": self.host}
@@ -151,11 +163,14 @@ class Api:
         out["ingest"] = ingest
         return 200, out
 
-    def app(self, method, path, query):
+    def app(self, method, path, query, headers=None):
         try:
-            return self._route(method, path, dict(query))
+            return self._route(method, path, dict(query), headers)
         except queries.BadRequest as e:
             return error(400, str(e))
+        except sse.Busy as e:
+            st, hd, body = error(503, str(e))
+            return st, hd + [("Retry-After", str(e.retry_after))], body
         except FileNotFoundError:
             return error(503, f"database {self.pool.name} not found (run make db.init)")
         except self.pool.ERRORS as e:
@@ -172,7 +187,7 @@ class Api:
             )
             return error(500, "internal error")
 
-    def _route(self, method, path, query):
+    def _route(self, method, path, query, headers):
         if method not in ("GET", "HEAD"):
             st, hd, body = error(405, "method not allowed: use GET")
             return st, hd + [("Allow", "GET, HEAD")], body
@@ -187,6 +202,8 @@ class Api:
             queries.check_known(query, set())
             st, body = self.health()
             return st, JSON + [FRESH], json.dumps(body).encode()
+        if path == "/api/stream":
+            return sse.open_stream(self.hub, query, headers, self.stream_limits)
         handler = self.handlers.get(path)
         if handler is None:
             return error(404, f"no such path: {path[:200]}")
@@ -200,12 +217,13 @@ class Api:
         return 200, JSON + [FRESH], json.dumps(out).encode()
 
     def _export(self, table, query, fmt, stream):
-        """/api/rmb or /api/ure as CSV, NDJSON or streamed JSON: whole when one batch holds
-        every row (so it has a Content-Length and an ETag), else streamed batch by batch."""
+        """A row list as CSV, NDJSON or streamed JSON: whole when one batch holds every row
+        (so it has a Content-Length and an ETag), else streamed batch by batch."""
         lq = lists.ListQuery(table, query, self.limits["default_limit"], self.limits["max_limit"])
         cap = None if stream and "limit" not in query else lq.limit
         rows = lists.Rows(self.reader, lq, cap, BATCH)
-        body = formats.rows(fmt, lists.KEYS[table], rows, rows)
+        item = (lambda r: lists.item(table, r)) if table in lists.NESTED else None
+        body = formats.rows(fmt, lists.KEYS[table], rows, rows, item)
         if rows.done:
             body = b"".join(body)
         return 200, formats.headers(fmt, table) + [FRESH], body
@@ -223,6 +241,7 @@ def serve(cfg, name):
     """Serve the API on api.host:api.port until SIGTERM; returns the exit code."""
     api = Api(cfg)
     a = cfg["api"]
+    longest = api.stream_limits["max_duration_s"] + 60  # an event stream ends itself before
     host = "localhost" if a["host"] in ("127.0.0.1", "::1") else a["host"]
     return run_server(
         name,
@@ -234,4 +253,7 @@ def serve(cfg, name):
         max_url=a["max_url_bytes"],
         workers=WORKERS,
         negotiate=True,
+        worker=api.hub.run,
+        stream_timeout=max(httpserve.STREAM_TIMEOUT_S, longest),
+        request_headers=True,
     )

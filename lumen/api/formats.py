@@ -2,12 +2,13 @@
 bytes batch by batch, for lumen.httpserve to stream. Reads and writes nothing.
 
 - `_format=json` (the default) is the JSON every endpoint always gave. `csv` and `ndjson`
-  are for the lists only: /api/rmb, /api/ure (rows) and /api/hosts (one row per host).
-  /api/series (three lists of different shapes), /api/summary, /api/slo and the :last
-  rows are objects, not lists: `_format=json` only. Any other value is a 400.
-- `_stream=on` (/api/rmb, /api/ure): every matching row, not one page (`limit`, when
-  given, still caps the rows); in JSON the page object is written as the rows come, its
-  count and next_cursor after the items.
+  are for the lists only: /api/rmb, /api/ure, /api/alerts (rows) and /api/hosts (one row
+  per host). /api/series (three lists of different shapes), /api/summary, /api/slo and
+  the :last rows are objects, not lists: `_format=json` only. Any other value is a 400.
+- `_stream=on` (/api/rmb, /api/ure, /api/alerts): every matching row, not one page
+  (`limit`, when given, still caps the rows); in JSON the page object is written as the
+  rows come, its count and next_cursor after the items. /api/alerts' labels are an
+  object in JSON and NDJSON, their JSON text in CSV.
 - CSV: a header row of the column names, then one record per row: RFC 4180 as the csv
   module writes it (CRLF line ends, a field quoted when it holds a comma, quote or line
   end, quotes doubled). A nested object is flattened into dotted columns (rmb.newest.ts),
@@ -34,7 +35,8 @@ TYPES = {
 }
 ENCODE = msgspec.json.Encoder()  # ~6x json.dumps on rows; the same values once parsed
 ROWS, LIST, OBJECT = "rows", "list", "object"
-KINDS = {"/api/rmb": ROWS, "/api/ure": ROWS, "/api/hosts": LIST}  # the others: OBJECT
+KINDS = {"/api/rmb": ROWS, "/api/ure": ROWS, "/api/alerts": ROWS, "/api/hosts": LIST}
+# (the others: OBJECT)
 
 
 def take(query, kind):
@@ -49,7 +51,7 @@ def take(query, kind):
     if fmt not in allowed:
         if kind == OBJECT and fmt in TYPES:
             raise BadRequest(
-                f"_format={fmt} is for the lists (/api/rmb, /api/ure, /api/hosts); "
+                f"_format={fmt} is for the lists (/api/rmb, /api/ure, /api/alerts, /api/hosts); "
                 "this endpoint answers an object: _format=json"
             )
         raise BadRequest(f"_format must be one of {', '.join(allowed)}")
@@ -85,13 +87,16 @@ def cell(v):
     return json.dumps(v)
 
 
-def rows(fmt, keys, batches, page):
+def rows(fmt, keys, batches, page, item=None):
     """The bytes of list rows, one piece per batch: `batches` of tuples in `keys` order
     (flat: str, int, float or None, which the csv module writes as JSON would, None
-    empty); `page` (a lists.Rows) says the streamed JSON's next_cursor at the end."""
+    empty); `page` (a lists.Rows) says the streamed JSON's next_cursor at the end.
+    `item(row)`: a row's JSON object, when it is not dict(zip(keys, row)) (a column
+    holding JSON text, written as it is in CSV)."""
     if fmt == "csv":
         return _csv(keys, batches)
-    dicts = ([dict(zip(keys, r)) for r in batch] for batch in batches)
+    item = item or (lambda r: dict(zip(keys, r)))
+    dicts = ([item(r) for r in batch] for batch in batches)
     if fmt == "ndjson":
         return map(ENCODE.encode_lines, dicts)
     return _json(dicts, page)

@@ -1,4 +1,4 @@
-"""The list endpoints, /api/rmb and /api/ure: their parameters, and the keyset SQL that
+"""The list endpoints, /api/rmb, /api/ure and /api/alerts: their parameters, and the keyset SQL that
 reads them, as one JSON page (`list_rows`) or as batches for a streamed answer (`Rows`).
 Pure over read-only connections (lumen.api.readers): the same SQL on SQLite and PostgreSQL.
 
@@ -10,7 +10,9 @@ same wherever it starts.
 
 import re
 
-from lumen import vocab
+import msgspec
+
+from lumen import storage, vocab
 from lumen.api.queries import (
     BadRequest,
     check_known,
@@ -26,6 +28,13 @@ from lumen.api.queries import (
 LIST_PARAMS = {
     "rmb": {"limit", "since", "until", "entity", "risk", "cursor", "host"},
     "ure": {"limit", "since", "until", "entity", "action", "cursor", "host"},
+    "alerts": {"limit", "since", "until", "status", "cursor", "host"},
+}
+# Each list's enum filter: parameter (a column) and its values.
+ENUMS = {
+    "rmb": ("risk", vocab.RISK_BANDS),
+    "ure": ("action", vocab.ACTIONS),
+    "alerts": ("status", vocab.ALERT_STATUSES),
 }
 
 CURSOR = re.compile(r"^(-?\d{1,12}(?:\.\d{1,9})?)_(\d{1,18})$")
@@ -49,10 +58,27 @@ COLUMNS = {
     "rmb": "ts, entity_id, residual, phase, risk, event_type, host, t, id",
     "ure": "ts, entity_id, residual, harmony, coherence, action, host, t, id",
 }
+# An item's keys: the columns above but the last two (t and id, the row's position).
 KEYS = {
     "rmb": ("ts", "entity_id", "residual", "phase", "risk", "event_type", "host"),
     "ure": ("ts", "entity_id", "residual", "harmony", "coherence", "action", "host"),
+    # the stored alert's columns, without its time and source; with its id and host
+    "alerts": ("id",)
+    + tuple(c for c in storage.COLUMNS["alerts"] if c not in ("t",) + storage.KEY)
+    + ("host",),
 }
+COLUMNS["alerts"] = ", ".join(KEYS["alerts"]) + ", t, id"
+# Columns stored as JSON text: objects in JSON and NDJSON, their JSON text in CSV.
+NESTED = {"alerts": ("labels",)}
+_decode = msgspec.json.decode
+
+
+def item(table, row):
+    """The JSON item of a row of COLUMNS[table]."""
+    out = dict(zip(KEYS[table], row))
+    for k in NESTED.get(table, ()):
+        out[k] = _decode(out[k])
+    return out
 
 
 class ListQuery:
@@ -80,7 +106,7 @@ class ListQuery:
         if entity is not None:
             where.append("entity_id = ?")
             args.append(entity)
-        name, allowed = ("risk", vocab.RISK_BANDS) if table == "rmb" else ("action", vocab.ACTIONS)
+        name, allowed = ENUMS[table]
         value = parse_enum(name, single(query, name), allowed)
         if value:
             where.append(f"{name} = ?")
@@ -100,7 +126,7 @@ class ListQuery:
         return sql + "ORDER BY t DESC, id DESC LIMIT ?", args + [n]
 
     def items(self, rows):
-        return [dict(zip(KEYS[self.table], r[:7])) for r in rows]
+        return [item(self.table, r[:-2]) for r in rows]
 
 
 def list_rows(db, table, query, default_limit, max_limit):
@@ -109,7 +135,7 @@ def list_rows(db, table, query, default_limit, max_limit):
     more = len(rows) > lq.limit
     rows = rows[: lq.limit]
     items = lq.items(rows)
-    nxt = encode_cursor(rows[-1][7], rows[-1][8]) if more and rows else None
+    nxt = encode_cursor(rows[-1][-2], rows[-1][-1]) if more and rows else None
     return {"ok": True, "count": len(items), "items": items, "next_cursor": nxt}
 
 
@@ -141,13 +167,13 @@ class Rows:
         if more:
             rows = rows[: self.left]
         if rows:
-            self.pos = (rows[-1][7], rows[-1][8])
+            self.pos = (rows[-1][-2], rows[-1][-1])
         if self.left is not None:
             self.left -= len(rows)
         if more:
             self.next_cursor = encode_cursor(*self.pos)
         self.done = more or len(rows) < n
-        return [r[:7] for r in rows]
+        return [r[:-2] for r in rows]
 
     def __iter__(self):
         first, self.first = self.first, None

@@ -3,6 +3,7 @@
 lists), the caching headers (ETag, Cache-Control, Vary, Content-Encoding) and 304."""
 
 from lumen import vocab
+from lumen.api import openapi_live
 
 
 ERROR = {
@@ -260,6 +261,27 @@ def document(max_limit):
                     "responses": {"200": _ok(page(ure_item), lists=True), **errors},
                 }
             },
+            "/api/alerts": {
+                "get": {
+                    "summary": "Alertmanager's alerts (logs/alerts.jsonl), newest first",
+                    "parameters": common[:3]
+                    + common[4:]
+                    + [
+                        _q(
+                            "status",
+                            {"type": "string", "enum": list(vocab.ALERT_STATUSES)},
+                            "only firing or only resolved alerts",
+                        ),
+                        as_list,
+                        stream,
+                    ],
+                    "responses": {
+                        "200": _ok(page(openapi_live.ALERT_ITEM), lists=True),
+                        **errors,
+                    },
+                }
+            },
+            "/api/stream": openapi_live.stream_path(host, server),
             "/api/summary": {
                 "get": {
                     "summary": "counts and rollback ratio over a window",

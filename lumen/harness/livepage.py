@@ -63,11 +63,21 @@ def launch(p, exe):
     return p.chromium.launch(executable_path=exe, args=LAUNCH_ARGS)
 
 
+def closed_stream(request):
+    """A request that 'failed' because the page closed its EventSource (another host
+    chosen, the fallback to polling): the page's doing, not an error."""
+    return request.resource_type == "eventsource" and request.failure == "net::ERR_ABORTED"
+
+
 def watch_errors(page, errors):
-    """Append to `errors` every console error, page error and failed request of `page`."""
+    """Append to `errors` every console error, page error and failed request of `page`
+    (but an event stream the page closed itself)."""
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
+    page.on(
+        "requestfailed",
+        lambda r: None if closed_stream(r) else errors.append(f"request failed: {r.url}"),
+    )
 
 
 def default_env(**env):

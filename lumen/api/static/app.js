@@ -1,5 +1,17 @@
-// Lumen live page: polls the read-only API every few seconds and redraws the charts.
-// No build step; uPlot is vendored (lumen/api/static/vendor/uplot-1.6.31, MIT).
+// Lumen live page: the charts and tables of the read-only API, kept current by its event
+// stream (/api/stream, server-sent events), or by polling every few seconds where the
+// stream is not available. No build step; uPlot is vendored (lumen/api/static/vendor/uplot-1.6.31, MIT).
+//
+// Live: an EventSource on /api/stream. Its `hello` (a fresh stream) loads everything once
+// from the list endpoints; then `rmb` events fill the newest-events table, `alert` events
+// the Alerts card (and play the alert's motif through window.LumenSound, when present),
+// `level` events set the Safety Music level (LumenSound.setLevel), `slo` events the SLO
+// table; `reset` (rows missed beyond what a reconnect replays) loads the lists again. The
+// charts are /api/series: fetched again when new data arrived, at most every DRAW_MS. On a
+// dropped connection the browser reconnects by itself and sends Last-Event-ID: the server
+// replays what was missed. When EventSource is missing, or the stream fails STREAM_FAILS
+// times in a row, the page polls every REFRESH_MS instead and tries the stream again after
+// STREAM_RETRY_MS (passing the last event id it saw). Requests revalidate (ETag, 304).
 //
 // What is drawn: complete time buckets only. The bucket still in progress (and one that
 // ended less than SETTLE_S ago, whose last events may not be stored yet) holds only part
@@ -11,6 +23,11 @@
 // the same left and right axis widths, so one instant is at one x position everywhere.
 "use strict";
 const WINDOW = "15m", STEP = "10s", REFRESH_MS = 5000;
+const DRAW_MS = 5000;  // live: the charts are fetched again at most this often, when data arrived
+const IDLE_DRAW_MS = 30000;  // live: ... and this often without new data (the x axis moves on)
+const STREAM_FAILS = 5, STREAM_RETRY_MS = 20000;  // failures in a row before polling; retry after
+const NEWEST = 15, ALERTS = 10;  // rows of the newest-events table and of the Alerts card
+const SEEN_MAX = 20000;  // rmb events remembered for the test hook (stream.rmb)
 const SETTLE_S = 2;  // the ingester's lag: a bucket counts as complete this long after its end
 const SLO_RATIO = 0.05;  // RMB-ROLL-001, the dashed line on the rollback-ratio axis
 const RATIO_TOPS = [0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1];
@@ -21,10 +38,15 @@ const charts = {};
 // hosts: the hosts /api/hosts lists; charts: the uPlot instances; series: the last
 // /api/series answer, now: the instant it was drawn for (s); xRange: [from, to] of every
 // chart; strip: the level strip's range, its drawn area (CSS px from the page's left) and
-// first bucket.
+// first bucket. stream: the event stream (mode "stream" or "polling", state, opens, hellos,
+// resets, errors, lastId, rmb: the ts of each rmb event received, in order); played: each
+// alert motif asked for ({motif, id, alertname, sound: whether LumenSound was there});
+// levels: each level set ({level, host, sound}); alerts: the Alerts card's items.
 window.lumen = { ready: false, renders: 0, points: 0, errors: [], host: "", hosts: [], charts,
-  series: null, now: null, xRange: null, strip: null, settle_s: SETTLE_S };
-let host = "";  // the chosen host ("" = all hosts), passed as host= to series, slo and rmb
+  series: null, now: null, xRange: null, strip: null, settle_s: SETTLE_S,
+  stream: { mode: "", state: "off", opens: 0, hellos: 0, resets: 0, errors: 0, lastId: null, rmb: [] },
+  played: [], levels: [], alerts: [] };
+let host = "";  // the chosen host ("" = all hosts), passed as host= to every request
 let xRange = null;
 let strip = null;  // what drawStrip drew last, redrawn on resize
 
@@ -131,7 +153,7 @@ function soundLevel(s, now) {
 }
 
 async function getJSON(path) {
-  const r = await fetch(path, { cache: "no-store" });
+  const r = await fetch(path, { cache: "no-cache" });  // revalidated: 304 when unchanged
   if (!r.ok) throw new Error(`${path}: HTTP ${r.status}`);
   return { body: await r.json(), date: Date.parse(r.headers.get("Date")) };
 }
@@ -183,45 +205,226 @@ function serverNow(date) {
   return Number.isFinite(date) ? date / 1000 + 0.5 : Date.now() / 1000;
 }
 
+// The charts: /api/series (and /api/hosts, for the selector and the Hosts card).
+async function loadCharts() {
+  const shown = host;
+  const [res, hosts] = await Promise.all([getJSON(withHost(`/api/series?window=${WINDOW}&step=${STEP}`)),
+    getJSON(`/api/hosts?window=${WINDOW}`).catch(() => null)]);
+  if (shown !== host) return false;  // another host was chosen meanwhile: its load draws
+  showHosts(hosts && hosts.body);
+  const s = res.body, now = serverNow(res.date);
+  const r = complete(s.rmb, s, now), u = complete(s.ure, s, now), lv = complete(s.safety, s, now);
+  // The axis starts at the first bucket the API has (the window's start, if older).
+  const firsts = [s.rmb, s.ure, s.safety].filter(a => a.length).map(a => a[0].t);
+  xRange = [firsts.length ? Math.max(now - s.window_s, Math.min(...firsts)) : now - s.window_s, now];
+  const t = r.map(b => b.t), tu = u.map(b => b.t);
+  draw("residual", [t, r.map(b => b.residual_mean), r.map(b => b.residual_max)]);
+  draw("events", [t, r.map(b => b.events), r.map(b => b.rollbacks), r.map(b => b.ratio)]);
+  draw("ure", [tu, u.map(b => b.harmony), u.map(b => b.coherence), u.map(b => b.hz), u.map(b => b.actions || null)]);
+  drawStrip(lv, xRange[0], xRange[1], s.step_s);
+  // The level from the newest bucket: when polling, and live until a level event came; and
+  // silence (UNDEFINED) once the newest bucket is old, pushed or not: no data is not calm.
+  const heard = soundLevel(s, now);
+  if (!live() || !levelPushed || heard === "UNDEFINED") setLevel(heard, host);
+  Object.assign(window.lumen, { series: s, now, xRange, host, points: t.length + tu.length + lv.length,
+    ready: t.length > 0 && tu.length > 0 && lv.length > 0 });
+  window.lumen.renders += 1;
+  const status = document.getElementById("status");
+  status.className = "";
+  status.textContent = `updated ${new Date().toLocaleTimeString()} · ${s.rmb.reduce((a, b) => a + b.events, 0)} events in ${WINDOW}`
+    + (host ? ` on ${host}` : "") + (live() ? " · live" : " · polling");
+  return true;
+}
+
+function showSlo(slo) {
+  document.querySelector("#slo tbody").innerHTML = slo.verdicts.map(v =>
+    `<tr><td>${esc(v.id)}</td><td>${esc(v.metric)}</td><td>${fmt(v.value, 4)} / ${v.threshold}</td><td class="${esc(v.status)}">${esc(v.status)}</td></tr>`).join("")
+    + `<tr><td colspan="3">overall</td><td class="${esc(slo.result)}">${esc(slo.result)}</td></tr>`;
+}
+
+// The newest RMB events: the list's rows, then each pushed row on top (once: a replayed row
+// already listed is not shown twice).
+let newest = [];
+const rowKey = e => `${e.host}|${e.entity_id}|${e.ts}|${e.event_type}`;
+
+function showNewest() {
+  document.querySelector("#newest tbody").innerHTML = newest.map(e =>
+    `<tr><td>${esc(e.ts.replace("T", " ").slice(0, 23))}</td><td>${esc(e.event_type)}</td><td>${fmt(e.residual, 3)}</td><td>${esc(e.risk)}</td></tr>`).join("");
+}
+
+function pushNewest(e) {
+  const k = rowKey(e);
+  if (newest.some(x => rowKey(x) === k)) return;
+  newest.unshift(e);
+  newest.sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0));
+  newest = newest.slice(0, NEWEST);
+  showNewest();
+}
+
+// Alerts (Alertmanager's, through the webhook receiver): newest first, firing red, resolved
+// green. A new one (pushed, or found by a poll) plays its motif once.
+let alerts = [], alertsLoaded = false;
+const playedIds = new Set();
+
+function showAlerts() {
+  window.lumen.alerts = alerts;
+  document.getElementById("alertcount").textContent = alerts.length ? `${alerts.length} newest` : "none yet";
+  document.querySelector("#alerts tbody").innerHTML = alerts.map(a =>
+    `<tr class="${a.status === "firing" ? "firing" : "resolved"}"><td>${esc(a.ts.replace("T", " ").slice(0, 19))}</td>`
+    + `<td>${esc(a.status)}</td><td>${esc(a.alertname)}</td><td>${esc(a.severity)}</td><td>${esc(a.summary)}</td></tr>`).join("");
+}
+
+function newAlert(a) {
+  if (!alerts.some(x => x.id === a.id)) {
+    alerts.unshift(a);
+    alerts.sort((x, y) => y.id - x.id);
+    alerts = alerts.slice(0, ALERTS);
+    showAlerts();
+  }
+  if (playedIds.has(a.id)) return;
+  playedIds.add(a.id);
+  const sound = window.LumenSound;
+  window.lumen.played.push({ motif: a.status, id: a.id, alertname: a.alertname, sound: !!sound });
+  if (sound) sound.playMotif(a.status);
+}
+
+// The Safety Music level: the worst of the hosts' current levels is what LumenSound plays.
+const SEVERITY = { UNDEFINED: -1, CALM: 0, TENSE: 1, ALERT: 2 };
+const levelOf = {};
+let levelNow = null, levelPushed = false;
+
+function setLevel(level, from) {
+  levelOf[from || ""] = level;
+  const worst = Object.values(levelOf).reduce((a, b) => ((SEVERITY[b] ?? -1) > (SEVERITY[a] ?? -1) ? b : a));
+  document.getElementById("levelnow").textContent = worst;
+  document.getElementById("levelnow").className = worst;
+  if (worst === levelNow) return;
+  levelNow = worst;
+  const sound = window.LumenSound;
+  window.lumen.levels.push({ level: worst, host: from || "", sound: !!sound });
+  if (sound) sound.setLevel(worst);
+}
+
+// Everything from the list endpoints: on load, on a host change, after a reset, and each
+// poll when there is no stream.
 async function refresh() {
   const status = document.getElementById("status"), shown = host;
   try {
-    const [res, slo, newest, hosts] = await Promise.all([
-      getJSON(withHost(`/api/series?window=${WINDOW}&step=${STEP}`)), getJSON(withHost("/api/slo")),
-      getJSON(withHost("/api/rmb?limit=15")), getJSON(`/api/hosts?window=${WINDOW}`).catch(() => null)]);
+    const [slo, rows, al] = await Promise.all([getJSON(withHost("/api/slo")),
+      getJSON(withHost(`/api/rmb?limit=${NEWEST}`)), getJSON(withHost(`/api/alerts?limit=${ALERTS}`))]);
     if (shown !== host) return;  // another host was chosen meanwhile: its refresh draws
-    showHosts(hosts && hosts.body);
-    const s = res.body, now = serverNow(res.date);
-    const r = complete(s.rmb, s, now), u = complete(s.ure, s, now), lv = complete(s.safety, s, now);
-    // The axis starts at the first bucket the API has (the window's start, if older).
-    const firsts = [s.rmb, s.ure, s.safety].filter(a => a.length).map(a => a[0].t);
-    xRange = [firsts.length ? Math.max(now - s.window_s, Math.min(...firsts)) : now - s.window_s, now];
-    const t = r.map(b => b.t), tu = u.map(b => b.t);
-    draw("residual", [t, r.map(b => b.residual_mean), r.map(b => b.residual_max)]);
-    draw("events", [t, r.map(b => b.events), r.map(b => b.rollbacks), r.map(b => b.ratio)]);
-    draw("ure", [tu, u.map(b => b.harmony), u.map(b => b.coherence), u.map(b => b.hz), u.map(b => b.actions || null)]);
-    drawStrip(lv, xRange[0], xRange[1], s.step_s);
-    if (window.LumenSound) window.LumenSound.setLevel(soundLevel(s, now));
-    document.querySelector("#slo tbody").innerHTML = slo.body.verdicts.map(v =>
-      `<tr><td>${v.id}</td><td>${v.metric}</td><td>${fmt(v.value, 4)} / ${v.threshold}</td><td class="${v.status}">${v.status}</td></tr>`).join("")
-      + `<tr><td colspan="3">overall</td><td class="${slo.body.result}">${slo.body.result}</td></tr>`;
-    document.querySelector("#newest tbody").innerHTML = newest.body.items.map(e =>
-      `<tr><td>${e.ts.replace("T", " ").slice(0, 23)}</td><td>${e.event_type}</td><td>${fmt(e.residual, 3)}</td><td>${e.risk}</td></tr>`).join("");
-    Object.assign(window.lumen, { series: s, now, xRange, host, points: t.length + tu.length + lv.length,
-      ready: t.length > 0 && tu.length > 0 && lv.length > 0 });
-    window.lumen.renders += 1;
-    status.className = "";
-    status.textContent = `updated ${new Date().toLocaleTimeString()} · ${s.rmb.reduce((a, b) => a + b.events, 0)} events in ${WINDOW}`
-      + (host ? ` on ${host}` : "");
+    showSlo(slo.body);
+    newest = rows.body.items;
+    showNewest();
+    // The first load shows what is there; after it, polling plays what is new.
+    for (const a of al.body.items.slice().reverse()) {
+      if (!alertsLoaded) playedIds.add(a.id);
+      newAlert(a);
+    }
+    alertsLoaded = true;
+    showAlerts();
+    await loadCharts();
+    lastDraw = Date.now();
   } catch (e) {
     window.lumen.errors.push(String(e));
     status.className = "err"; status.textContent = `cannot reach the API: ${e.message}`;
   }
 }
 
-document.getElementById("host").addEventListener("change", e => { host = e.target.value; refresh(); });
-refresh();
-setInterval(refresh, REFRESH_MS);
+// ------------------------------------------------------------------ the event stream
+let es = null, fails = 0, pollTimer = null, retryTimer = null, drawTimer = null, lastDraw = 0, dirty = false;
+const S = window.lumen.stream;
+
+function live() { return S.mode === "stream" && S.state === "open"; }
+
+function startPolling() {
+  S.mode = "polling";
+  if (!pollTimer) { refresh(); pollTimer = setInterval(refresh, REFRESH_MS); }
+}
+
+function stopPolling() {
+  if (pollTimer) { clearInterval(pollTimer); pollTimer = null; }
+}
+
+// The charts, again, once DRAW_MS have passed since the last time, when data arrived.
+function changed() {
+  dirty = true;
+  if (drawTimer) return;
+  drawTimer = setTimeout(() => {
+    drawTimer = null;
+    if (!live()) return;  // polling draws by itself
+    dirty = false;
+    lastDraw = Date.now();
+    loadCharts().catch(e => window.lumen.errors.push(String(e)));
+  }, Math.max(0, lastDraw + DRAW_MS - Date.now()));
+}
+
+function on(name, handle) {
+  es.addEventListener(name, e => {
+    S.lastId = e.lastEventId || S.lastId;
+    try { handle(JSON.parse(e.data)); } catch (err) { window.lumen.errors.push(`${name}: ${err}`); }
+  });
+}
+
+function openStream() {
+  if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
+  if (es) es.close();
+  const params = new URLSearchParams();
+  if (host) params.set("host", host);
+  if (S.lastId) params.set("last_event_id", S.lastId);  // a new EventSource sends no Last-Event-ID
+  const url = "/api/stream" + (params.toString() ? `?${params}` : "");
+  S.state = "connecting"; S.mode = S.mode || "stream";
+  es = new EventSource(url);
+  es.onopen = () => { S.state = "open"; S.opens += 1; fails = 0; };
+  es.onerror = () => {
+    S.errors += 1; fails += 1;
+    S.state = es.readyState === EventSource.CLOSED ? "closed" : "connecting";
+    if (es.readyState === EventSource.CLOSED || fails >= STREAM_FAILS) {
+      es.close(); es = null; S.state = "off";
+      startPolling();
+      retryTimer = setTimeout(openStream, STREAM_RETRY_MS);
+    }
+  };
+  on("hello", h => {
+    S.hellos += 1; S.state = "open"; fails = 0;
+    const wasPolling = S.mode === "polling";
+    S.mode = "stream";
+    stopPolling();
+    if (!h.resumed) refresh();  // a fresh stream: what is there now, then what comes
+    else if (wasPolling) changed();
+  });
+  on("rmb", e => {
+    S.rmb.push(e.ts);
+    if (S.rmb.length > SEEN_MAX) S.rmb.splice(0, S.rmb.length - SEEN_MAX);
+    pushNewest(e);
+    changed();
+  });
+  on("level", e => {
+    if (!levelPushed) for (const k of Object.keys(levelOf)) delete levelOf[k];  // the bucket's guess
+    levelPushed = true;
+    setLevel(e.level, e.host);
+    changed();
+  });
+  on("alert", e => newAlert(e));
+  on("slo", showSlo);
+  on("reset", () => { S.resets += 1; refresh(); });
+}
+
+function start() {
+  if (typeof window.EventSource !== "function") startPolling();
+  else openStream();
+  // Live, the charts are drawn again now and then even without new data (the axis moves).
+  setInterval(() => { if (live() && Date.now() - lastDraw >= IDLE_DRAW_MS) changed(); }, IDLE_DRAW_MS / 2);
+}
+
+document.getElementById("host").addEventListener("change", e => {
+  host = e.target.value;
+  newest = []; alerts = []; alertsLoaded = false; levelPushed = false;
+  for (const k of Object.keys(levelOf)) delete levelOf[k];
+  if (es) { S.lastId = null; openStream(); }  // another filter: a fresh stream, its hello loads
+  else refresh();
+});
+start();
 window.addEventListener("resize", () => {
   for (const id in charts) charts[id].setSize({ width: width(id), height: 220 });
   if (strip) drawStrip(strip.rows, strip.lo, strip.hi, strip.step);
