@@ -1,7 +1,7 @@
 """The live page on the event stream, in headless Chromium, over the real ingester and API:
 it opens /api/stream and gets new rows, alerts and level changes without polling the
-lists; an alert appended to logs/alerts.jsonl plays its motif (window.LumenSound, stubbed
-here: lumen/api/static/sound.js is issue 17's point 1) and shows in the Alerts card; a
+lists; an alert appended to logs/alerts.jsonl plays its motif (window.LumenSound of
+lumen/api/static/sound.js, its calls recorded) and shows in the Alerts card; a
 restarted API is reconnected to with Last-Event-ID and nothing is missed; without
 EventSource, or with the stream refused, the page polls, and goes back to the stream."""
 
@@ -15,10 +15,16 @@ from conftest import emit
 from test_live_page import browser_page
 from test_stream import SSE, Live, alert, append, log_ts, safety_line
 
-# A LumenSound that records what it is asked to play.
-SOUND_STUB = """window.LumenSound = { calls: [],
-  setLevel(level) { this.calls.push(["level", level]); },
-  playMotif(status) { this.calls.push(["motif", status]); } };"""
+# The page's LumenSound (lumen/api/static/sound.js), recording what it is asked to play
+# before doing it (no click here: it plays nothing aloud, and says so by returning false).
+SOUND_STUB = """(() => { let real; const calls = [];
+  Object.defineProperty(window, "LumenSound", { configurable: true, get() { return real; },
+    set(v) {
+      real = v; v.calls = calls;
+      const level = v.setLevel.bind(v), motif = v.playMotif.bind(v);
+      v.setLevel = x => { calls.push(["level", x]); return level(x); };
+      v.playMotif = x => { calls.push(["motif", x]); return motif(x); };
+    } }); })();"""
 
 
 def paths(requests, path):
