@@ -4,6 +4,7 @@ schemas), and an end-to-end run: the Lumen stack with a real Prometheus and Aler
 A missing tool is a visible skip locally and a failure when LUMEN_REQUIRE_OPS_TOOLS=1 (CI).
 """
 
+import contextlib
 import http.server
 import json
 import os
@@ -500,23 +501,50 @@ def test_steady_stream_fires_no_alert(tmp_path, procs):
 
 
 def test_spike_alert_is_logged_and_heard_then_its_resolution(tmp_path, procs):
-    """Issue 17: RMBRollbackSpike fires -> one `firing` line in logs/alerts.jsonl and one
-    OSC message; it resolves (the emitter stops; the rule's window is 10 s here) -> one
-    `resolved` line and its OSC message. Alertmanager's repeats are not logged again."""
+    """Issue 17: RMBRollbackSpike fires -> one `firing` line in logs/alerts.jsonl, one OSC
+    message, and the live page (headless Chromium, on the stream of the API over what the
+    ingester stored) plays the firing motif; it resolves (the emitter stops; the rule's
+    window is 10 s here) -> one `resolved` line, its OSC message and the resolution's
+    motif on the page. Alertmanager's repeats are not logged or played again."""
+    from test_live_page import browser_page
+
     sock = osc_listener()
     e = _e2e(tmp_path, procs, "spike", osc_port=sock.getsockname()[1], alert_window="10s")
-    log, got = procs.cwd / "logs/alerts.jsonl", []
-    try:
+    log, got, errors, api = procs.cwd / "logs/alerts.jsonl", [], [], free_port()
+    procs.start(ROOT / "tools/storage/ingest_tail_v18.py")
+    procs.start(ROOT / "api/read_only.py", "--port", api)
 
-        def spike(status):
-            evs = lines(log) if log.exists() else []  # each one checked against the schema
-            return [
-                ev for ev in evs if ev["alertname"] == "RMBRollbackSpike" and ev["status"] == status
-            ]
+    def spike(status):
+        evs = lines(log) if log.exists() else []  # each one checked against the schema
+        return [
+            ev for ev in evs if ev["alertname"] == "RMBRollbackSpike" and ev["status"] == status
+        ]
 
-        def heard(address):
-            osc_messages(sock, got)
-            return [m for m in got if m[0] == address and m[1][0] == "RMBRollbackSpike"]
+    def heard(address):
+        osc_messages(sock, got)
+        return [m for m in got if m[0] == address and m[1][0] == "RMBRollbackSpike"]
+
+    def played(status):
+        return page.evaluate(
+            "s => lumen.played.filter(p => p.alertname === 'RMBRollbackSpike' && p.motif === s)",
+            status,
+        )
+
+    def api_up():
+        try:
+            return requests.get(f"http://127.0.0.1:{api}/healthz", timeout=2).status_code
+        except requests.RequestException:  # not listening yet
+            return None
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(e.sink.shutdown)
+        stack.callback(sock.close)
+        page = stack.enter_context(browser_page(errors))
+        wait_until(api_up, timeout=60, interval=0.3, what="the API")
+        page.goto(f"http://127.0.0.1:{api}/")
+        page.wait_for_function(
+            "() => lumen.stream && lumen.stream.mode === 'stream'", timeout=60_000
+        )
 
         wait_until(lambda: spike(vocab.FIRING), timeout=120, interval=0.5, what="a firing line")
         (firing,) = wait_until(lambda: heard("/lumen/alert/firing"), timeout=30, what="OSC firing")
@@ -540,6 +568,7 @@ def test_spike_alert_is_logged_and_heard_then_its_resolution(tmp_path, procs):
         (f,) = spike(vocab.FIRING)  # one line, whatever Alertmanager repeated
         assert f["severity"] == "critical" and f["receiver"] == "lumen" and f["ends_at"] is None
         assert f["labels"]["job"] == "rmb_v17" and f["summary"] == firing[1][2]
+        (pf,) = wait_until(lambda: played("firing"), timeout=60, what="the page's firing motif")
 
         e.emitter.send_signal(signal.SIGTERM)  # no more events: the ratio falls to 0
         assert e.emitter.wait(timeout=30) == 0
@@ -549,6 +578,9 @@ def test_spike_alert_is_logged_and_heard_then_its_resolution(tmp_path, procs):
         assert (r["fingerprint"], r["starts_at"]) == (f["fingerprint"], f["starts_at"])
         assert r["ends_at"] and timefmt.parse(r["ends_at"]) >= timefmt.parse(r["starts_at"])
         assert len(spike(vocab.FIRING)) == 1 and len(heard("/lumen/alert/firing")) == 1
-    finally:
-        e.sink.shutdown()
-        sock.close()
+        # The page heard both, once each, from the rows the ingester stored and the API pushed.
+        (pr,) = wait_until(lambda: played("resolved"), timeout=60, what="the page's resolution")
+        assert pf["id"] != pr["id"] and len(played("firing")) == 1
+        shown = page.locator("#alerts tbody tr").all_inner_texts()
+        assert sum("RMBRollbackSpike" in row for row in shown) == 2
+    assert errors == []
