@@ -11,8 +11,13 @@ is), /healthz, /metrics. Reads configs/alert_receiver_v18.yaml. The server:
 lumen/alert_server.py; the mapping and deduplication: lumen/alerts.py.
 """
 
-import argparse
 import sys
+from pathlib import Path
+
+if __name__ == "__main__":  # run by path: this checkout's lumen if this Python has none
+    sys.path.append(str(Path(__file__).resolve().parents[1]))
+
+import argparse
 
 from lumen import CONFIGS, config
 from lumen.alert_server import Receiver
