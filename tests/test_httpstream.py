@@ -372,10 +372,11 @@ def chunks(r):
 def test_waiting_streams_hold_no_thread_and_wake_from_another(start):
     srv = start(workers=1)
     socks = [connect(srv) for _ in range(3)]
+    readers = [Reader(s) for s in socks]  # one per connection: a reader may hold what follows
     streams = []
     for i, s in enumerate(socks):
         s.sendall(b"GET /wait?id=w%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
-        streams.append(chunks(Reader(s)))
+        streams.append(chunks(readers[i]))
         assert next(streams[-1]) == b"start\n"
     # Three streams wait; the one worker still answers.
     assert get(srv, "/tiny")[2] == b'{"ok": true}'
@@ -387,7 +388,7 @@ def test_waiting_streams_hold_no_thread_and_wake_from_another(start):
     sources["w0"].push(b"last\n")
     sources["w0"].push(None)
     assert list(streams[0]) == [b"last\n", b""]
-    assert Reader(socks[0]).response()[2] == b'{"ok": true}'
+    assert readers[0].response()[2] == b'{"ok": true}'
     assert sources["w0"].closed.is_set()
     for s in socks:
         s.close()
