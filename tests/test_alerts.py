@@ -302,6 +302,31 @@ def test_rebuild_reads_the_newest_lines_of_the_log_and_its_rotation(tmp_path):
     assert alerts.Seen(5).rebuild(tmp_path / "missing.jsonl") == (0, 0)
 
 
+def test_make_logs_rotate_rotates_the_alert_log_and_the_dedupe_still_sees_it(tmp_path):
+    """ops/logrotate rotates logs/alerts.jsonl like the other logs (rename, delaycompress),
+    so after a rotation the receiver's rebuild on start still finds every written key."""
+    import os
+    import shutil
+
+    if shutil.which("logrotate") is None:
+        if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
+            pytest.fail("logrotate is required (LUMEN_REQUIRE_OPS_TOOLS=1) but not installed")
+        pytest.skip("logrotate not installed")
+    evs = [
+        alerts.to_events(alerts.parse_payload(body(payload(alert(fp=f"r{i}"))))[0], T1)[0]
+        for i in range(4)
+    ]
+    log = tmp_path / "logs/alerts.jsonl"
+    log.parent.mkdir()
+    log.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in evs))
+    r = run_make(tmp_path, "logs.rotate", env=hermetic_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not log.exists() and (tmp_path / "logs/alerts.jsonl.1").exists()
+    seen = alerts.Seen(100)
+    assert seen.rebuild(log) == (4, 0)
+    assert all(alerts.key(e) in seen for e in evs)
+
+
 # ------------------------------------------------------------------ OSC
 def osc_listener():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
