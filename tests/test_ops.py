@@ -53,7 +53,18 @@ def test_promtool_accepts_config_and_rules():
     r = run(promtool, "check", "config", OPS / "prometheus/prometheus.yml")
     assert r.returncode == 0, r.stdout + r.stderr
     prom = yaml.safe_load((OPS / "prometheus/prometheus.yml").read_text())
-    assert [j["job_name"] for j in prom["scrape_configs"]] == ["rmb_v17", "ure_v18"]
+    assert [j["job_name"] for j in prom["scrape_configs"]] == [
+        "rmb_v17",
+        "ure_v18",
+        "alert_receiver",
+    ]
+    assert prom["scrape_configs"][2]["static_configs"][0]["targets"] == ["localhost:9411"]
+    compose = yaml.safe_load((OPS / "prometheus/prometheus.compose.yml").read_text())
+    assert [sc["static_configs"][0]["targets"] for sc in compose["scrape_configs"]] == [
+        ["lumen-exporters:9409"],
+        ["ure-exporter:9410"],
+        ["alert-receiver:9411"],
+    ]
     assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         "localhost:9093"
     ]
@@ -63,6 +74,30 @@ def test_promtool_accepts_config_and_rules():
         and "SUCCESS: 2 rules found" in r.stdout
         and "SUCCESS: 5 rules found" in r.stdout
     )
+
+
+def test_many_hosts_scrape_the_alert_receivers_they_name(tmp_path):
+    """A hosts file's `alerts:` is optional: the alert_receiver job scrapes the hosts that
+    name one (labelled with the host), and is left out when none does."""
+    from lumen import ops_build
+
+    scrape = OPS / "prometheus/scrape.yml"
+    f = tmp_path / "hosts.yml"
+    f.write_text(
+        "hosts:\n"
+        "  - {id: a, rmb: 'a:9409', ure: 'a:9410', alerts: 'a:9411'}\n"
+        "  - {id: b, rmb: 'b:9409', ure: 'b:9410'}\n"
+    )
+    cfg = yaml.safe_load(ops_build.prometheus_config(scrape, many=ops_build.load_hosts(f)))
+    jobs = {j["job_name"]: j["static_configs"] for j in cfg["scrape_configs"]}
+    assert jobs["alert_receiver"] == [{"targets": ["a:9411"], "labels": {"host": "a"}}]
+    assert [sc["labels"]["host"] for sc in jobs["ure_v18"]] == ["a", "b"]
+    f.write_text("hosts:\n  - {id: b, rmb: 'b:9409', ure: 'b:9410'}\n")
+    cfg = yaml.safe_load(ops_build.prometheus_config(scrape, many=ops_build.load_hosts(f)))
+    assert [j["job_name"] for j in cfg["scrape_configs"]] == ["rmb_v17", "ure_v18"]
+    f.write_text("hosts:\n  - {id: b, rmb: 'b:9409', ure: 'b:9410', alerts: 'nope'}\n")
+    with pytest.raises(ValueError, match=r"hosts\[0\]\.alerts: expected host:port"):
+        ops_build.load_hosts(f)
 
 
 def test_promtool_rule_unit_tests_pass():

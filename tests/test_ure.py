@@ -259,13 +259,13 @@ def test_rollback_plan_37_10(stack, tmp_path):
     import yaml
 
     jobs = [j["job_name"] for j in yaml.safe_load(scrape.read_text())["scrape_configs"]]
-    assert jobs == ["rmb_v17"]
+    assert jobs == ["rmb_v17", "alert_receiver"]
     alive = {k for k, v in pids_in(cwd / "run").items() if pid_alive(v)}
     assert {"rmb_exporter", "rmb_emitter", "safety_music"} <= alive
     r = run_make(cwd, "switch.v18", env=env, timeout=120)
     assert r.returncode == 0 and "RESULT = SWITCHED" in r.stdout
     jobs = [j["job_name"] for j in yaml.safe_load(scrape.read_text())["scrape_configs"]]
-    assert jobs == ["rmb_v17", "ure_v18"]
+    assert jobs == ["rmb_v17", "ure_v18", "alert_receiver"]
 
 
 def test_a_quiet_input_keeps_its_resume_point_near_the_end_of_the_output(workdir):
