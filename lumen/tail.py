@@ -332,6 +332,12 @@ class Tailer:
         st = self._stat_live()
         if st is not None and (st.st_dev, st.st_ino) == want:
             live_fp = self._fp_live()
+            if fp is None and offset == 0 and "done" in ck:
+                # Nothing of it delivered, its first line never whole: a copytruncate while
+                # we were down would leave it looking the same. Its copy is a rotated file
+                # not drained yet; _advance reads those first, then this file from 0.
+                self._advance()
+                return
             if st.st_size >= offset and (fp is None or live_fp == fp):
                 self._mark_older_done(None)
                 self._open_live(offset, skipping)
@@ -540,9 +546,9 @@ class Tailer:
                     # these bytes are not the continuation of what we read.
                     self._truncated()
                     continue
-                self._pos += len(data)
                 if f.fp is None:
-                    f.fp = f.fingerprint()
+                    f.fp = self._fp_read(data)
+                self._pos += len(data)
                 return self._split(data)
             # At the end of the current file.
             if not self._following:
@@ -569,6 +575,14 @@ class Tailer:
     def source(self):
         """Fingerprint of the file being read (None before its first line)."""
         return self._file.fp if self._file is not None else None
+
+    def _fp_read(self, data):
+        """The fingerprint of the file being read, from the bytes read from it (`data`
+        just read at self._pos): taken from the file again, it could be another file's
+        head if the file was truncated and rewritten since (a copytruncate)."""
+        if self.offset == 0 and not self._skipping and len(self._buf) == self._pos:
+            return _fp_of_head((self._buf + data)[:FP_BYTES], False)
+        return self._file.fingerprint()
 
     def _split(self, data):
         buf = self._buf + data if self._buf else data
@@ -736,8 +750,9 @@ class Tailer:
         f = self._file
         if f is None:  # waiting for the live file
             return {"dev": 0, "ino": 0, "offset": 0, "fp": None, "done": self._done}
-        if f.fp is None:
-            f.fp = f.fingerprint()
+        # f.fp stays None until a first line was read whole (poll sets it from the bytes
+        # read): taken from the file here, it could be a rewritten file's, which would
+        # then pass for ours.
         return {
             "dev": f.dev,
             "ino": f.ino,

@@ -949,3 +949,34 @@ def test_copytruncate_window_while_down_is_not_read_again(log):
     os.truncate(log, 0)
     write(log, range(15, 20))
     assert nums(drain(restart(log))) == list(range(15, 20))
+
+
+# ------------------------------------- a torn first line, copytruncated, and a checkpoint
+@pytest.mark.parametrize("read_fragment", [True, False], ids=["fragment read", "nothing read"])
+@pytest.mark.parametrize("restarted", [False, True], ids=["following", "restarted"])
+def test_a_checkpoint_before_the_first_whole_line_names_no_file(log, read_fragment, restarted):
+    """The live file holds only a torn line (its first line never whole, so no fingerprint)
+    when it is copytruncated and written again, and a checkpoint is taken before the
+    reader looks (a merge commits a quiet input along with the other one). The checkpoint
+    must not take the rewritten file's first line for this file's: the torn line is then
+    read from the copy (one last line, to reject), and the new lines once each."""
+    log.write_bytes(b"")
+    t = Tailer(log, "c")
+    assert drain(t) == []
+    with open(log, "ab") as f:
+        f.write(b'{"torn": ')
+    if read_fragment:
+        assert drain(t) == []  # held: no newline yet
+    copytruncate(log)
+    write(log, [1, 2, 3])
+    t.commit()  # between the rewrite and the next poll
+    assert t.position()["fp"] is None and t.position()["offset"] == 0
+    if restarted:
+        t.close()
+        t = restart(log)
+    got = [x for _ in range(10) for x in t.poll()]  # a file switch may return nothing once
+    assert [x for _, x in got][0] == b'{"torn": '
+    assert nums(got[1:]) == [1, 2, 3]
+    t.commit()
+    t.close()
+    assert drain(restart(log)) == []  # all of it committed: nothing read twice
