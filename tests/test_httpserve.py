@@ -18,6 +18,7 @@ from conftest import ROOT, wait_until
 
 BIG = b"x" * 8_000_000  # larger than any socket buffer: the write blocks on the client
 app_started, app_done = threading.Event(), threading.Event()
+gate_entered, gate = threading.Event(), threading.Event()
 
 
 def app(method, path, query):
@@ -28,6 +29,10 @@ def app(method, path, query):
         time.sleep(0.3)
         app_done.set()
         return 200, [("Content-Type", "application/octet-stream")], BIG
+    if path == "/gate":  # held by a worker until the test opens the gate
+        gate_entered.set()
+        gate.wait(60)
+        return 200, [("Content-Type", "application/json")], b'{"gate": true}'
     if path == "/big":
         return 200, [("Content-Type", "application/octet-stream")], BIG
     return 200, [("Content-Type", "application/json")], b'{"ok": true}'
@@ -401,3 +406,64 @@ def test_post_bodies_only_where_a_handler_takes_them(start):
     )
     assert_json_error(status, headers, body, 405)
     assert headers["allow"] == "GET, HEAD"
+
+
+@pytest.fixture
+def gated():
+    gate_entered.clear()
+    gate.clear()
+    yield
+    gate.set()
+
+
+def test_input_that_comes_while_a_worker_answers_waits_its_turn(start, gated):
+    """The connection stays registered while a worker has it: a request pipelined behind
+    one the app is still answering is answered after it, in order, on the same connection,
+    and the connection keeps serving."""
+    srv = start(workers=2)
+    with connect(srv) as s:
+        s.sendall(b"GET /gate HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert gate_entered.wait(30)
+        s.sendall(b"GET /tiny HTTP/1.1\r\nHost: x\r\n\r\n")
+        gate.set()
+        first = s.recv(65536)
+        while first.count(b"\r\n\r\n") < 2 and b'{"ok": true}' not in first:
+            first += s.recv(65536)
+        assert first.index(b'{"gate": true}') < first.index(b'{"ok": true}')
+        for _ in range(3):
+            s.sendall(b"GET /tiny HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(s)[2] == b'{"ok": true}'
+    wait_until(lambda: srv.open == 0, what="the connection released")
+
+
+def test_a_hang_up_while_a_worker_answers_releases_the_connection(start, gated):
+    srv = start(workers=2)
+    s = connect(srv)
+    s.sendall(b"GET /gate HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert gate_entered.wait(30)
+    s.close()
+    gate.set()
+    wait_until(lambda: srv.open == 0, what="the connection released")
+    assert request(srv, b"GET /tiny HTTP/1.1\r\nHost: x\r\n\r\n")[2] == b'{"ok": true}'
+
+
+def test_keep_alive_connections_a_worker_gave_back_still_expire(start):
+    """Back-to-back keep-alive requests (given back by the worker itself, not the selector
+    thread) are all answered, the thread count stays 1 + workers, and each connection
+    left idle is still closed at its deadline."""
+    srv = start(workers=3, timeout=1)
+    socks = [connect(srv) for _ in range(6)]
+    counts = []
+    for _ in range(200):
+        for s in socks:
+            s.sendall(b"GET /tiny HTTP/1.1\r\nHost: x\r\n\r\n")
+        for s in socks:
+            status, headers, body = read_response(s)
+            assert (status, body) == (200, b'{"ok": true}')
+        counts.append(threading.active_count())  # the server's threads all run by now
+    assert len(set(counts)) == 1, set(counts)
+    for s in socks:
+        wait_until(lambda s=s: closed_by_peer(s), timeout=30, what="an idle connection closed")
+        s.close()
+    wait_until(lambda: srv.open == 0, what="connections released")
+    assert srv.timed_out == 6
