@@ -4,10 +4,7 @@ Handlers stay thin over one function `app(method, path, query) -> (status, heade
 One selector thread owns every connection while its request arrives and while the rest of
 a big answer leaves; a complete request (head, and a body of up to 64 KB) goes to one of a
 few worker threads, which answer it with a BaseHTTPRequestHandler and hand the connection
-back. A worker never waits on a client. A keep-alive connection stays registered for
-reading while a worker has it, and the worker gives it back itself when its answer is all
-sent and no input came meanwhile: the usual request costs no epoll_ctl and no wake-up of
-the selector thread. What that guarantees:
+back. A worker never waits on a client. What that guarantees:
 
 - A deadline for the whole request: `timeout` seconds from the accept (or from the end of
   the previous answer on a keep-alive connection) to its last byte. It is checked against
@@ -140,7 +137,7 @@ def _body_length(head, limit=None):
 class _Conn:
     __slots__ = tuple(
         "sock addr buf scanned need deadline lingering out keep stream stream_end "
-        "waiting woken parked wake busy reg".split()
+        "waiting woken parked wake".split()
     )
 
     def __init__(self, sock, addr, deadline):
@@ -155,8 +152,6 @@ class _Conn:
         self.woken = False  # woken while not parked: make the next piece at once
         self.parked = False  # waiting in the selector for a wake (no thread)
         self.wake = None  # the Wait's wake function, made once
-        self.busy = False  # with a worker: the selector thread leaves buf and out alone
-        self.reg = 0  # the selector events the socket is registered for (0: none)
 
 
 class _Input:
@@ -243,7 +238,6 @@ class _Server(HTTPServer):
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._lock = threading.Lock()
-        self._hand = threading.Lock()  # a connection's `busy` and `reg` as workers end
         self._stop = False
         self._stopped = threading.Event()
         self._stopped.set()
@@ -319,7 +313,7 @@ class _Server(HTTPServer):
             # ~40 ms to a keep-alive request.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn = _Conn(sock, addr, time.monotonic() + self.timeout_s)
-            self._watch(conn, selectors.EVENT_READ)
+            self._sel.register(sock, selectors.EVENT_READ, conn)
 
     def _drain_wake(self):
         try:
@@ -328,38 +322,7 @@ class _Server(HTTPServer):
         except BlockingIOError:  # emptied
             pass
 
-    def _watch(self, conn, events):
-        """Register the connection for `events` (one epoll_ctl at most: none when it is
-        registered for them already)."""
-        if conn.reg == events:
-            return
-        if conn.reg:
-            self._sel.modify(conn.sock, events, conn)
-        else:
-            self._sel.register(conn.sock, events, conn)
-        conn.reg = events
-
-    def _unwatch(self, conn):
-        if conn.reg:
-            self._sel.unregister(conn.sock)
-            conn.reg = 0
-
-    def _to_worker(self, conn):
-        """Hand the connection to a worker. It stays registered for reading (saving two
-        epoll_ctl per keep-alive request) until input arrives while the worker has it:
-        then _read unregisters it (the input waits in the socket), and _returned registers
-        it again."""
-        if conn.reg != selectors.EVENT_READ:
-            self._unwatch(conn)  # writable would wake the selector at once, again and again
-        conn.busy = True
-        self._jobs.put(conn)
-
     def _read(self, conn):
-        if conn.busy:  # a pipelined request or a hang-up: read once the worker is done
-            with self._hand:
-                if conn.busy:
-                    self._unwatch(conn)
-                    return
         try:
             data = conn.sock.recv(65536)
         except BlockingIOError:  # a spurious wake-up
@@ -404,7 +367,8 @@ class _Server(HTTPServer):
             if conn.need > len(buf) and self.max_body is not None and EXPECT.search(head):
                 self._send_raw(conn.sock, CONTINUE)  # the client waits for it to send the body
         if len(buf) >= conn.need:
-            self._to_worker(conn)
+            self._sel.unregister(conn.sock)
+            self._jobs.put(conn)
 
     def _write(self, conn):
         try:
@@ -417,30 +381,30 @@ class _Server(HTTPServer):
         conn.out = conn.out[sent:]
         if not conn.out:
             conn.out = None
+            self._sel.unregister(conn.sock)
             self._returned(conn, conn.keep)
 
     def _returned(self, conn, keep):
-        conn.busy = False
         if conn.out is not None:  # the answer's rest first, within the deadline
             conn.keep = keep
             conn.deadline = time.monotonic() + self.timeout_s
-            self._watch(conn, selectors.EVENT_WRITE)
+            self._sel.register(conn.sock, selectors.EVENT_WRITE, conn)
             return
         if conn.stream is not None:  # all sent: a worker makes the stream's next piece
             conn.keep = keep
             if conn.waiting and not conn.woken:  # ... once woken: parked until then
                 conn.parked = True
                 conn.deadline = conn.stream_end
-                self._watch(conn, selectors.EVENT_READ)
+                self._sel.register(conn.sock, selectors.EVENT_READ, conn)
                 return
             conn.waiting = conn.woken = False
-            self._to_worker(conn)
+            self._jobs.put(conn)
             return
         if not keep:
             return self._linger(conn)
         conn.deadline = time.monotonic() + self.timeout_s
         conn.scanned = conn.need = 0
-        self._watch(conn, selectors.EVENT_READ)
+        self._sel.register(conn.sock, selectors.EVENT_READ, conn)
         if conn.buf:  # a pipelined request may be complete already
             self._check(conn)
 
@@ -448,7 +412,8 @@ class _Server(HTTPServer):
         """A wake of the app (see Wait), in the selector thread."""
         if conn.parked:
             conn.parked = conn.waiting = False
-            self._to_worker(conn)
+            self._sel.unregister(conn.sock)
+            self._jobs.put(conn)
         elif conn.stream is not None:  # in a worker or sending: no park for the next Wait
             conn.woken = True
 
@@ -458,7 +423,7 @@ class _Server(HTTPServer):
             self._sel.register(self.socket, selectors.EVENT_READ, LISTEN)
         for key in list(self._sel.get_map().values()):
             conn = key.data
-            if isinstance(conn, _Conn) and not conn.busy and conn.deadline <= now:
+            if isinstance(conn, _Conn) and conn.deadline <= now:
                 if conn.parked:  # a waiting stream at stream_timeout: cut
                     self._count("streams_cut")
                     print(
@@ -494,10 +459,12 @@ class _Server(HTTPServer):
         conn.lingering = True
         conn.buf.clear()
         conn.deadline = time.monotonic() + LINGER_S
-        self._watch(conn, selectors.EVENT_READ)
+        if conn.sock not in self._sel.get_map():
+            self._sel.register(conn.sock, selectors.EVENT_READ, conn)
 
     def _close(self, conn):
-        self._unwatch(conn)
+        if conn.sock in self._sel.get_map():
+            self._sel.unregister(conn.sock)
         conn.parked = False
         self._end_stream(conn)
         conn.sock.close()
@@ -548,28 +515,11 @@ class _Server(HTTPServer):
             except Exception:  # as socketserver does: handle_error tells a bug from a hang-up
                 self._end_stream(conn)
                 self.handle_error(conn.sock, conn.addr)
-            if self._done_here(conn, keep):
-                continue
             self._back.append((conn, keep))
             try:
                 self._wake_w.send(b"\0")
             except OSError:  # wake-ups pending already (EAGAIN), or the server is closed
                 pass
-
-    def _done_here(self, conn, keep):
-        """The common end of a keep-alive request, without a round trip through the
-        selector thread: the answer is sent, nothing follows in the buffer, and the socket
-        is still registered for reading (no input came meanwhile). The connection is the
-        selector thread's again from `busy = False`, under the lock _read takes."""
-        if not keep or conn.out is not None or conn.stream is not None or conn.buf:
-            return False
-        with self._hand:
-            if conn.reg != selectors.EVENT_READ:
-                return False
-            conn.deadline = time.monotonic() + self.timeout_s
-            conn.scanned = conn.need = 0
-            conn.busy = False
-        return True
 
     def _pump(self, conn, keep=None):
         """Make the stream's next piece and send what the socket takes now (the rest is
@@ -648,7 +598,7 @@ class _Server(HTTPServer):
     def server_close(self):
         super().server_close()
         for key in list(self._sel.get_map().values()):
-            if isinstance(key.data, _Conn) and not key.data.busy:  # a worker's: below
+            if isinstance(key.data, _Conn):
                 self._close(key.data)
         while self._back:
             conn = self._back.popleft()[0]
