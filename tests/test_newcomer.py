@@ -111,7 +111,7 @@ def test_track_a_waits_while_a_writer_runs_and_not_otherwise(workdir, procs):
     r = make_alone(workdir, "slo.report", env=env)
     assert "waiting" not in r.stdout and "[slo] RESULT = NO_DATA" in r.stdout
     # metrics.fake.v17 running here (its PID file names a live process): worth waiting for.
-    writer = procs.start("-c", "import time; time.sleep(120)")
+    writer = procs.start("-c", "import signal; signal.pause()")  # alive until killed by PID
     (workdir / "run").mkdir(exist_ok=True)
     (workdir / "run/metrics_fake.pid").write_text(f"{writer.pid}\n")
     r = make_alone(workdir, "slo.report", env=env)
@@ -390,7 +390,7 @@ def test_down_with_something_running_and_no_usable_venv_says_so(tmp_path, procs)
     clone = fresh_clone(tmp_path / "clone")
     state = tmp_path / "state"
     (state / "run").mkdir(parents=True)
-    alive = procs.start("-c", "import time; time.sleep(120)")
+    alive = procs.start("-c", "import signal; signal.pause()")  # alive until killed by PID
     (state / "run/supervisord.pid").write_text(f"{alive.pid}\n")
     r = subprocess.run(
         ["make", "-s", "-f", str(clone / "Makefile"), "down"],
