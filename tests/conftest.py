@@ -4,6 +4,7 @@ tests run it (`run_emitter`, `emit`); private make stacks (`private_stack`, `sto
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,6 +84,22 @@ def merged_env(env=None):
         else:
             e[k] = str(v)
     return e
+
+
+def unavailable(why):
+    """A tool or facility a test needs is missing: a visible skip locally, a failure under
+    LUMEN_REQUIRE_OPS_TOOLS=1 (CI, .ci/run), where everything is installed."""
+    if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
+        pytest.fail(f"{why} (LUMEN_REQUIRE_OPS_TOOLS=1)")
+    pytest.skip(why)
+
+
+def require_tool(name, *alternatives, package=None):
+    """The path of `name` (or of the first alternative found); else unavailable()."""
+    path = next(filter(None, (shutil.which(n) for n in (name, *alternatives))), None)
+    if path is None:
+        unavailable(f"{name} is not installed (apt-get install {package or name})")
+    return path
 
 
 free_port = harness.free_port  # a port this test session was not given before

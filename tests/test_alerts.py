@@ -22,6 +22,7 @@ from pythonosc.osc_message import OscMessage
 from lumen import alerts, config, events
 from lumen.alert_server import Receiver
 from conftest import (
+    require_tool,
     PY,
     ROOT,
     free_port,
@@ -305,13 +306,7 @@ def test_rebuild_reads_the_newest_lines_of_the_log_and_its_rotation(tmp_path):
 def test_make_logs_rotate_rotates_the_alert_log_and_the_dedupe_still_sees_it(tmp_path):
     """ops/logrotate rotates logs/alerts.jsonl like the other logs (rename, delaycompress),
     so after a rotation the receiver's rebuild on start still finds every written key."""
-    import os
-    import shutil
-
-    if shutil.which("logrotate") is None:
-        if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
-            pytest.fail("logrotate is required (LUMEN_REQUIRE_OPS_TOOLS=1) but not installed")
-        pytest.skip("logrotate not installed")
+    require_tool("logrotate")
     evs = [
         alerts.to_events(alerts.parse_payload(body(payload(alert(fp=f"r{i}"))))[0], T1)[0]
         for i in range(4)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PY, ROOT, free_port, unlabelled_samples
+from conftest import PY, ROOT, free_port, unlabelled_samples, unavailable
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -70,9 +70,7 @@ def _require_private_tmpfs(tmp_path):
                 why = f"cannot mount a tmpfs in a private mount namespace: {r.stderr.strip()}"
         _probe["why"] = why
     if _probe["why"]:
-        if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
-            pytest.fail(f"{_probe['why']} (LUMEN_REQUIRE_OPS_TOOLS=1)")
-        pytest.skip(_probe["why"])
+        unavailable(_probe["why"])
 
 
 def run_driver(tmp_path, mode, timeout=200):

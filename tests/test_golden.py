@@ -32,6 +32,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import (
+    require_tool,
     CONFIG_RMB,
     GOLDEN,
     PY,
@@ -421,13 +422,6 @@ def require_current(tool):
         timeout=60,
     )
     assert r.returncode == 0, f"{tool} --check: generated files are stale\n{r.stderr}"
-
-
-def require_tool(name):
-    if shutil.which(name) is None:
-        if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
-            pytest.fail(f"{name} is required (LUMEN_REQUIRE_OPS_TOOLS=1) but not installed")
-        pytest.skip(f"{name} not installed")
 
 
 def test_result_lines_of_the_offline_targets(workdir):

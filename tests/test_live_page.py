@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from conftest import (
+    unavailable,
     ROOT,
     STACK,
     free_port,
@@ -36,9 +37,7 @@ def chromium():
     exe = find_chromium()
     if exe:
         return exe
-    if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
-        pytest.fail("chromium is required (LUMEN_REQUIRE_OPS_TOOLS=1) but not installed")
-    pytest.skip("chromium not installed (apt-get install chromium)")
+    unavailable("chromium is not installed (apt-get install chromium)")
 
 
 # What the page drew at its last render, read in one go (no refresh in between): the API's

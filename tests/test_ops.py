@@ -8,7 +8,6 @@ import contextlib
 import http.server
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -19,20 +18,22 @@ import pytest
 import requests
 import yaml
 
-from conftest import CONFIG_RMB, PY, ROOT, free_port, unlabelled_samples, wait_until
+from conftest import (
+    CONFIG_RMB,
+    PY,
+    ROOT,
+    free_port,
+    require_tool,
+    unlabelled_samples,
+    wait_until,
+)
 from lumen import timefmt, vocab
 from test_alerts import lines, osc_listener, osc_messages, start_receiver
 
 OPS = ROOT / "ops"
 
 
-def tool(name, *alternatives):
-    path = next(filter(None, (shutil.which(n) for n in (name, *alternatives))), None)
-    if path is None:
-        if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
-            pytest.fail(f"{name} is required (LUMEN_REQUIRE_OPS_TOOLS=1) but not installed")
-        pytest.skip(f"{name} not installed")
-    return path
+tool = require_tool
 
 
 def run(*args, cwd=ROOT):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import PY, ROOT, emit, wait_until
+from conftest import PY, ROOT, emit, wait_until, unavailable
 from lumen import config, httpserve, pgstore, timefmt
 from lumen.harness import pgserver
 
@@ -26,9 +26,7 @@ def require_pg():
     try:
         pgserver.bindir()
     except pgserver.Unavailable as e:
-        if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
-            pytest.fail(f"PostgreSQL is required (LUMEN_REQUIRE_OPS_TOOLS=1): {e}")
-        pytest.skip(str(e))
+        unavailable(f"PostgreSQL is required: {e}")
 
 
 @pytest.fixture(scope="module")

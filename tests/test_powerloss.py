@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PY, ROOT, run_make, wait_until
+from conftest import PY, ROOT, run_make, wait_until, require_tool
 from lumen.jsonl import append_lines, dumps
 from lumen.simulate import EventFactory
 
@@ -63,10 +63,7 @@ class Stream:
 
 
 def need_logrotate():
-    if shutil.which("logrotate") is None:
-        if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
-            pytest.fail("logrotate is required (LUMEN_REQUIRE_OPS_TOOLS=1) but not installed")
-        pytest.skip("logrotate not installed (apt-get install logrotate)")
+    require_tool("logrotate")
 
 
 def rotate(workdir):

@@ -16,7 +16,6 @@ import gzip
 import json
 import os
 import random
-import shutil
 import signal
 import urllib.request
 from datetime import datetime, timezone
@@ -24,7 +23,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONFIG_RMB, ROOT, free_port, run_make, unlabelled_samples, wait_until
+from conftest import (
+    CONFIG_RMB,
+    ROOT,
+    free_port,
+    run_make,
+    unlabelled_samples,
+    wait_until,
+    require_tool,
+)
 from lumen.consumer import Consumer
 from lumen.jsonl import append_lines, dumps
 from lumen.tail import Tailer
@@ -38,10 +45,7 @@ BASE_T = 1_767_225_600  # 2026-01-01T00:00:00Z: in the past, never ts_future
 
 @pytest.fixture(autouse=True)
 def _logrotate():
-    if shutil.which("logrotate") is None:
-        if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
-            pytest.fail("logrotate is required (LUMEN_REQUIRE_OPS_TOOLS=1) but not installed")
-        pytest.skip("logrotate not installed (apt-get install logrotate)")
+    require_tool("logrotate")
 
 
 # ------------------------------------------------------------------ helpers

@@ -4,24 +4,18 @@ zero lost, zero duplicated, rejects equal to the bad lines on disk, no 5xx, ever
 back. And the soak is a real check: with a tailer that skips lines (a checkpoint broken on
 purpose) it fails."""
 
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, require_tool
 
 SOAK = ROOT / "tools/soak.py"
 
 
 def soak(tmp_path, *extra):
-    if shutil.which("logrotate") is None:
-        import os
-
-        if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
-            pytest.fail("logrotate is required (LUMEN_REQUIRE_OPS_TOOLS=1)")
-        pytest.skip("logrotate not installed")
+    require_tool("logrotate")
     return subprocess.run(
         [
             sys.executable,

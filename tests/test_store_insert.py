@@ -13,6 +13,7 @@ import pytest
 
 from lumen import storage
 from lumen.harness import pgserver
+from conftest import unavailable
 
 COLS = storage.COLUMNS["rmb"]
 
@@ -37,9 +38,7 @@ def pg():
     try:
         pgserver.bindir()
     except pgserver.Unavailable as e:
-        if os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1":
-            pytest.fail(f"PostgreSQL is required (LUMEN_REQUIRE_OPS_TOOLS=1): {e}")
-        pytest.skip(str(e))
+        unavailable(f"PostgreSQL is required: {e}")
     with pgserver.PgServer() as server:
         yield server
 

@@ -4,16 +4,12 @@ restore.sanity, pkg.v17, logs.rotate under real logrotate."""
 import gzip
 import json
 import os
-import shutil
 import subprocess
 import tarfile
 import time
 
-import pytest
 
-from conftest import CONFIG_RMB, EMITTER, ROOT, emit, free_port, run_make, wait_until
-
-NEEDS_OPS_TOOLS = os.environ.get("LUMEN_REQUIRE_OPS_TOOLS") == "1"
+from conftest import CONFIG_RMB, EMITTER, ROOT, emit, free_port, run_make, wait_until, require_tool
 
 
 def ago(seconds):
@@ -135,10 +131,7 @@ def test_pkg_contains_exactly_the_listed_content(workdir):
 
 
 def _require_logrotate():
-    if shutil.which("logrotate") is None:
-        if NEEDS_OPS_TOOLS:
-            pytest.fail("logrotate is required (LUMEN_REQUIRE_OPS_TOOLS=1) but not installed")
-        pytest.skip("logrotate not installed (apt-get install logrotate)")
+    require_tool("logrotate")
 
 
 def _all_events(logdir):
