@@ -94,11 +94,16 @@ def unavailable(why):
     pytest.skip(why)
 
 
-def require_tool(name, *alternatives, package=None):
+# The Debian package of each tool whose name is not its package's (.ci/run installs them).
+PACKAGES = {"promtool": "prometheus", "amtool": "prometheus-alertmanager",
+            "alertmanager": "prometheus-alertmanager"}  # fmt: skip
+
+
+def require_tool(name, *alternatives):
     """The path of `name` (or of the first alternative found); else unavailable()."""
     path = next(filter(None, (shutil.which(n) for n in (name, *alternatives))), None)
     if path is None:
-        unavailable(f"{name} is not installed (apt-get install {package or name})")
+        unavailable(f"{name} is not installed (apt-get install {PACKAGES.get(name, name)})")
     return path
 
 

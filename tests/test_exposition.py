@@ -28,6 +28,7 @@ from lumen.exporters import RmbExporter, UreExporter
 from lumen.stats import RmbStats
 from lumen.ure import UreLoop
 from conftest import (
+    require_tool,
     CONFIG_RMB,
     PY,
     ROOT,
@@ -38,7 +39,7 @@ from conftest import (
     unlabelled_samples,
     wait_until,
 )
-from test_ops import tool
+
 
 RMB_EXPORTER = ROOT / "exporters/rmb_exporter_v17.py"
 URE_EXPORTER = ROOT / "exporters/ure_exporter_v18.py"
@@ -54,7 +55,7 @@ def promtool_check(text):
     """(exit status, output) of `promtool check metrics` on `text`; output is empty when
     there is neither an error nor a lint warning."""
     r = subprocess.run(
-        [tool("promtool"), "check", "metrics"],
+        [require_tool("promtool"), "check", "metrics"],
         input=text,
         capture_output=True,
         text=True,
@@ -127,7 +128,7 @@ def feed(cwd):
 
 
 def test_every_exposition_passes_promtool(workdir, procs, private_stack):
-    tool("promtool")  # skip (or fail, LUMEN_REQUIRE_OPS_TOOLS=1) before starting anything
+    require_tool("promtool")  # skip (or fail, LUMEN_REQUIRE_OPS_TOOLS=1) before starting anything
     ports = {
         "/metrics": start(procs, RMB_EXPORTER, CONFIG_RMB),
         "/metrics_ure": start(procs, URE_EXPORTER, CONFIG_URE),
@@ -168,7 +169,7 @@ def test_every_exposition_passes_promtool(workdir, procs, private_stack):
 def test_the_lint_is_real(workdir):
     """The oracle above catches the URE exporter's former exposition: the same family name
     once per stream."""
-    tool("promtool")
+    require_tool("promtool")
     twice = (
         "# HELP ure_exporter_log_lines_total Lines.\n# TYPE ure_exporter_log_lines_total counter\n"
         'ure_exporter_log_lines_total{stream="v2",status="valid"} 1\n'

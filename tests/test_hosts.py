@@ -14,8 +14,8 @@ import pytest
 import requests
 import yaml
 
-from conftest import ROOT, pid_alive, pids_in, run_make, wait_until
-from test_ops import tool
+from conftest import ROOT, pid_alive, pids_in, require_tool, run_make, wait_until
+
 from test_postgres import assert_exactly_once, require_pg, rows
 from lumen.harness import pgserver
 
@@ -47,7 +47,7 @@ def ingest_pid(cwd):
 
 
 def test_three_hosts_one_store_one_prometheus(tmp_path, pg, private_stack, procs):
-    prom_bin = tool("prometheus")
+    prom_bin = require_tool("prometheus")
     url = pg.create_db("lumen")
     stacks = {}
     for host in HOSTS:

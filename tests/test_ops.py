@@ -33,9 +33,6 @@ from test_alerts import lines, osc_listener, osc_messages, start_receiver
 OPS = ROOT / "ops"
 
 
-tool = require_tool
-
-
 def run(*args, cwd=ROOT):
     return subprocess.run(
         list(map(str, args)), cwd=cwd, capture_output=True, text=True, timeout=120
@@ -50,7 +47,7 @@ def test_generated_ops_files_are_current():
 
 
 def test_promtool_accepts_config_and_rules():
-    promtool = tool("promtool")
+    promtool = require_tool("promtool")
     r = run(promtool, "check", "config", OPS / "prometheus/prometheus.yml")
     assert r.returncode == 0, r.stdout + r.stderr
     prom = yaml.safe_load((OPS / "prometheus/prometheus.yml").read_text())
@@ -102,7 +99,9 @@ def test_many_hosts_scrape_the_alert_receivers_they_name(tmp_path):
 
 
 def test_promtool_rule_unit_tests_pass():
-    r = run(tool("promtool"), "test", "rules", "rules_test.yml", cwd=OPS / "prometheus/tests")
+    r = run(
+        require_tool("promtool"), "test", "rules", "rules_test.yml", cwd=OPS / "prometheus/tests"
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS" in r.stdout
 
@@ -143,7 +142,7 @@ def alert_label_sets():
 
 
 def test_alertmanager_config_and_routing(tmp_path):
-    amtool = tool("amtool")
+    amtool = require_tool("amtool")
     cfg = OPS / "alertmanager/alertmanager.yml"
     for f in (cfg, OPS / "alertmanager/alertmanager.compose.yml"):
         r = run(amtool, "check-config", f)
@@ -189,7 +188,7 @@ def compose_config(tmp_path, *overrides, **env):
         env_file = tmp_path / "empty.env"
         env_file.write_text("")
     files = [a for f in ("docker-compose.yml", *overrides) for a in ("-f", ROOT / f)]
-    cmd = [tool("docker-compose"), "--env-file", env_file, *files, "config"]
+    cmd = [require_tool("docker-compose"), "--env-file", env_file, *files, "config"]
     return subprocess.run(
         list(map(str, cmd)),
         cwd=ROOT,
@@ -388,7 +387,10 @@ def _e2e(tmp_path, procs, profile, osc_port=None, alert_window=None):
     """The stack: RMB exporter and emitter (`profile`), the alert receiver (OSC to
     `osc_port` if given), Alertmanager, Prometheus. `alert_window`: the alert rules'
     window instead of 5m, so an alert can resolve within a test."""
-    prom_bin, am_bin = tool("prometheus"), tool("alertmanager", "prometheus-alertmanager")
+    prom_bin, am_bin = (
+        require_tool("prometheus"),
+        require_tool("alertmanager", "prometheus-alertmanager"),
+    )
     Sink.got = []
     sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
     threading.Thread(target=sink.serve_forever, daemon=True).start()
