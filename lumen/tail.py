@@ -245,6 +245,7 @@ class Tailer:
         self.offset = 0  # offset just past the last line delivered
         self._pos = 0  # offset of the next read
         self._buf = b""  # bytes read past self.offset: a partial line
+        self._head = b""  # see _use
         self._skipping = False  # inside an oversize line, discarding to its newline
         self._done = []  # [fp, size] of drained rotated files, newest last
         self._fps = {}  # (dev, ino, size, mtime) -> fingerprint of rotated files
@@ -467,6 +468,9 @@ class Tailer:
         self.offset = self._pos = offset
         self._buf = b""
         self._skipping = skipping
+        # The first bytes read, while the file has no fingerprint (only a live file opened
+        # at 0 can lack one: its first line not whole yet), to take it from them.
+        self._head = b""
 
     def _open_live(self, offset, skipping=False):
         """Follow the live file from `offset`; if it is not there, wait for it."""
@@ -547,7 +551,10 @@ class Tailer:
                     self._truncated()
                     continue
                 if f.fp is None:
-                    f.fp = self._fp_read(data)
+                    # From the bytes read, not from the file again: that could be another
+                    # file's head by now (truncated and rewritten: a copytruncate).
+                    self._head = (self._head + data)[:FP_BYTES]
+                    f.fp = _fp_of_head(self._head, False)
                 self._pos += len(data)
                 return self._split(data)
             # At the end of the current file.
@@ -575,14 +582,6 @@ class Tailer:
     def source(self):
         """Fingerprint of the file being read (None before its first line)."""
         return self._file.fp if self._file is not None else None
-
-    def _fp_read(self, data):
-        """The fingerprint of the file being read, from the bytes read from it (`data`
-        just read at self._pos): taken from the file again, it could be another file's
-        head if the file was truncated and rewritten since (a copytruncate)."""
-        if self.offset == 0 and not self._skipping and len(self._buf) == self._pos:
-            return _fp_of_head((self._buf + data)[:FP_BYTES], False)
-        return self._file.fingerprint()
 
     def _split(self, data):
         buf = self._buf + data if self._buf else data
@@ -690,7 +689,7 @@ class Tailer:
         of it, and by a rotated file we have not read appearing (its copy)."""
         if f.fp is not None:
             return f.fingerprint() != f.fp
-        if self._pos and f.pread(self._pos, 0) != self._buf:
+        if self._pos and f.pread(self._pos, 0) != self._head:
             return True
         return self._undrained_rotated()
 
